@@ -1,1 +1,95 @@
-fn main() {}
+//! The `skiff` binary: parses arguments, sets up logging, and hands over to the server
+//! (or, later, the agent). Nothing else happens here.
+
+mod cli;
+mod config;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server(args),
+        Command::Kubectl { args } => kubectl(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn server(args: cli::ServerArgs) -> Result<ExitCode> {
+    let (config, log) = config::server_config(args)?;
+    init_logging(&log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skiff")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        skiff_server::run(config, cancel).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `skiff kubectl ARGS…`: kubectl from PATH with the admin kubeconfig, unless the user
+/// already chose one.
+fn kubectl(args: Vec<String>) -> Result<ExitCode> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join("kubectl"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!("kubectl was not found on PATH; install kubectl to use `skiff kubectl`")
+        })?;
+    let mut cmd = std::process::Command::new(&found);
+    cmd.args(&args);
+    if std::env::var_os("KUBECONFIG").is_none() {
+        let kubeconfig = std::env::var_os("SKIFF_WRITE_KUBECONFIG")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(skiff_core::defaults::KUBECONFIG_PATH));
+        cmd.env("KUBECONFIG", kubeconfig);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", found.display()))?;
+    Ok(match status.code() {
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}

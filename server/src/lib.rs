@@ -1,7 +1,161 @@
 //! `skiff-server`: the control plane.
 //!
-//! Start reading at [`run`]: it reads the [`Config`], prepares the PKI, opens the
-//! [`store`] and serves the Kubernetes API from [`api`]. Each kind's rules (defaults,
-//! validation, printer columns, patch metadata) live in [`registry`].
+//! Start reading at [`run`]: it validates the [`Config`], prepares the PKI and the admin
+//! kubeconfig, opens the [`store`], creates the objects every cluster has, and serves the
+//! Kubernetes API from [`api`]. Each kind's rules (defaults, validation, printer columns,
+//! schemas and patch metadata) live in [`registry`]. Background work that upstream does
+//! in controllers lives in [`controllers`].
 
+pub mod api;
+pub mod bootstrap;
+pub mod controllers;
+pub mod registry;
 pub mod store;
+pub mod tls;
+
+use ipnet::Ipv4Net;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything `skiff server` is told, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data folder (`server/` below it holds the database and certificates).
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub bind_address: IpAddr,
+    /// The HTTPS port.
+    pub https_port: u16,
+    /// The address other hosts reach this server at.
+    pub advertise_address: Option<IpAddr>,
+    /// Extra subject alternative names of the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Where to write the admin kubeconfig.
+    pub write_kubeconfig: PathBuf,
+    /// The kubeconfig's file mode.
+    pub write_kubeconfig_mode: u32,
+    /// The Service network.
+    pub service_cidr: Ipv4Net,
+    /// The pod network.
+    pub cluster_cidr: Ipv4Net,
+    /// The NodePort range, inclusive.
+    pub service_node_port_range: (u16, u16),
+    /// Do not run the node components in this process.
+    pub disable_agent: bool,
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The PKI could not be prepared.
+    #[error("preparing certificates")]
+    Pki(#[from] skiff_core::pki::Error),
+    /// The kubeconfig could not be written.
+    #[error("writing the admin kubeconfig")]
+    Kubeconfig(#[from] skiff_core::kubeconfig::Error),
+    /// The datastore could not be opened.
+    #[error("opening the datastore")]
+    Store(#[source] store::Error),
+    /// TLS could not be configured.
+    #[error("configuring TLS")]
+    Tls(#[from] tls::Error),
+    /// The port could not be bound.
+    #[error("listening on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the default objects failed.
+    #[error("creating the default objects: {0}")]
+    Bootstrap(String),
+    /// A component stopped with an error.
+    #[error("{component} failed")]
+    Component {
+        /// Which one.
+        component: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    fn server_dir(&self) -> PathBuf {
+        self.data_dir.join("server")
+    }
+
+    /// The address clients are told to use.
+    fn advertised(&self) -> IpAddr {
+        self.advertise_address.unwrap_or(match self.bind_address {
+            a if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            a => a,
+        })
+    }
+}
+
+/// Runs the control plane until `cancel` fires or a component fails.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    let dir = config.server_dir();
+    let pki = tls::Pki::prepare(&config)?;
+    let backend = store::sqlite::Sqlite::open(&dir.join("db").join("state.db"))
+        .map_err(|e| Error::Store(store::Error::Backend(e)))?;
+    let store = store::Store::open(backend, store::StoreConfig::default()).map_err(Error::Store)?;
+    let addr = SocketAddr::new(config.bind_address, config.https_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let api = Arc::new(api::Api {
+        store: store.clone(),
+        allocator: api::allocator::Allocator {
+            service_cidr: config.service_cidr,
+            node_ports: config.service_node_port_range,
+        },
+        service_lock: tokio::sync::Mutex::new(()),
+        server_address: SocketAddr::new(config.advertised(), config.https_port).to_string(),
+        max_body: skiff_core::defaults::MAX_REQUEST_BYTES,
+    });
+    bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
+        .await
+        .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    // The kubeconfig is written last, so its presence means the server is ready to use.
+    pki.write_admin_kubeconfig(&config)?;
+    tracing::info!(%addr, kubeconfig = %config.write_kubeconfig.display(), "skiff server is ready");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(controllers::namespace::run(api.clone(), cancel.clone()));
+    let serve_cancel = cancel.clone();
+    let tls_config = pki.server_config.clone();
+    let serving = api.clone();
+    tasks.spawn(async move {
+        api::serve(serving, tls_config, listener, serve_cancel)
+            .await
+            .map_err(|source| Error::Component {
+                component: "api server",
+                source,
+            })
+    });
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "component failed; shutting down");
+                result = Err(e);
+                cancel.cancel();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "component panicked; shutting down");
+                cancel.cancel();
+            }
+        }
+        if cancel.is_cancelled() {
+            tasks.abort_all();
+        }
+    }
+    result
+}

@@ -1,0 +1,1006 @@
+//! The verbs on resources: get, list, create, update, patch, delete, deletecollection,
+//! and the `status`, `scale` and `finalize` subresources. Watch lives in [`super::watch`].
+//!
+//! Every write goes the same way: build the new object, [`prepare_create`] or
+//! [`prepare_update`] it (defaults, typed round trip, field validation, validation,
+//! server-owned metadata), then one store write with the revision read as precondition.
+//! Updates computed from the current object (patches, status, scale) retry on a
+//! conflict, as upstream's guaranteed update does.
+
+use super::objects::{self, meta, meta_mut, meta_str};
+use super::request::{check_type, decode_object, media_type, Target};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::{ApiError, ApiResult, Cause};
+use super::{Api, Reply};
+use crate::registry::{defaults, validation, Resource};
+use crate::store::{self, Entry, WriteOp};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// How many times an update computed from the current object is retried on conflict.
+const MAX_RETRIES: usize = 8;
+
+/// Options every write accepts.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: run everything but the write.
+    pub dry_run: bool,
+    /// `fieldValidation`: `Strict`, `Warn` (default for the API) or `Ignore`.
+    pub field_validation: FieldValidation,
+}
+
+/// What to do with unknown or duplicate fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Fail the request.
+    Strict,
+    /// Drop them and say so in `Warning` headers (upstream's default).
+    #[default]
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+impl WriteOptions {
+    /// Reads `dryRun` and `fieldValidation` from the query.
+    pub fn from_query(q: &HashMap<String, String>) -> ApiResult<WriteOptions> {
+        let dry_run = match q.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dryRun value: {other:?}: supported values: \"All\""
+                )))
+            }
+        };
+        let field_validation = match q.get("fieldValidation").map(String::as_str) {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+                )))
+            }
+        };
+        Ok(WriteOptions {
+            dry_run,
+            field_validation,
+        })
+    }
+}
+
+fn object_name(t: &Target) -> &str {
+    t.name.as_deref().unwrap_or("")
+}
+
+fn parse(entry: &Entry) -> ApiResult<Value> {
+    serde_json::from_slice(&entry.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", entry.key)))
+}
+
+/// GET of one object (or its status).
+pub fn get(api: &Api, t: &Target) -> ApiResult<Entry> {
+    let r = t.resource;
+    api.store
+        .get(&r.key(t.namespace.as_deref(), object_name(t)))
+        .ok_or_else(|| ApiError::not_found(r.group, r.plural, object_name(t)))
+}
+
+/// Parsed list parameters.
+#[derive(Clone)]
+pub struct ListQuery {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0: none).
+    pub limit: usize,
+    /// The key to continue after, from `continue`.
+    pub after: Option<String>,
+    /// The revision a `continue` token was issued at.
+    pub continue_revision: Option<i64>,
+}
+
+impl ListQuery {
+    /// Reads selectors and paging from the query.
+    pub fn from_query(r: &Resource, q: &HashMap<String, String>) -> ApiResult<ListQuery> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        fields
+            .check_supported(r.group, r.kind)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let limit = match q.get("limit").map(String::as_str) {
+            None | Some("") => 0,
+            Some(s) => s
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {s:?}")))?
+                .max(0) as usize,
+        };
+        let (after, continue_revision) = match q.get("continue").map(String::as_str) {
+            None | Some("") => (None, None),
+            Some(token) => {
+                let (rev, key) = decode_continue(token)?;
+                (Some(key), Some(rev))
+            }
+        };
+        Ok(ListQuery {
+            labels,
+            fields,
+            limit,
+            after,
+            continue_revision,
+        })
+    }
+
+    /// Whether an object passes both selectors.
+    pub fn matches(&self, r: &Resource, obj: &Value) -> bool {
+        self.labels
+            .matches(meta(obj).get("labels").and_then(Value::as_object))
+            && self.fields.matches(r.group, r.kind, obj)
+    }
+
+    /// Whether any selector needs the object decoded.
+    pub fn filters(&self) -> bool {
+        !self.labels.is_empty() || !self.fields.is_empty()
+    }
+}
+
+fn encode_continue(revision: i64, key: &str) -> String {
+    use base64::Engine;
+    let raw = json!({"v": "skiff.continue/v1", "rv": revision, "start": key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version skiff.continue/v1)")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let key = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((rev, key.to_string()))
+}
+
+/// A list result: the entries, the revision and the continue token.
+pub struct ListResult {
+    /// The matching entries.
+    pub items: Vec<Entry>,
+    /// The list's resourceVersion.
+    pub revision: i64,
+    /// The continue token, if the list was cut.
+    pub continue_token: Option<String>,
+    /// How many items remain after this page.
+    pub remaining: Option<usize>,
+}
+
+/// LIST.
+pub fn list(api: &Api, t: &Target, q: &ListQuery) -> ApiResult<ListResult> {
+    let r = t.resource;
+    if let Some(rev) = q.continue_revision {
+        // The pages of one list share its revision; once history before it is gone the
+        // token is too old, as upstream says.
+        if rev < api.store.oldest_revision() {
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            ));
+        }
+    }
+    let namespace = t
+        .namespace
+        .clone()
+        .or_else(|| q.fields.exact("metadata.namespace").map(String::from));
+    let prefix = r.prefix(namespace.as_deref());
+    let name = q.fields.exact("metadata.name").map(String::from);
+    let keep = |e: &Entry| {
+        if let Some(n) = &name {
+            if !e.key.ends_with(&format!("/{n}")) {
+                return false;
+            }
+        }
+        if !q.filters() {
+            return true;
+        }
+        match serde_json::from_slice::<Value>(&e.value) {
+            Ok(obj) => q.matches(r, &obj),
+            Err(_) => false,
+        }
+    };
+    let page = api.store.list(&prefix, q.after.as_deref(), q.limit, &keep);
+    let revision = q.continue_revision.unwrap_or(page.revision);
+    Ok(ListResult {
+        continue_token: page.next.as_ref().map(|k| encode_continue(revision, k)),
+        remaining: page.next.as_ref().map(|_| page.remaining),
+        items: page.items,
+        revision,
+    })
+}
+
+/// Encodes a list as upstream's `<Kind>List`, splicing the stored bytes (no re-encoding).
+pub fn encode_list(r: &Resource, res: &ListResult) -> Bytes {
+    let mut metadata = Map::new();
+    metadata.insert("resourceVersion".into(), res.revision.to_string().into());
+    if let Some(c) = &res.continue_token {
+        metadata.insert("continue".into(), c.clone().into());
+    }
+    if let Some(n) = res.remaining {
+        metadata.insert("remainingItemCount".into(), n.into());
+    }
+    let head = json!({
+        "kind": format!("{}List", r.kind),
+        "apiVersion": r.api_version(),
+        "metadata": metadata,
+    })
+    .to_string();
+    let size: usize = res.items.iter().map(|e| e.value.len() + 1).sum();
+    let mut out = Vec::with_capacity(head.len() + size + 16);
+    // `head` ends with `}`; reopen it to append the items.
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, e) in res.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.value);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// Checks that the namespace exists and is not terminating, for a create in it.
+fn check_namespace(api: &Api, r: &Resource, ns: &str, name: &str) -> ApiResult<()> {
+    let key = format!("/registry/core/namespaces/{ns}");
+    let Some(entry) = api.store.get(&key) else {
+        return Err(ApiError::not_found("", "namespaces", ns));
+    };
+    let obj = parse(&entry)?;
+    if !meta_str(&obj, "deletionTimestamp").is_empty() {
+        return Err(ApiError::forbidden(
+            r.group,
+            r.plural,
+            name,
+            format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The result of preparing a write: the object and any warnings.
+pub struct Prepared {
+    /// The object to store.
+    pub obj: Value,
+    /// `Warning` header texts.
+    pub warnings: Vec<String>,
+}
+
+/// Typed round trip, unknown-field handling and validation, shared by create and update.
+fn normalize(
+    r: &Resource,
+    obj: Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Value> {
+    let name = meta_str(&obj, "name").to_string();
+    let mut typed = (r.round_trip)(obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            r.kind, r.version, r.kind
+        ))
+    })?;
+    if opts.field_validation != FieldValidation::Ignore {
+        let unknown = objects::unknown_fields(&obj, &typed);
+        if !unknown.is_empty() {
+            if opts.field_validation == FieldValidation::Strict {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
+            }
+            warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+        }
+    }
+    defaults::apply_defaults(r.group, r.kind, &mut typed);
+    let mut causes: Vec<Cause> = validation::validate(r.group, r.kind, &typed, old)
+        .into_iter()
+        .map(|c| Cause {
+            reason: c.reason.to_string(),
+            message: c.message,
+            field: c.field,
+        })
+        .collect();
+    if old.is_none() {
+        for msg in validation::validate_name(r.group, r.kind, &name) {
+            causes.insert(
+                0,
+                Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!("Invalid value: {name:?}: {msg}"),
+                    field: "metadata.name".into(),
+                },
+            );
+        }
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(r.group, r.kind, &name, causes));
+    }
+    Ok(typed)
+}
+
+/// Builds the object a create stores: name, namespace, server-owned metadata, defaults,
+/// validation.
+pub fn prepare_create(
+    api: &Api,
+    t: &Target,
+    mut obj: Value,
+    opts: &WriteOptions,
+) -> ApiResult<Prepared> {
+    let r = t.resource;
+    check_type(r, &mut obj)?;
+    let body_ns = meta_str(&obj, "namespace").to_string();
+    let namespace = if r.namespaced {
+        let ns = t.namespace.clone().unwrap_or_default();
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        Some(ns)
+    } else {
+        None
+    };
+    if !meta_str(&obj, "resourceVersion").is_empty() {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let mut name = meta_str(&obj, "name").to_string();
+    if name.is_empty() {
+        let base = meta_str(&obj, "generateName").to_string();
+        if base.is_empty() {
+            return Err(ApiError::invalid(
+                r.group,
+                r.kind,
+                "",
+                vec![Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value: name or generateName is required".into(),
+                    field: "metadata.name".into(),
+                }],
+            ));
+        }
+        name = objects::generate_name(&base);
+    }
+    if let Some(ns) = &namespace {
+        check_namespace(api, r, ns, &name)?;
+    }
+    {
+        let m = meta_mut(&mut obj);
+        m.insert("name".into(), name.clone().into());
+        match &namespace {
+            Some(ns) => m.insert("namespace".into(), ns.clone().into()),
+            None => m.remove("namespace"),
+        };
+        m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        m.insert("creationTimestamp".into(), objects::now_rfc3339().into());
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("selfLink");
+        if r.status {
+            m.insert("generation".into(), 1.into());
+        }
+    }
+    if r.status {
+        // Status is the controllers' to write; a create starts from none, as upstream's
+        // strategies reset it.
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
+    let mut warnings = Vec::new();
+    let obj = normalize(r, obj, None, opts, &mut warnings)?;
+    Ok(Prepared { obj, warnings })
+}
+
+/// CREATE.
+pub async fn create(
+    api: &Api,
+    t: &Target,
+    body: &[u8],
+    content_type: Option<&str>,
+    opts: &WriteOptions,
+) -> ApiResult<Reply> {
+    let r = t.resource;
+    if t.name.is_some() {
+        return Err(ApiError::method_not_allowed("POST"));
+    }
+    let obj = decode_object(body, content_type)?;
+    let prepared = prepare_create(api, t, obj, opts)?;
+    let mut obj = prepared.obj;
+    let _guard = if r.kind == "Service" && r.group.is_empty() {
+        let guard = api.service_lock.lock().await;
+        api.allocator.allocate(&api.store, &mut obj)?;
+        Some(guard)
+    } else {
+        None
+    };
+    let name = meta_str(&obj, "name").to_string();
+    if opts.dry_run {
+        return Ok(Reply::json(201, &obj).warnings(prepared.warnings));
+    }
+    let key = r.key(t.namespace.as_deref(), &name);
+    let entry = api
+        .store
+        .write(WriteOp::Create { key, value: obj })
+        .await
+        .map_err(|e| match e {
+            store::Error::AlreadyExists => ApiError::already_exists(r.group, r.plural, &name),
+            other => other.into(),
+        })?;
+    Ok(Reply::raw(201, entry.value).warnings(prepared.warnings))
+}
+
+/// Which part of an object an update may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The main resource: everything but status (for kinds with a status subresource).
+    Main,
+    /// The `status` subresource: only status.
+    Status,
+    /// The namespace `finalize` subresource: only `spec.finalizers`.
+    Finalize,
+}
+
+/// Builds the object an update stores from the current one and the one asked for.
+/// `None` means nothing would change.
+pub fn prepare_update(
+    t: &Target,
+    old: &Value,
+    mut new: Value,
+    part: Part,
+    opts: &WriteOptions,
+) -> ApiResult<Option<Prepared>> {
+    let r = t.resource;
+    check_type(r, &mut new)?;
+    let name = object_name(t);
+    let new_name = meta_str(&new, "name");
+    if !new_name.is_empty() && new_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({new_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if r.namespaced {
+        let ns = meta_str(&new, "namespace");
+        if !ns.is_empty() && Some(ns) != t.namespace.as_deref() {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    let mut new = match part {
+        Part::Main => {
+            if r.status {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+        Part::Status => {
+            let mut merged = old.clone();
+            match new.get("status") {
+                Some(s) => merged["status"] = s.clone(),
+                None => {
+                    if let Some(o) = merged.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            merged
+        }
+        Part::Finalize => {
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = new
+                .get("spec")
+                .and_then(|s| s.get("finalizers"))
+                .cloned()
+                .unwrap_or(Value::Array(vec![]));
+            merged
+        }
+    };
+    // Server-owned metadata always comes from the stored object.
+    {
+        let old_meta = meta(old).clone();
+        let m = meta_mut(&mut new);
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "name",
+        ] {
+            match old_meta.get(field) {
+                Some(v) => m.insert(field.into(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+        if r.namespaced {
+            if let Some(ns) = old_meta.get("namespace") {
+                m.insert("namespace".into(), ns.clone());
+            }
+        } else {
+            m.remove("namespace");
+        }
+        m.remove("selfLink");
+        m.remove("resourceVersion");
+    }
+    if r.kind == "Service" && r.group.is_empty() {
+        super::allocator::carry_over(old, &mut new);
+    }
+    let mut warnings = Vec::new();
+    let mut new = normalize(r, new, Some(old), opts, &mut warnings)?;
+    if r.status && part == Part::Main && old.get("spec") != new.get("spec") {
+        let generation = meta(old)
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(&mut new).insert("generation".into(), (generation + 1).into());
+    }
+    if objects::without_volatile(old) == objects::without_volatile(&new) {
+        return Ok(None);
+    }
+    Ok(Some(Prepared { obj: new, warnings }))
+}
+
+/// Runs an update computed from the current object, retrying on conflicts unless the
+/// caller pinned a resourceVersion. `compute` returns the object asked for and whether it
+/// carries a resourceVersion precondition.
+pub async fn guaranteed_update<F>(
+    api: &Api,
+    t: &Target,
+    part: Part,
+    opts: &WriteOptions,
+    compute: F,
+) -> ApiResult<Reply>
+where
+    F: Fn(&Value) -> ApiResult<Value>,
+{
+    let r = t.resource;
+    let name = object_name(t).to_string();
+    let key = r.key(t.namespace.as_deref(), &name);
+    for _ in 0..MAX_RETRIES {
+        let entry = api
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, &name))?;
+        let old = parse(&entry)?;
+        let new = compute(&old)?;
+        let pinned =
+            match meta_str(&new, "resourceVersion") {
+                "" => None,
+                rv => Some(rv.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?),
+            };
+        if let Some(pin) = pinned {
+            if pin != entry.revision {
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    &name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+        }
+        let Some(prepared) = prepare_update(t, &old, new, part, opts)? else {
+            return Ok(Reply::raw(200, entry.value));
+        };
+        // An object being deleted whose last finalizer is removed goes away now.
+        let finishing = !meta_str(&prepared.obj, "deletionTimestamp").is_empty()
+            && objects::finalizers(&prepared.obj).is_empty()
+            && namespace_finalizers(r, &prepared.obj).is_empty();
+        if opts.dry_run {
+            return Ok(Reply::json(200, &prepared.obj).warnings(prepared.warnings));
+        }
+        let op = if finishing {
+            WriteOp::Delete {
+                key: key.clone(),
+                expected: Some(entry.revision),
+            }
+        } else {
+            WriteOp::Update {
+                key: key.clone(),
+                value: prepared.obj,
+                expected: Some(entry.revision),
+            }
+        };
+        match api.store.write(op).await {
+            Ok(e) => return Ok(Reply::raw(200, e.value).warnings(prepared.warnings)),
+            Err(store::Error::Conflict { .. }) if pinned.is_none() => continue,
+            Err(store::Error::Conflict { .. }) => {
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    &name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ))
+            }
+            Err(store::Error::NotFound) => return Err(ApiError::not_found(r.group, r.plural, &name)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        r.group,
+        r.plural,
+        &name,
+        "the object is being modified too often; try again",
+    ))
+}
+
+fn namespace_finalizers(r: &Resource, obj: &Value) -> Vec<Value> {
+    if r.kind != "Namespace" || !r.group.is_empty() {
+        return Vec::new();
+    }
+    obj.get("spec")
+        .and_then(|s| s.get("finalizers"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn part_of(t: &Target) -> Part {
+    match t.subresource.as_deref() {
+        Some("status") => Part::Status,
+        Some("finalize") => Part::Finalize,
+        _ => Part::Main,
+    }
+}
+
+/// UPDATE (PUT).
+pub async fn update(
+    api: &Api,
+    t: &Target,
+    body: &[u8],
+    content_type: Option<&str>,
+    opts: &WriteOptions,
+) -> ApiResult<Reply> {
+    let new = decode_object(body, content_type)?;
+    if t.subresource.as_deref() == Some("scale") {
+        return scale_update(api, t, opts, |_| Ok(new.clone())).await;
+    }
+    guaranteed_update(api, t, part_of(t), opts, |_| Ok(new.clone())).await
+}
+
+/// PATCH.
+pub async fn patch(
+    api: &Api,
+    t: &Target,
+    body: &[u8],
+    content_type: Option<&str>,
+    opts: &WriteOptions,
+) -> ApiResult<Reply> {
+    use super::patch::{apply_patch, PatchKind};
+    let ct = content_type.unwrap_or("");
+    let kind = PatchKind::from_content_type(ct)
+        .ok_or_else(|| ApiError::unsupported_media_type(&media_type(content_type)))?;
+    let patch_err = |e: super::patch::PatchError| {
+        let code = e.http_status();
+        let msg = e.to_string();
+        match code {
+            415 => ApiError::unsupported_media_type(ct),
+            422 => ApiError::invalid(
+                t.resource.group,
+                t.resource.kind,
+                object_name(t),
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: msg,
+                    field: String::new(),
+                }],
+            ),
+            _ => ApiError::bad_request(msg),
+        }
+    };
+    if t.subresource.as_deref() == Some("scale") {
+        return scale_update(api, t, opts, |scale| {
+            apply_patch(kind, Some("io.k8s.api.autoscaling.v1.Scale"), scale, body)
+                .map_err(patch_err)
+        })
+        .await;
+    }
+    let schema = Some(t.resource.schema);
+    guaranteed_update(api, t, part_of(t), opts, |cur| {
+        apply_patch(kind, schema, cur, body).map_err(patch_err)
+    })
+    .await
+}
+
+/// The `scale` subresource of an object, as `autoscaling/v1` `Scale`.
+pub fn scale_of(obj: &Value) -> Value {
+    let m = meta(obj);
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| LabelSelector::from_object(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"),
+            "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+async fn scale_update<F>(api: &Api, t: &Target, opts: &WriteOptions, compute: F) -> ApiResult<Reply>
+where
+    F: Fn(&Value) -> ApiResult<Value>,
+{
+    let reply = guaranteed_update(api, t, Part::Main, opts, |cur| {
+        let scale = compute(&scale_of(cur))?;
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::bad_request("spec.replicas is required in a Scale"))?;
+        let mut new = cur.clone();
+        new["spec"]["replicas"] = replicas.into();
+        if let Some(rv) = scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            meta_mut(&mut new).insert("resourceVersion".into(), rv.into());
+        } else {
+            meta_mut(&mut new).remove("resourceVersion");
+        }
+        Ok(new)
+    })
+    .await?;
+    let obj: Value = serde_json::from_slice(&reply.body)
+        .map_err(|e| ApiError::internal(format!("encoding scale: {e}")))?;
+    Ok(Reply::json(200, &scale_of(&obj)))
+}
+
+/// Options of a delete, from the body (`DeleteOptions`) and the query.
+#[derive(Debug, Default)]
+pub struct DeleteOptions {
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `gracePeriodSeconds`.
+    pub grace: Option<i64>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Reads the options from the body (if any) and the query (which wins).
+    pub fn parse(body: &[u8], q: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
+        let mut opts = DeleteOptions::default();
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            opts.grace = v.get("gracePeriodSeconds").and_then(Value::as_i64);
+            opts.dry_run = v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All"));
+            opts.uid = v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from);
+            opts.resource_version = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        if let Some(g) = q.get("gracePeriodSeconds") {
+            opts.grace =
+                Some(g.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
+                })?);
+        }
+        if q.get("dryRun").is_some_and(|d| d == "All") {
+            opts.dry_run = true;
+        }
+        Ok(opts)
+    }
+}
+
+/// Namespaces that always exist.
+pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// DELETE of one object.
+pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> ApiResult<Reply> {
+    let r = t.resource;
+    let name = object_name(t).to_string();
+    let key = r.key(t.namespace.as_deref(), &name);
+    if r.kind == "Namespace" && r.group.is_empty() && PROTECTED_NAMESPACES.contains(&name.as_str())
+    {
+        return Err(ApiError::forbidden(
+            r.group,
+            r.plural,
+            &name,
+            "this namespace may not be deleted",
+        ));
+    }
+    for _ in 0..MAX_RETRIES {
+        let entry = api
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, &name))?;
+        let obj = parse(&entry)?;
+        if let Some(uid) = &opts.uid {
+            if meta_str(&obj, "uid") != uid {
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    &name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&obj, "uid")
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.resource_version {
+            if *rv != entry.revision.to_string() {
+                return Err(ApiError::conflict(r.group, r.plural, &name, &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    entry.revision
+                )));
+            }
+        }
+        // Objects with finalizers (and namespaces with spec finalizers) are only marked;
+        // whoever owns the finalizer finishes the deletion.
+        let graceful = r.kind == "Pod"
+            && r.group.is_empty()
+            && !obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            && opts.grace != Some(0);
+        let marked = !objects::finalizers(&obj).is_empty()
+            || !namespace_finalizers(r, &obj).is_empty()
+            || graceful;
+        if marked {
+            if !meta_str(&obj, "deletionTimestamp").is_empty() {
+                return Ok(Reply::raw(200, entry.value));
+            }
+            let mut new = obj.clone();
+            let grace = if graceful {
+                opts.grace
+                    .or_else(|| {
+                        obj.pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                    })
+                    .unwrap_or(30)
+            } else {
+                0
+            };
+            let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+            let m = meta_mut(&mut new);
+            m.insert(
+                "deletionTimestamp".into(),
+                objects::format_time(when).into(),
+            );
+            m.insert("deletionGracePeriodSeconds".into(), grace.into());
+            if r.kind == "Namespace" && r.group.is_empty() {
+                new["status"]["phase"] = "Terminating".into();
+            }
+            if opts.dry_run {
+                return Ok(Reply::json(200, &new));
+            }
+            match api
+                .store
+                .write(WriteOp::Update {
+                    key: key.clone(),
+                    value: new,
+                    expected: Some(entry.revision),
+                })
+                .await
+            {
+                Ok(e) => return Ok(Reply::raw(200, e.value)),
+                Err(store::Error::Conflict { .. } | store::Error::NotFound) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if opts.dry_run {
+            return Ok(Reply::raw(200, entry.value));
+        }
+        match api
+            .store
+            .write(WriteOp::Delete {
+                key: key.clone(),
+                expected: Some(entry.revision),
+            })
+            .await
+        {
+            Ok(e) => return Ok(Reply::raw(200, e.value)),
+            Err(store::Error::Conflict { .. }) => continue,
+            Err(store::Error::NotFound) => {
+                return Err(ApiError::not_found(r.group, r.plural, &name))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        r.group,
+        r.plural,
+        &name,
+        "the object is being modified too often; try again",
+    ))
+}
+
+/// DELETE of a collection: every object the selectors match, each as a single delete.
+pub async fn delete_collection(
+    api: &Api,
+    t: &Target,
+    q: &ListQuery,
+    opts: &DeleteOptions,
+) -> ApiResult<Reply> {
+    let r = t.resource;
+    let listed = list(api, t, q)?;
+    let mut deleted = Vec::new();
+    for entry in listed.items {
+        let obj = parse(&entry)?;
+        let one = Target {
+            resource: r,
+            namespace: meta(&obj)
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(String::from),
+            name: Some(meta_str(&obj, "name").to_string()),
+            subresource: None,
+        };
+        match delete(api, &one, opts).await {
+            Ok(reply) => deleted.push(reply.body),
+            Err(e) if e.code == 404 || (e.code == 403 && r.kind == "Namespace") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let result = ListResult {
+        items: deleted
+            .into_iter()
+            .map(|value| Entry {
+                key: "".into(),
+                value,
+                revision: 0,
+                create_revision: 0,
+            })
+            .collect(),
+        revision: api.store.revision(),
+        continue_token: None,
+        remaining: None,
+    };
+    Ok(Reply::raw(200, encode_list(r, &result)))
+}

@@ -1,0 +1,514 @@
+//! The Kubernetes API over HTTPS.
+//!
+//! [`serve`] accepts TLS connections (HTTP/1.1 and HTTP/2), reads the client
+//! certificate's identity, and hands each request to [`handle`], which routes it:
+//! health and version, discovery ([`discovery`]), OpenAPI ([`openapi`]), then resource
+//! paths ([`request`]) to the verbs in [`handlers`] and [`watch`]. Every failure leaves
+//! as a Kubernetes `Status` ([`status`]).
+
+pub mod allocator;
+pub mod discovery;
+pub mod handlers;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod request;
+pub mod selectors;
+pub mod status;
+pub mod table;
+pub mod watch;
+
+use crate::store::Store;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+use status::{ApiError, ApiResult};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A response body: a whole buffer or a stream (watch).
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Who is calling, from the client certificate.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// The user name (the certificate's CN).
+    pub name: String,
+    /// The groups (the certificate's O).
+    pub groups: Vec<String>,
+}
+
+/// The API server's shared state.
+pub struct Api {
+    /// The datastore.
+    pub store: Store,
+    /// Service address and port allocation.
+    pub allocator: allocator::Allocator,
+    /// Held across a Service create, so allocations never collide.
+    pub service_lock: tokio::sync::Mutex<()>,
+    /// The address clients should use (`host:port`), for `/api`.
+    pub server_address: String,
+    /// The largest request body accepted.
+    pub max_body: usize,
+}
+
+/// A whole answer of a handler.
+#[derive(Debug)]
+pub struct Reply {
+    /// The HTTP status.
+    pub code: u16,
+    /// The JSON body.
+    pub body: Bytes,
+    /// `Warning` header texts.
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    /// A reply from a JSON value.
+    pub fn json(code: u16, v: &Value) -> Reply {
+        Reply {
+            code,
+            body: Bytes::from(v.to_string()),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A reply from JSON bytes.
+    pub fn raw(code: u16, body: Bytes) -> Reply {
+        Reply {
+            code,
+            body,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Adds warnings.
+    pub fn warnings(mut self, w: Vec<String>) -> Reply {
+        self.warnings.extend(w);
+        self
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn respond(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    respond(code, "application/json", v.to_string())
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut resp = json_response(e.code, &e.to_status());
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn reply_response(reply: Reply) -> Response<Body> {
+    let mut resp = respond(reply.code, "application/json", reply.body);
+    for w in reply.warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Serves the API on `addr` until `cancel` fires.
+pub async fn serve(
+    api: Arc<Api>,
+    tls: Arc<rustls::ServerConfig>,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| user_of(c.as_ref()));
+            let service = hyper::service::service_fn(move |req| {
+                let api = api.clone();
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(&api, req, user.as_ref(), peer).await) }
+            });
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Give open requests a moment to finish; watches are cut.
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+    }
+    Ok(())
+}
+
+/// The user a client certificate names (CN = user, O = groups).
+fn user_of(der: &[u8]) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?
+        .to_string();
+    let groups = cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    Some(User { name, groups })
+}
+
+/// Handles one request.
+pub async fn handle(
+    api: &Api,
+    req: Request<Incoming>,
+    user: Option<&User>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let resp = match route(api, req, user).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(
+        %method,
+        uri = %uri,
+        status = resp.status().as_u16(),
+        user = user.map(|u| u.name.as_str()).unwrap_or("<anonymous>"),
+        %peer,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+fn version_info() -> Value {
+    let v = skiff_core::defaults::KUBERNETES_VERSION;
+    let mut parts = v.trim_start_matches('v').split('.');
+    let major = parts.next().unwrap_or("1");
+    let minor = parts.next().unwrap_or("0");
+    json!({
+        "major": major,
+        "minor": minor,
+        "emulationMajor": major,
+        "emulationMinor": minor,
+        "gitVersion": format!("{v}+skiff"),
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", "arm" => "arm", other => other }),
+    })
+}
+
+async fn route(
+    api: &Api,
+    req: Request<Incoming>,
+    user: Option<&User>,
+) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
+            return Ok(respond(200, "text/plain; charset=utf-8", "ok"));
+        }
+        "/version" | "/version/" => return Ok(json_response(200, &version_info())),
+        _ => {}
+    }
+    if user.is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let is_get = req.method() == Method::GET;
+    match segs.as_slice() {
+        ["api"] if is_get => {
+            return Ok(match discovery::aggregated_version(&accept) {
+                Some(ct) => respond(200, ct, discovery::aggregated(true, ct).to_string()),
+                None => json_response(200, &discovery::api_versions(&api.server_address)),
+            });
+        }
+        ["apis"] if is_get => {
+            return Ok(match discovery::aggregated_version(&accept) {
+                Some(ct) => respond(200, ct, discovery::aggregated(false, ct).to_string()),
+                None => json_response(200, &discovery::api_group_list()),
+            });
+        }
+        ["api", version] if is_get => {
+            return discovery::api_resource_list("", version)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["apis", group] if is_get => {
+            return discovery::api_group(group)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["apis", group, version] if is_get => {
+            return discovery::api_resource_list(group, version)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["openapi", "v2"] if is_get => {
+            return Ok(respond(200, "application/json", openapi::openapi().v2()));
+        }
+        ["openapi", "v3"] if is_get => {
+            return Ok(respond(
+                200,
+                "application/json",
+                openapi::openapi().v3_index(),
+            ));
+        }
+        ["openapi", "v3", rest @ ..] if is_get => {
+            let doc_path = rest.join("/");
+            return openapi::openapi()
+                .v3(&doc_path)
+                .map(|(body, _)| respond(200, "application/json", body))
+                .ok_or_else(ApiError::no_route);
+        }
+        _ => {}
+    }
+    let target = request::parse_path(&path)?.ok_or_else(ApiError::no_route)?;
+    resource(api, req, target, &accept).await
+}
+
+async fn resource(
+    api: &Api,
+    req: Request<Incoming>,
+    t: request::Target,
+    accept: &str,
+) -> ApiResult<Response<Body>> {
+    let q = request::parse_query(req.uri().query());
+    let table = table::wants_table(accept).then(|| table::TableOptions::from_query(&q));
+    let partial = accept
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .contains("as=PartialObjectMetadata");
+    if !table.is_some() && !partial && !accepts_json(accept) {
+        return Err(ApiError::not_acceptable(accept));
+    }
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let r = t.resource;
+    let has_name = t.name.is_some();
+    let sub = t.subresource.clone();
+    let read_body = |req: Request<Incoming>| async {
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            if len > api.max_body {
+                return Err(ApiError::too_large(api.max_body));
+            }
+        }
+        request::read_body(req.into_body(), api.max_body).await
+    };
+    let reply = match (&method, has_name) {
+        (&Method::GET, false) => {
+            let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if watching {
+                let params = watch::WatchParams::from_query(r, &q, table)?;
+                let rx = watch::start(api, &t, params)?;
+                return Ok(stream_response(rx));
+            }
+            let lq = handlers::ListQuery::from_query(r, &q)?;
+            let listed = handlers::list(api, &t, &lq)?;
+            if let Some(opts) = &table {
+                let objs = parse_all(&listed.items)?;
+                let tbl = table::to_table(
+                    r,
+                    &objs,
+                    opts,
+                    true,
+                    Some(listed.revision),
+                    listed.continue_token.as_deref(),
+                );
+                return Ok(json_response(200, &tbl));
+            }
+            if partial {
+                let objs = parse_all(&listed.items)?;
+                let items: Vec<Value> = objs.iter().map(partial_object).collect();
+                let mut meta = json!({"resourceVersion": listed.revision.to_string()});
+                if let Some(c) = &listed.continue_token {
+                    meta["continue"] = c.clone().into();
+                }
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                ));
+            }
+            Reply::raw(200, handlers::encode_list(r, &listed))
+        }
+        (&Method::GET, true) => {
+            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                let params = watch::WatchParams::from_query(r, &q, table)?;
+                let rx = watch::start(api, &t, params)?;
+                return Ok(stream_response(rx));
+            }
+            let entry = handlers::get(api, &t)?;
+            match sub.as_deref() {
+                Some("scale") => {
+                    let obj = parse_all(std::slice::from_ref(&entry))?.remove(0);
+                    Reply::json(200, &handlers::scale_of(&obj))
+                }
+                Some("finalize") => return Err(ApiError::method_not_allowed("GET")),
+                _ => {
+                    if table.is_some() || partial {
+                        let obj = parse_all(std::slice::from_ref(&entry))?.remove(0);
+                        if let Some(opts) = &table {
+                            return Ok(json_response(
+                                200,
+                                &table::to_table(r, &[obj], opts, true, None, None),
+                            ));
+                        }
+                        return Ok(json_response(200, &partial_object(&obj)));
+                    }
+                    Reply::raw(200, entry.value)
+                }
+            }
+        }
+        (&Method::POST, false) => {
+            let opts = handlers::WriteOptions::from_query(&q)?;
+            let body = read_body(req).await?;
+            handlers::create(api, &t, &body, content_type.as_deref(), &opts).await?
+        }
+        (&Method::PUT, true) => {
+            let opts = handlers::WriteOptions::from_query(&q)?;
+            let body = read_body(req).await?;
+            handlers::update(api, &t, &body, content_type.as_deref(), &opts).await?
+        }
+        (&Method::PATCH, true) => {
+            let opts = handlers::WriteOptions::from_query(&q)?;
+            let body = read_body(req).await?;
+            handlers::patch(api, &t, &body, content_type.as_deref(), &opts).await?
+        }
+        (&Method::DELETE, true) if sub.is_none() => {
+            let body = read_body(req).await?;
+            let opts = handlers::DeleteOptions::parse(&body, &q)?;
+            handlers::delete(api, &t, &opts).await?
+        }
+        (&Method::DELETE, false) => {
+            let body = read_body(req).await?;
+            let opts = handlers::DeleteOptions::parse(&body, &q)?;
+            let lq = handlers::ListQuery::from_query(r, &q)?;
+            handlers::delete_collection(api, &t, &lq, &opts).await?
+        }
+        (m, _) => return Err(ApiError::method_not_allowed(m.as_str())),
+    };
+    if let Some(opts) = &table {
+        if reply.code < 300 && method != Method::GET {
+            let obj: Value = serde_json::from_slice(&reply.body)
+                .map_err(|e| ApiError::internal(format!("encoding reply: {e}")))?;
+            let tbl = table::to_table(r, &[obj], opts, true, None, None);
+            return Ok(reply_response(Reply {
+                body: Bytes::from(tbl.to_string()),
+                ..reply
+            }));
+        }
+    }
+    Ok(reply_response(reply))
+}
+
+fn accepts_json(accept: &str) -> bool {
+    accept.split(',').any(|p| {
+        let media = p.split(';').next().unwrap_or("").trim();
+        matches!(media, "application/json" | "*/*" | "application/*" | "")
+    })
+}
+
+fn parse_all(entries: &[crate::store::Entry]) -> ApiResult<Vec<Value>> {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::from_slice(&e.value).map_err(|err| {
+                ApiError::internal(format!("stored object {} is not JSON: {err}", e.key))
+            })
+        })
+        .collect()
+}
+
+fn partial_object(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": objects::meta(obj)})
+}
+
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    resp
+}

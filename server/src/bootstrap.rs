@@ -1,0 +1,117 @@
+//! The objects every cluster has: the default namespaces and the `kubernetes` Service
+//! with its Endpoints and EndpointSlice pointing at this server.
+
+use crate::api::handlers::{self, WriteOptions};
+use crate::api::request::Target;
+use crate::api::status::ApiError;
+use crate::api::Api;
+use crate::registry;
+use crate::store::{self, WriteOp};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+/// The namespaces that always exist.
+pub const DEFAULT_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+async fn create_if_missing(
+    api: &Api,
+    group: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    obj: Value,
+) -> Result<(), ApiError> {
+    let resource = registry::find_kind(group, kind)
+        .ok_or_else(|| ApiError::internal(format!("no resource for {kind}")))?;
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if api.store.get(&resource.key(namespace, &name)).is_some() {
+        return Ok(());
+    }
+    let target = Target {
+        resource,
+        namespace: namespace.map(String::from),
+        name: None,
+        subresource: None,
+    };
+    let mut prepared = handlers::prepare_create(api, &target, obj, &WriteOptions::default())?.obj;
+    if kind == "Service" {
+        api.allocator.allocate(&api.store, &mut prepared)?;
+    }
+    match api
+        .store
+        .write(WriteOp::Create {
+            key: resource.key(namespace, &name),
+            value: prepared,
+        })
+        .await
+    {
+        Ok(_) | Err(store::Error::AlreadyExists) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates whatever default object is missing. Existing ones are left as they are.
+pub async fn ensure_defaults(api: &Api, advertised: IpAddr, port: u16) -> Result<(), ApiError> {
+    for ns in DEFAULT_NAMESPACES {
+        create_if_missing(
+            api,
+            "",
+            "Namespace",
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
+    }
+    let first_ip = api.allocator.first_ip().to_string();
+    create_if_missing(
+        api,
+        "",
+        "Service",
+        Some("default"),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": first_ip,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            },
+        }),
+    )
+    .await?;
+    let address = advertised.to_string();
+    create_if_missing(
+        api,
+        "",
+        "Endpoints",
+        Some("default"),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+        }),
+    )
+    .await?;
+    create_if_missing(
+        api,
+        "discovery.k8s.io",
+        "EndpointSlice",
+        Some("default"),
+        json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff"}},
+            "addressType": if advertised.is_ipv4() { "IPv4" } else { "IPv6" },
+            "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The server's certificates and TLS configuration.
+
+use crate::Config;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use skiff_core::kubeconfig::Kubeconfig;
+use skiff_core::pki::{Ca, CertPair, Usage};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Errors configuring TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The PKI failed.
+    #[error(transparent)]
+    Pki(#[from] skiff_core::pki::Error),
+    /// A PEM file did not parse.
+    #[error("parsing {what}")]
+    Pem {
+        /// Which file.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("building the TLS configuration")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("building the client certificate verifier")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The server's PKI: CA, serving certificate, admin client certificate.
+pub struct Pki {
+    /// The cluster CA.
+    pub ca: Ca,
+    /// The admin client certificate.
+    pub admin: CertPair,
+    /// The TLS configuration of the API server.
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+}
+
+/// The serving certificate's SANs: the host name, loopback, the `kubernetes` Service
+/// names and address, the node's addresses and every `--tls-san`.
+pub fn server_sans(config: &Config) -> Vec<String> {
+    let mut sans: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !s.is_empty() && !sans.contains(&s) {
+            sans.push(s);
+        }
+    };
+    if let Some(h) = hostname() {
+        add(h);
+    }
+    for s in [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        add(s.to_string());
+    }
+    let first = u32::from(config.service_cidr.network()) + 1;
+    add(std::net::Ipv4Addr::from(first).to_string());
+    if !config.bind_address.is_unspecified() {
+        add(config.bind_address.to_string());
+    }
+    if let Some(a) = config.advertise_address {
+        add(a.to_string());
+    }
+    for ip in local_addresses() {
+        add(ip.to_string());
+    }
+    for s in &config.tls_sans {
+        add(s.clone());
+    }
+    sans
+}
+
+/// The host's IPv4 addresses, from /proc (no extra dependency, no netlink needed here).
+fn local_addresses() -> Vec<IpAddr> {
+    // /proc/net/fib_trie lists local addresses as "/32 host LOCAL" entries.
+    let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut last: Option<IpAddr> = None;
+    for line in trie.lines() {
+        let t = line.trim_start_matches([' ', '|', '-', '+']);
+        if let Ok(ip) = t.trim().parse::<IpAddr>() {
+            last = Some(ip);
+        } else if t.contains("/32 host LOCAL") {
+            if let Some(ip) = last {
+                if !ip.is_loopback() && !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Pki {
+    /// Loads or creates the CA and certificates under `<data-dir>/server/tls`.
+    pub fn prepare(config: &Config) -> Result<Pki, Error> {
+        let dir = config.data_dir.join("server").join("tls");
+        let ca = Ca::load_or_create(&dir)?;
+        let serving = ca.load_or_issue(
+            &dir,
+            "serving-kube-apiserver",
+            &Usage::Server {
+                sans: server_sans(config),
+            },
+        )?;
+        let admin = ca.load_or_issue(
+            &dir,
+            "client-admin",
+            &Usage::Client {
+                user: "system:admin".into(),
+                groups: vec!["system:masters".into()],
+            },
+        )?;
+        let server_config = server_config(&ca.pair.cert_pem, &serving)?;
+        Ok(Pki {
+            ca,
+            admin,
+            server_config,
+        })
+    }
+
+    /// Writes the admin kubeconfig.
+    pub fn write_admin_kubeconfig(
+        &self,
+        config: &Config,
+    ) -> Result<(), skiff_core::kubeconfig::Error> {
+        let host = match config.bind_address {
+            a if a.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        };
+        let server = format!("https://{host}:{}", config.https_port);
+        Kubeconfig {
+            server: &server,
+            ca_pem: &self.ca.pair.cert_pem,
+            client_cert_pem: &self.admin.cert_pem,
+            client_key_pem: &self.admin.key_pem,
+            name: "default",
+        }
+        .write(&config.write_kubeconfig, config.write_kubeconfig_mode)
+    }
+}
+
+fn server_config(ca_pem: &str, serving: &CertPair) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|source| Error::Pem {
+            what: "CA certificate",
+            source,
+        })?;
+        roots.add(cert)?;
+    }
+    // Anonymous clients may connect (health and version are public); everything else
+    // answers them 401.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let chain = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| Error::Pem {
+            what: "serving certificate",
+            source,
+        })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|source| Error::Pem {
+            what: "serving key",
+            source,
+        })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,73 @@
+//! Command-line flags. Only parsing lives here; what the flags do lives in the crates.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// skiff: a single-binary Kubernetes for the edge.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (and, later, a node) on this machine.
+    Server(ServerArgs),
+    /// Run kubectl (found on PATH) against this server with the admin kubeconfig.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        /// Arguments passed to kubectl as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Flags of `skiff server`, named as K3s names them. Every flag can also come from a
+/// `SKIFF_*` environment variable or a key of the config file; flags win over the
+/// environment, which wins over the file.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Config file (YAML whose keys are the flag names) [default: /etc/skiff/config.yaml]
+    #[arg(long, short = 'c', env = "SKIFF_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder to hold state [default: /var/lib/skiff]
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0]
+    #[arg(long, env = "SKIFF_BIND_ADDRESS")]
+    pub bind_address: Option<String>,
+    /// HTTPS port of the API server [default: 6443]
+    #[arg(long, env = "SKIFF_HTTPS_LISTEN_PORT")]
+    pub https_listen_port: Option<u16>,
+    /// Address other hosts reach this server at [default: the bind address, or 127.0.0.1]
+    #[arg(long, env = "SKIFF_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// Extra host name or address in the serving certificate (repeatable)
+    #[arg(long = "tls-san", env = "SKIFF_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Where to write the admin kubeconfig [default: /etc/skiff/skiff.yaml]
+    #[arg(long, short = 'o', env = "SKIFF_WRITE_KUBECONFIG")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// File mode of the admin kubeconfig, octal [default: 0600]
+    #[arg(long, env = "SKIFF_WRITE_KUBECONFIG_MODE")]
+    pub write_kubeconfig_mode: Option<String>,
+    /// Service network [default: 10.43.0.0/16]
+    #[arg(long, env = "SKIFF_SERVICE_CIDR")]
+    pub service_cidr: Option<String>,
+    /// Pod network [default: 10.42.0.0/16]
+    #[arg(long, env = "SKIFF_CLUSTER_CIDR")]
+    pub cluster_cidr: Option<String>,
+    /// NodePort range [default: 30000-32767]
+    #[arg(long, env = "SKIFF_SERVICE_NODE_PORT_RANGE")]
+    pub service_node_port_range: Option<String>,
+    /// Do not run a node in this process
+    #[arg(long, env = "SKIFF_DISABLE_AGENT", num_args = 0..=1, default_missing_value = "true")]
+    pub disable_agent: Option<bool>,
+    /// Log filter (tracing's syntax, e.g. "info,skiff_server=debug") [default: info]
+    #[arg(long, env = "SKIFF_LOG")]
+    pub log: Option<String>,
+}

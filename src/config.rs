@@ -1,0 +1,228 @@
+//! Building the server's configuration: file < environment < flags, then validation,
+//! all before anything binds a port.
+
+use crate::cli::ServerArgs;
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use skiff_core::defaults;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The config file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    bind_address: Option<String>,
+    https_listen_port: Option<u16>,
+    advertise_address: Option<String>,
+    #[serde(default)]
+    tls_san: Vec<String>,
+    write_kubeconfig: Option<PathBuf>,
+    write_kubeconfig_mode: Option<ModeValue>,
+    service_cidr: Option<String>,
+    cluster_cidr: Option<String>,
+    service_node_port_range: Option<String>,
+    disable_agent: Option<bool>,
+    log: Option<String>,
+}
+
+/// A file mode written as a string ("0644") or a number (644).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ModeValue {
+    Text(String),
+    Number(u32),
+}
+
+fn read_file(path: &Path, explicit: bool) -> Result<FileConfig> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Ok(FileConfig::default()),
+        Ok(text) => serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("config file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok(FileConfig::default())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading config file {}", path.display())),
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32> {
+    let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+        anyhow!("--write-kubeconfig-mode {s:?} is not an octal file mode such as 0600")
+    })?;
+    if mode > 0o777 {
+        bail!("--write-kubeconfig-mode {s:?} is not a file mode (at most 0777)");
+    }
+    Ok(mode)
+}
+
+fn parse_ip(flag: &str, s: &str) -> Result<IpAddr> {
+    s.parse()
+        .map_err(|_| anyhow!("--{flag} {s:?} is not an IP address"))
+}
+
+fn parse_cidr(flag: &str, s: &str) -> Result<Ipv4Net> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| anyhow!("--{flag} {s:?} is not an IPv4 CIDR such as 10.43.0.0/16"))?;
+    if net.prefix_len() > 28 {
+        bail!("--{flag} {s:?} is too small (a /28 at the least)");
+    }
+    Ok(net.trunc())
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let bad = || anyhow!("--service-node-port-range {s:?} is not a range such as 30000-32767");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// The server configuration and the log filter.
+pub fn server_config(args: ServerArgs) -> Result<(skiff_server::Config, String)> {
+    let explicit = args.config.is_some();
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(defaults::CONFIG_PATH));
+    let file = read_file(&path, explicit)?;
+
+    let bind = args
+        .bind_address
+        .or(file.bind_address)
+        .unwrap_or_else(|| "0.0.0.0".into());
+    let advertise = args.advertise_address.or(file.advertise_address);
+    let tls_sans = if args.tls_san.is_empty() {
+        file.tls_san
+    } else {
+        args.tls_san
+    };
+    let mode = match (args.write_kubeconfig_mode, file.write_kubeconfig_mode) {
+        (Some(m), _) | (None, Some(ModeValue::Text(m))) => parse_mode(&m)?,
+        (None, Some(ModeValue::Number(n))) => parse_mode(&n.to_string())?,
+        (None, None) => 0o600,
+    };
+    let service_cidr = parse_cidr(
+        "service-cidr",
+        &args
+            .service_cidr
+            .or(file.service_cidr)
+            .unwrap_or_else(|| defaults::SERVICE_CIDR.into()),
+    )?;
+    let cluster_cidr = parse_cidr(
+        "cluster-cidr",
+        &args
+            .cluster_cidr
+            .or(file.cluster_cidr)
+            .unwrap_or_else(|| defaults::CLUSTER_CIDR.into()),
+    )?;
+    if service_cidr.contains(&cluster_cidr.network())
+        || cluster_cidr.contains(&service_cidr.network())
+    {
+        bail!("--service-cidr {service_cidr} and --cluster-cidr {cluster_cidr} overlap");
+    }
+    let config = skiff_server::Config {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+        bind_address: parse_ip("bind-address", &bind)?,
+        https_port: args
+            .https_listen_port
+            .or(file.https_listen_port)
+            .unwrap_or(defaults::HTTPS_PORT),
+        advertise_address: advertise
+            .map(|a| parse_ip("advertise-address", &a))
+            .transpose()?,
+        tls_sans,
+        write_kubeconfig: args
+            .write_kubeconfig
+            .or(file.write_kubeconfig)
+            .unwrap_or_else(|| PathBuf::from(defaults::KUBECONFIG_PATH)),
+        write_kubeconfig_mode: mode,
+        service_cidr,
+        cluster_cidr,
+        service_node_port_range: parse_port_range(
+            &args
+                .service_node_port_range
+                .or(file.service_node_port_range)
+                .unwrap_or_else(|| defaults::SERVICE_NODE_PORT_RANGE.into()),
+        )?,
+        disable_agent: args.disable_agent.or(file.disable_agent).unwrap_or(false),
+    };
+    if config.https_port == 0 {
+        bail!("--https-listen-port must not be 0");
+    }
+    let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    Ok((config, log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> ServerArgs {
+        let mut argv = vec!["skiff", "server"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::Server(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "https-listen-port: 7443\ntls-san: [a.example, 10.0.0.1]\nwrite-kubeconfig-mode: \"0644\"\ndata-dir: /tmp/x\n").unwrap();
+        let f = file.to_str().unwrap();
+        let (c, _) = server_config(args(&["--config", f])).unwrap();
+        assert_eq!(c.https_port, 7443);
+        assert_eq!(c.tls_sans, vec!["a.example", "10.0.0.1"]);
+        assert_eq!(c.write_kubeconfig_mode, 0o644);
+        let (c, _) = server_config(args(&[
+            "--config",
+            f,
+            "--https-listen-port",
+            "8443",
+            "--tls-san",
+            "b",
+        ]))
+        .unwrap();
+        assert_eq!(c.https_port, 8443);
+        assert_eq!(c.tls_sans, vec!["b"]);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.yaml");
+        let m = missing.to_str().unwrap();
+        assert!(
+            server_config(args(&["--config", m])).is_err(),
+            "an explicit missing file is an error"
+        );
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "").unwrap();
+        let e = empty.to_str().unwrap();
+        let err = server_config(args(&["--config", e, "--service-cidr", "10.43.0.0"])).unwrap_err();
+        assert!(err.to_string().contains("--service-cidr"));
+        let err =
+            server_config(args(&["--config", e, "--service-node-port-range", "5-1"])).unwrap_err();
+        assert!(err.to_string().contains("--service-node-port-range"));
+        let err =
+            server_config(args(&["--config", e, "--cluster-cidr", "10.43.0.0/16"])).unwrap_err();
+        assert!(err.to_string().contains("overlap"));
+        let unknown = dir.path().join("unknown.yaml");
+        std::fs::write(&unknown, "no-such-flag: 1\n").unwrap();
+        assert!(server_config(args(&["--config", unknown.to_str().unwrap()])).is_err());
+    }
+}
