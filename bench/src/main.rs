@@ -1,0 +1,575 @@
+//! `skiff-bench`: measures skiff's control plane against a real server over HTTPS, and
+//! the same rows written straight into SQLite beside it (the physical limit of the disk
+//! and database), and prints each figure with what it is compared to.
+//!
+//! Run: `cargo run --release -p skiff-bench -- --skiff target/release/skiff`.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The skiff binary to measure.
+    #[arg(long, default_value = "target/release/skiff")]
+    skiff: PathBuf,
+    /// Concurrent clients for the throughput runs.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// How long each throughput run lasts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// How many pods for the large-list and memory run.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// The port to run the server on.
+    #[arg(long, default_value_t = 17443)]
+    port: u16,
+}
+
+struct Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    db: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(skiff: &Path, port: u16) -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let child = Command::new(skiff)
+            .args([
+                "server",
+                "--config",
+                "/dev/null",
+                "--bind-address",
+                "127.0.0.1",
+            ])
+            .arg("--https-listen-port")
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", skiff.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !kubeconfig.exists() {
+            if Instant::now() > deadline {
+                bail!("server did not become ready in 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let db = dir.path().join("data/server/db/state.db");
+        Ok(Server {
+            child,
+            _dir: dir,
+            kubeconfig,
+            db,
+        })
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("reading VmRSS")
+    }
+}
+
+/// What a client needs to talk to the server.
+#[derive(Clone)]
+struct Target {
+    tls: Arc<rustls::ClientConfig>,
+    addr: String,
+}
+
+fn target(kubeconfig: &Path, port: u16) -> Result<Target> {
+    let kc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    let b64 = |p: &str| -> Result<Vec<u8>> {
+        let s = kc
+            .pointer(p)
+            .and_then(Value::as_str)
+            .context(p.to_string())?;
+        Ok(base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            s,
+        )?)
+    };
+    let ca = b64("/clusters/0/cluster/certificate-authority-data")?;
+    let cert = b64("/users/0/user/client-certificate-data")?;
+    let key = b64("/users/0/user/client-key-data")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c?)?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(&key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(Target {
+        tls: Arc::new(tls),
+        addr: format!("127.0.0.1:{port}"),
+    })
+}
+
+/// One keep-alive HTTPS/1.1 connection.
+struct Conn {
+    send: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(t: &Target) -> Result<Conn> {
+        let tcp = tokio::net::TcpStream::connect(&t.addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (send, conn) = http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { send })
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Bytes)> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("accept", "application/json");
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(b.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        self.send.ready().await?;
+        let resp = self.send.send_request(req.body(body)?).await?;
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((code, bytes))
+    }
+}
+
+fn configmap(name: &str, i: usize) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default", "labels": {"bench": "yes"}}, "data": {"i": i.to_string(), "payload": "x".repeat(200)}})
+}
+
+fn pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "bench", "labels": {"app": "bench", "tier": "web", "pod-template-hash": "7d9c8b6f5"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1.2.3", "ports": [{"containerPort": 8080, "name": "http"}],
+            "env": [{"name": "MODE", "value": "production"}, {"name": "LEVEL", "value": "info"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5}}],
+            "nodeName": "node-1"}
+    })
+}
+
+struct Stats {
+    sorted: Vec<Duration>,
+}
+
+impl Stats {
+    fn new(mut v: Vec<Duration>) -> Stats {
+        v.sort();
+        Stats { sorted: v }
+    }
+    fn pct(&self, p: f64) -> Duration {
+        if self.sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.sorted.len() as f64 - 1.0) * p).round() as usize;
+        self.sorted[i]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Runs `clients` workers for `secs`, each calling `op(conn, worker, seq)`; returns ops/s and latencies.
+async fn throughput<F, Fut>(t: &Target, clients: usize, secs: u64, op: F) -> Result<(f64, Stats)>
+where
+    F: Fn(Conn, usize, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(Conn, Duration)>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let t = t.clone();
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&t).await?;
+            let mut lat = Vec::new();
+            let mut seq = 0;
+            while Instant::now() < deadline {
+                let (c, d) = op(conn, w, seq).await?;
+                conn = c;
+                lat.push(d);
+                seq += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, Stats::new(all)))
+}
+
+/// The physical limit: the same rows into SQLite with the same settings, one transaction
+/// per row and one per batch of `clients` rows.
+fn sqlite_baseline(rows: usize, batch: usize) -> Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE log (revision INTEGER PRIMARY KEY, key TEXT NOT NULL, value BLOB NOT NULL, create_revision INTEGER NOT NULL, prev_revision INTEGER NOT NULL, deleted INTEGER NOT NULL)")?;
+    let value = configmap("x", 0).to_string();
+    let mut run = |per_tx: usize, offset: usize| -> Result<f64> {
+        let start = Instant::now();
+        let mut rev = offset;
+        while rev < offset + rows {
+            let tx = conn.transaction()?;
+            for _ in 0..per_tx {
+                rev += 1;
+                tx.execute(
+                    "INSERT INTO log VALUES (?1, ?2, ?3, ?1, 0, 0)",
+                    rusqlite::params![
+                        rev as i64,
+                        format!("/registry/core/configmaps/default/cm-{rev}"),
+                        value.as_bytes()
+                    ],
+                )?;
+            }
+            tx.commit()?;
+        }
+        Ok(rows as f64 / start.elapsed().as_secs_f64())
+    };
+    let single = run(1, 0)?;
+    let batched = run(batch, rows)?;
+    Ok((single, batched))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "machine: {} cores, {machine}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+
+    let server = Server::start(&args.skiff, args.port)?;
+    let t = target(&server.kubeconfig, args.port)?;
+    // Let start-up allocations settle before reading idle memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "idle RSS: {:.1} MiB (goal <= 40 MiB)",
+        server.rss_kib()? as f64 / 1024.0
+    );
+
+    // Creates.
+    let (creates, cstats) =
+        throughput(&t, args.clients, args.seconds, |mut c, w, seq| async move {
+            let body = configmap(&format!("cm-{w}-{seq}"), seq);
+            let s = Instant::now();
+            let (code, _) = c
+                .call("POST", "/api/v1/namespaces/default/configmaps", Some(&body))
+                .await?;
+            if code != 201 {
+                bail!("create answered {code}");
+            }
+            Ok((c, s.elapsed()))
+        })
+        .await?;
+    let created = (creates * args.seconds as f64) as usize;
+    println!(
+        "creates: {creates:.0}/s with {} clients (p50 {}, p99 {}) (goal >= 2000/s)",
+        args.clients,
+        ms(cstats.pct(0.5)),
+        ms(cstats.pct(0.99))
+    );
+
+    // Updates: each client rewrites its own first 100 objects (unconditional PUT).
+    let (updates, ustats) =
+        throughput(&t, args.clients, args.seconds, |mut c, w, seq| async move {
+            let name = format!("cm-{w}-{}", seq % 100);
+            let body = configmap(&name, seq + 1);
+            let s = Instant::now();
+            let (code, _) = c
+                .call(
+                    "PUT",
+                    &format!("/api/v1/namespaces/default/configmaps/{name}"),
+                    Some(&body),
+                )
+                .await?;
+            if code != 200 {
+                bail!("update answered {code}");
+            }
+            Ok((c, s.elapsed()))
+        })
+        .await?;
+    println!(
+        "updates: {updates:.0}/s with {} clients (p50 {}, p99 {})",
+        args.clients,
+        ms(ustats.pct(0.5)),
+        ms(ustats.pct(0.99))
+    );
+
+    let (raw_single, raw_batched) =
+        tokio::task::spawn_blocking(move || sqlite_baseline(5_000, 8)).await??;
+    println!(
+        "sqlite direct (same rows, WAL, synchronous=FULL): {raw_single:.0} rows/s one per transaction, {raw_batched:.0} rows/s 8 per transaction"
+    );
+    println!(
+        "ratio: skiff creates / sqlite one-per-transaction = {:.2}; / sqlite 8-per-transaction = {:.2}",
+        creates / raw_single,
+        creates / raw_batched
+    );
+
+    // Paced single-object writes at 200/s.
+    let mut conn = Conn::open(&t).await?;
+    let mut lat = Vec::new();
+    let interval = Duration::from_millis(5);
+    let start = Instant::now();
+    for i in 0..(200 * args.seconds as usize) {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let name = format!("cm-0-{}", i % 100);
+        let s = Instant::now();
+        let (code, _) = conn
+            .call(
+                "PUT",
+                &format!("/api/v1/namespaces/default/configmaps/{name}"),
+                Some(&configmap(&name, i)),
+            )
+            .await?;
+        if code != 200 {
+            bail!("paced update answered {code}");
+        }
+        lat.push(s.elapsed());
+    }
+    let paced = Stats::new(lat);
+    println!(
+        "single-object write at 200/s: p50 {}, p99 {} (goal p99 <= 20 ms)",
+        ms(paced.pct(0.5)),
+        ms(paced.pct(0.99))
+    );
+
+    // GET and LIST latency.
+    let mut get_lat = Vec::new();
+    for i in 0..2000 {
+        let s = Instant::now();
+        let (code, _) = conn
+            .call(
+                "GET",
+                &format!("/api/v1/namespaces/default/configmaps/cm-1-{}", i % 100),
+                None,
+            )
+            .await?;
+        if code != 200 {
+            bail!("get answered {code}");
+        }
+        get_lat.push(s.elapsed());
+    }
+    let g = Stats::new(get_lat);
+    println!(
+        "GET one configmap: p50 {}, p99 {}",
+        ms(g.pct(0.5)),
+        ms(g.pct(0.99))
+    );
+
+    // Watch delivery: a watcher on its own connection; a writer stamps the send time.
+    let watch_lat = watch_latency(&t, 500).await?;
+    println!(
+        "watch delivery: p50 {}, p99 {}",
+        ms(watch_lat.pct(0.5)),
+        ms(watch_lat.pct(0.99))
+    );
+
+    // 10,000 pods: creation, LIST latency, memory.
+    let (code, _) = conn
+        .call(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})),
+        )
+        .await?;
+    if code != 201 {
+        bail!("namespace create answered {code}");
+    }
+    let per = args.pods.div_ceil(args.clients);
+    let mut tasks = Vec::new();
+    for w in 0..args.clients {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(&t).await?;
+            for i in 0..per {
+                let (code, _) = c
+                    .call(
+                        "POST",
+                        "/api/v1/namespaces/bench/pods",
+                        Some(&pod(&format!("pod-{w}-{i}"))),
+                    )
+                    .await?;
+                if code != 201 {
+                    bail!("pod create answered {code}");
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut list_lat = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..20 {
+        let s = Instant::now();
+        let (code, body) = conn
+            .call("GET", "/api/v1/namespaces/bench/pods", None)
+            .await?;
+        if code != 200 {
+            bail!("list answered {code}");
+        }
+        list_lat.push(s.elapsed());
+        bytes = body.len();
+    }
+    let l = Stats::new(list_lat);
+    println!(
+        "LIST {} pods ({:.1} MiB): p50 {}, p99 {} (goal <= 150 ms)",
+        per * args.clients,
+        bytes as f64 / 1048576.0,
+        ms(l.pct(0.5)),
+        ms(l.pct(0.99))
+    );
+    println!(
+        "RSS with {} pods and {created} configmaps stored: {:.1} MiB (goal <= 150 MiB)",
+        per * args.clients,
+        server.rss_kib()? as f64 / 1024.0
+    );
+    let db = std::fs::metadata(&server.db).map(|m| m.len()).unwrap_or(0);
+    let wal = std::fs::metadata(server.db.with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "database: {:.1} MiB + WAL {:.1} MiB",
+        db as f64 / 1048576.0,
+        wal as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+async fn watch_latency(t: &Target, n: usize) -> Result<Stats> {
+    let tcp = tokio::net::TcpStream::connect(&t.addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (mut send, conn) =
+        http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let mut writer = Conn::open(t).await?;
+    let (code, body) = writer
+        .call("GET", "/api/v1/namespaces/default/configmaps?limit=1", None)
+        .await?;
+    if code != 200 {
+        bail!("list answered {code}");
+    }
+    let rv = serde_json::from_slice::<Value>(&body)?["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let req = http::Request::builder()
+        .uri(format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&labelSelector=watch%3Dyes"))
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))?;
+    let resp = send.send_request(req).await?;
+    let mut body = resp.into_body();
+    let base = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut lat = Vec::new();
+        while lat.len() < n {
+            let Some(frame) = body.frame().await else {
+                break;
+            };
+            let frame = frame?;
+            if let Some(d) = frame.data_ref() {
+                buf.extend_from_slice(d);
+            }
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let ev: Value = serde_json::from_slice(&line)?;
+                if let Some(sent) = ev
+                    .pointer("/object/data/sentMicros")
+                    .and_then(Value::as_str)
+                {
+                    let sent: u64 = sent.parse()?;
+                    let now = base.elapsed().as_micros() as u64;
+                    lat.push(Duration::from_micros(now.saturating_sub(sent)));
+                }
+            }
+        }
+        anyhow::Ok(lat)
+    });
+    for i in 0..n {
+        let name = format!("w-{i}");
+        let mut obj = configmap(&name, i);
+        obj["metadata"]["labels"] = json!({"watch": "yes"});
+        obj["data"]["sentMicros"] = (base.elapsed().as_micros() as u64).to_string().into();
+        let (code, _) = writer
+            .call("POST", "/api/v1/namespaces/default/configmaps", Some(&obj))
+            .await?;
+        if code != 201 {
+            bail!("create answered {code}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let lat = tokio::time::timeout(Duration::from_secs(30), reader).await???;
+    Ok(Stats::new(lat))
+}
