@@ -101,6 +101,10 @@ pub struct ListQuery {
     pub after: Option<String>,
     /// The revision a `continue` token was issued at.
     pub continue_revision: Option<i64>,
+    /// `resourceVersionMatch=Exact`: the revision to list at.
+    pub exact_revision: Option<i64>,
+    /// The `resourceVersion` asked for: the list must be at least this recent.
+    pub min_revision: Option<i64>,
 }
 
 impl ListQuery {
@@ -127,12 +131,32 @@ impl ListQuery {
                 (Some(key), Some(rev))
             }
         };
+        let rv =
+            match q.get("resourceVersion").map(String::as_str) {
+                None | Some("") => None,
+                Some(s) => Some(s.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version {s:?}"))
+                })?),
+            };
+        let exact_revision = match q.get("resourceVersionMatch").map(String::as_str) {
+            None | Some("") | Some("NotOlderThan") => None,
+            Some("Exact") => Some(rv.filter(|r| *r > 0).ok_or_else(|| {
+                ApiError::bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"\"")
+            })?),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+                )))
+            }
+        };
         Ok(ListQuery {
             labels,
             fields,
             limit,
             after,
             continue_revision,
+            exact_revision,
+            min_revision: rv,
         })
     }
 
@@ -213,8 +237,25 @@ pub fn list(api: &Api, t: &Target, q: &ListQuery) -> ApiResult<ListResult> {
             Err(_) => false,
         }
     };
-    let page = api.store.list(&prefix, q.after.as_deref(), q.limit, &keep);
-    let revision = q.continue_revision.unwrap_or(page.revision);
+    let current = api.store.revision();
+    if let Some(min) = q.min_revision.or(q.exact_revision) {
+        if min > current {
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {min}, current: {current}"
+            )));
+        }
+    }
+    let at = match (q.continue_revision, q.exact_revision) {
+        (Some(rev), _) | (None, Some(rev)) if rev < current => Some(rev),
+        _ => None,
+    };
+    let page = match at {
+        Some(rev) => api
+            .store
+            .list_at(&prefix, rev, q.after.as_deref(), q.limit, &keep)?,
+        None => api.store.list(&prefix, q.after.as_deref(), q.limit, &keep),
+    };
+    let revision = page.revision;
     Ok(ListResult {
         continue_token: page.next.as_ref().map(|k| encode_continue(revision, k)),
         remaining: page.next.as_ref().map(|_| page.remaining),
@@ -411,8 +452,55 @@ pub fn prepare_create(
         }
     }
     let mut warnings = Vec::new();
-    let obj = normalize(r, obj, None, opts, &mut warnings)?;
+    let mut obj = normalize(r, obj, None, opts, &mut warnings)?;
+    if r.kind == "Pod" && r.group.is_empty() {
+        // A new pod is Pending with its QoS class, as upstream's pod strategy sets it.
+        let qos = qos_class(&obj);
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
     Ok(Prepared { obj, warnings })
+}
+
+/// A pod's QoS class from its containers' requests and limits: Guaranteed when every
+/// container limits cpu and memory with requests equal to limits, BestEffort when none
+/// asks for anything, Burstable otherwise.
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let relevant = |m: Option<&Map<String, Value>>| {
+            m.map(|m| {
+                m.iter()
+                    .filter(|(k, _)| *k == "cpu" || *k == "memory")
+                    .count()
+            })
+            .unwrap_or(0)
+        };
+        if relevant(requests) > 0 || relevant(limits) > 0 {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(res));
+            let request = requests.and_then(|r| r.get(res)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 /// CREATE.
@@ -1003,4 +1091,29 @@ pub async fn delete_collection(
         remaining: None,
     };
     Ok(Reply::raw(200, encode_list(r, &result)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_follows_requests_and_limits() {
+        let best = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(qos_class(&best), "BestEffort");
+        let guaranteed = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&guaranteed), "Guaranteed");
+        let burstable = json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]}});
+        assert_eq!(qos_class(&burstable), "Burstable");
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(42, "/registry/core/pods/a/b");
+        assert_eq!(
+            decode_continue(&token).unwrap(),
+            (42, "/registry/core/pods/a/b".to_string())
+        );
+        assert!(decode_continue("not-a-token!").is_err());
+    }
 }

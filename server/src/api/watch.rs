@@ -99,6 +99,7 @@ pub fn start(api: &Api, t: &Target, p: WatchParams) -> ApiResult<mpsc::Receiver<
                     limit: 0,
                     after: None,
                     continue_revision: None,
+                    exact_revision: None,
                     ..p.query.clone()
                 },
             )?;

@@ -202,6 +202,73 @@ impl Store {
         }
     }
 
+    /// Like [`Store::list`], but as the keys were at `revision`, rebuilt from the current
+    /// state and the history after it. Fails with [`Error::Compacted`] if that history is
+    /// gone. Serves `resourceVersionMatch=Exact` and the later pages of a paged list.
+    pub fn list_at(
+        &self,
+        prefix: &str,
+        revision: Revision,
+        after: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&Entry) -> bool,
+    ) -> Result<ListPage> {
+        let state = self.shared.read();
+        if revision < state.oldest {
+            return Err(Error::Compacted {
+                requested: revision,
+                oldest: state.oldest,
+            });
+        }
+        let mut view: BTreeMap<Arc<str>, Entry> = state
+            .objects
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let start = state
+            .history
+            .partition_point(|e| e.entry.revision <= revision);
+        // Undo the later changes, newest first, so each key ends at its value as of
+        // `revision`.
+        for event in state.history.range(start..).rev() {
+            if !event.entry.key.starts_with(prefix) {
+                continue;
+            }
+            match &event.prev {
+                Some(prev) => view.insert(prev.key.clone(), prev.clone()),
+                None => view.remove(&event.entry.key),
+            };
+        }
+        drop(state);
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut remaining = 0;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        for (_, entry) in view.range::<str, _>((lower, Bound::Unbounded)) {
+            if !keep(entry) {
+                continue;
+            }
+            if limit > 0 && items.len() == limit {
+                if next.is_none() {
+                    next = items.last().map(|e: &Entry| e.key.clone());
+                }
+                remaining += 1;
+                continue;
+            }
+            items.push(entry.clone());
+        }
+        Ok(ListPage {
+            items,
+            revision,
+            next,
+            remaining,
+        })
+    }
+
     /// Counts the keys under `prefix` (used for cheap existence checks such as "is this
     /// namespace empty").
     pub fn count(&self, prefix: &str) -> usize {
@@ -661,6 +728,41 @@ mod tests {
         let page2 = store.list("/r/ns1/", Some(&next), 10, &|_| true);
         assert_eq!(page2.items.len(), 3);
         assert!(page2.next.is_none());
+
+        // The same list as of an earlier revision, after changes.
+        let before = store.revision();
+        store
+            .write(WriteOp::Delete {
+                key: "/r/ns1/0".into(),
+                expected: None,
+            })
+            .await
+            .unwrap();
+        store
+            .write(WriteOp::Create {
+                key: "/r/ns1/9".into(),
+                value: cm("x", 9),
+            })
+            .await
+            .unwrap();
+        store
+            .write(WriteOp::Update {
+                key: "/r/ns1/1".into(),
+                value: cm("x", 100),
+                expected: None,
+            })
+            .await
+            .unwrap();
+        let then = store
+            .list_at("/r/ns1/", before, None, 0, &|_| true)
+            .unwrap();
+        let keys: Vec<&str> = then.items.iter().map(|e| &*e.key).collect();
+        assert_eq!(
+            keys,
+            vec!["/r/ns1/0", "/r/ns1/1", "/r/ns1/2", "/r/ns1/3", "/r/ns1/4"]
+        );
+        assert!(then.items.iter().all(|e| e.revision <= before));
+        assert_eq!(store.list("/r/ns1/", None, 0, &|_| true).items.len(), 5);
 
         let mut w = store.watch("/r/ns2/", store.revision()).unwrap();
         store
