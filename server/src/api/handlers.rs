@@ -347,7 +347,10 @@ fn normalize(
                     .map(|f| format!("unknown field \"{f}\""))
                     .collect();
                 return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    r.kind,
+                    r.version,
+                    r.kind,
                     list.join(", ")
                 )));
             }

@@ -307,6 +307,14 @@ async fn route(
                 .ok_or_else(ApiError::no_route);
         }
         ["openapi", "v2"] if is_get => {
+            // kubectl asks for the protobuf form and decodes the body as protobuf.
+            if accept.contains("com.github.proto-openapi.spec.v2") {
+                return Ok(respond(
+                    200,
+                    openapi::V2_PROTOBUF_CONTENT_TYPE,
+                    openapi::openapi().v2_protobuf(),
+                ));
+            }
             return Ok(respond(200, "application/json", openapi::openapi().v2()));
         }
         ["openapi", "v3"] if is_get => {

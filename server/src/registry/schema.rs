@@ -277,6 +277,22 @@ fn generator() -> SchemaGenerator {
         .into_generator()
 }
 
+/// k8s-openapi marks a kind's `metadata` and `spec` required where upstream's Go types
+/// have them `omitempty`; upstream's OpenAPI requires neither (core Event's metadata
+/// aside), and `kubectl explain` shows the difference, so drop them.
+fn relax_required(defs: &mut Map<String, Value>, name: &str) {
+    let keep_metadata = name == "io.k8s.api.core.v1.Event";
+    let Some(schema) = defs.get_mut(name).and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|f| f != "spec" && (keep_metadata || f != "metadata"));
+        if required.is_empty() {
+            schema.remove("required");
+        }
+    }
+}
+
 fn build_definitions() -> Map<String, Value> {
     let mut generator = generator();
     for root in roots() {
@@ -294,6 +310,7 @@ fn build_definitions() -> Map<String, Value> {
         }
         let name = (root.schema_name)();
         set_gvk(&mut defs, &name, &[(group, version, kind)]);
+        relax_required(&mut defs, &name);
         if let Some(list_kind) = root.list_kind {
             let list_name = list_schema_name(&name, list_kind);
             let list = list_schema(&defs, &name, kind, list_kind, (group, version));
