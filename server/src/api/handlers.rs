@@ -367,16 +367,14 @@ fn normalize(
         })
         .collect();
     if old.is_none() {
-        for msg in validation::validate_name(r.group, r.kind, &name) {
-            causes.insert(
-                0,
-                Cause {
-                    reason: "FieldValueInvalid".into(),
-                    message: format!("Invalid value: {name:?}: {msg}"),
-                    field: "metadata.name".into(),
-                },
-            );
-        }
+        let name_causes = validation::validate_name(r.group, r.kind, &name)
+            .into_iter()
+            .map(|msg| Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {name:?}: {msg}"),
+                field: "metadata.name".into(),
+            });
+        causes.splice(0..0, name_causes);
     }
     if !causes.is_empty() {
         return Err(ApiError::invalid(r.group, r.kind, &name, causes));
