@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (and, later, a node) on this machine.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run kubectl (found on PATH) against this server with the admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl {

@@ -172,7 +172,7 @@ mod tests {
         let mut argv = vec!["skiff", "server"];
         argv.extend_from_slice(extra);
         match crate::cli::Cli::parse_from(argv).command {
-            crate::cli::Command::Server(a) => a,
+            crate::cli::Command::Server(a) => *a,
             _ => unreachable!(),
         }
     }

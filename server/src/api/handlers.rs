@@ -324,13 +324,38 @@ pub struct Prepared {
 }
 
 /// Typed round trip, unknown-field handling and validation, shared by create and update.
+/// Folds a Secret's write-only `stringData` into `data` (base64), as upstream's decoding
+/// does: `stringData` is never stored or returned.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    let Some(entries) = string_data.as_object() else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = Value::Object(Map::new());
+    }
+    for (k, v) in entries {
+        if let Some(text) = v.as_str() {
+            obj["data"][k] = base64::engine::general_purpose::STANDARD
+                .encode(text)
+                .into();
+        }
+    }
+}
+
 fn normalize(
     r: &Resource,
-    obj: Value,
+    mut obj: Value,
     old: Option<&Value>,
     opts: &WriteOptions,
     warnings: &mut Vec<String>,
 ) -> ApiResult<Value> {
+    if r.kind == "Secret" && r.group.is_empty() {
+        fold_string_data(&mut obj);
+    }
     let name = meta_str(&obj, "name").to_string();
     let mut typed = (r.round_trip)(obj.clone()).map_err(|e| {
         ApiError::bad_request(format!(
@@ -516,7 +541,7 @@ pub async fn create(
     if t.name.is_some() {
         return Err(ApiError::method_not_allowed("POST"));
     }
-    let obj = decode_object(body, content_type)?;
+    let obj = decode_object(body, content_type, t.resource.kind)?;
     let prepared = prepare_create(api, t, obj, opts)?;
     let mut obj = prepared.obj;
     let _guard = if r.kind == "Service" && r.group.is_empty() {
@@ -772,7 +797,12 @@ pub async fn update(
     content_type: Option<&str>,
     opts: &WriteOptions,
 ) -> ApiResult<Reply> {
-    let new = decode_object(body, content_type)?;
+    let kind = if t.subresource.as_deref() == Some("scale") {
+        "Scale"
+    } else {
+        t.resource.kind
+    };
+    let new = decode_object(body, content_type, kind)?;
     if t.subresource.as_deref() == Some("scale") {
         return scale_update(api, t, opts, |_| Ok(new.clone())).await;
     }
@@ -855,10 +885,13 @@ where
 {
     let reply = guaranteed_update(api, t, Part::Main, opts, |cur| {
         let scale = compute(&scale_of(cur))?;
-        let replicas = scale
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| ApiError::bad_request("spec.replicas is required in a Scale"))?;
+        // Go clients omit a zero replicas field; upstream reads it as 0.
+        let replicas = match scale.pointer("/spec/replicas") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_i64().ok_or_else(|| {
+                ApiError::bad_request("spec.replicas in a Scale must be an integer")
+            })?,
+        };
         let mut new = cur.clone();
         new["spec"]["replicas"] = replicas.into();
         if let Some(rv) = scale
@@ -1023,8 +1056,18 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> ApiResult<Re
                 Err(e) => return Err(e.into()),
             }
         }
+        let deleted = |value: bytes::Bytes| {
+            if r.returns_deleted_object() {
+                Reply::raw(200, value)
+            } else {
+                Reply::json(
+                    200,
+                    &super::status::success(r.group, r.plural, &name, meta_str(&obj, "uid")),
+                )
+            }
+        };
         if opts.dry_run {
-            return Ok(Reply::raw(200, entry.value));
+            return Ok(deleted(entry.value));
         }
         match api
             .store
@@ -1034,7 +1077,7 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> ApiResult<Re
             })
             .await
         {
-            Ok(e) => return Ok(Reply::raw(200, e.value)),
+            Ok(e) => return Ok(deleted(e.value)),
             Err(store::Error::Conflict { .. }) => continue,
             Err(store::Error::NotFound) => {
                 return Err(ApiError::not_found(r.group, r.plural, &name))
@@ -1072,7 +1115,7 @@ pub async fn delete_collection(
             subresource: None,
         };
         match delete(api, &one, opts).await {
-            Ok(reply) => deleted.push(reply.body),
+            Ok(_) => deleted.push(entry.value.clone()),
             Err(e) if e.code == 404 || (e.code == 403 && r.kind == "Namespace") => {}
             Err(e) => return Err(e),
         }
@@ -1106,6 +1149,16 @@ mod tests {
         assert_eq!(qos_class(&guaranteed), "Guaranteed");
         let burstable = json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]}});
         assert_eq!(qos_class(&burstable), "Burstable");
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let mut s = json!({"kind": "Secret", "data": {"a": "eA=="}, "stringData": {"b": "hello"}});
+        fold_string_data(&mut s);
+        assert_eq!(
+            s,
+            json!({"kind": "Secret", "data": {"a": "eA==", "b": "aGVsbG8="}})
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod selectors;
 pub mod status;
@@ -350,7 +351,7 @@ async fn resource(
         .next()
         .unwrap_or("")
         .contains("as=PartialObjectMetadata");
-    if !table.is_some() && !partial && !accepts_json(accept) {
+    if table.is_none() && !partial && !accepts_json(accept) {
         return Err(ApiError::not_acceptable(accept));
     }
     let method = req.method().clone();
@@ -370,6 +371,10 @@ async fn resource(
             .and_then(|v| v.parse::<usize>().ok())
         {
             if len > api.max_body {
+                // Read (and drop) a bounded amount first: answering while the client is
+                // still sending makes the close reset the connection, and the client may
+                // never see the 413.
+                drain(req.into_body(), DRAIN_LIMIT).await;
                 return Err(ApiError::too_large(api.max_body));
             }
         }
@@ -479,6 +484,25 @@ async fn resource(
         }
     }
     Ok(reply_response(reply))
+}
+
+/// How much of an oversized body is read and dropped before answering 413.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+async fn drain(mut body: Incoming, limit: usize) {
+    let mut seen = 0;
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while seen < limit {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = &mut deadline => return,
+        };
+        match frame {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
 }
 
 fn accepts_json(accept: &str) -> bool {

