@@ -40,13 +40,16 @@ impl Allocator {
         Ipv4Addr::from(u32::from(self.service_cidr.network()) + 1)
     }
 
-    fn in_use(store: &Store) -> (HashSet<String>, HashSet<i64>) {
+    fn in_use(store: &Store, skip: Option<&str>) -> (HashSet<String>, HashSet<i64>) {
         let mut ips = HashSet::new();
         let mut ports = HashSet::new();
         for e in store
             .list("/registry/core/services/", None, 0, &|_| true)
             .items
         {
+            if Some(&*e.key) == skip {
+                continue;
+            }
             let Ok(svc) = serde_json::from_slice::<Value>(&e.value) else {
                 continue;
             };
@@ -78,7 +81,7 @@ impl Allocator {
         if kind == "ExternalName" {
             return Ok(());
         }
-        let (ips, ports) = Self::in_use(store);
+        let (ips, ports) = Self::in_use(store, None);
         let requested = svc
             .pointer("/spec/clusterIP")
             .and_then(Value::as_str)
@@ -114,40 +117,71 @@ impl Allocator {
         svc["spec"]["clusterIP"] = ip.clone().into();
         svc["spec"]["clusterIPs"] = serde_json::json!([ip]);
         if kind == "NodePort" || kind == "LoadBalancer" {
-            let mut taken = ports;
-            let count = svc
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            for i in 0..count {
-                let field = format!("spec.ports[{i}].nodePort");
-                let want = svc["spec"]["ports"][i]
-                    .get("nodePort")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                let port = if want == 0 {
-                    self.free_port(&taken).ok_or_else(|| {
-                        ApiError::internal("failed to allocate a nodePort: range is full")
-                    })?
-                } else {
-                    let (lo, hi) = self.node_ports;
-                    if want < i64::from(lo) || want > i64::from(hi) {
-                        return Err(invalid(&name, &field, format!(
+            self.node_ports_into(svc, &name, ports)?;
+        }
+        Ok(())
+    }
+
+    /// Gives every port of a NodePort or LoadBalancer Service being updated a node port,
+    /// keeping those it has. `own_key` is the Service's store key: its current ports are
+    /// its own, not a conflict.
+    pub fn allocate_on_update(
+        &self,
+        store: &Store,
+        svc: &mut Value,
+        own_key: &str,
+    ) -> ApiResult<()> {
+        let kind = svc
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP");
+        if kind != "NodePort" && kind != "LoadBalancer" {
+            return Ok(());
+        }
+        let name = meta_str(svc, "name").to_string();
+        let (_, ports) = Self::in_use(store, Some(own_key));
+        self.node_ports_into(svc, &name, ports)
+    }
+
+    fn node_ports_into(
+        &self,
+        svc: &mut Value,
+        name: &str,
+        mut taken: HashSet<i64>,
+    ) -> ApiResult<()> {
+        let name = name.to_string();
+        let count = svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..count {
+            let field = format!("spec.ports[{i}].nodePort");
+            let want = svc["spec"]["ports"][i]
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let port = if want == 0 {
+                self.free_port(&taken).ok_or_else(|| {
+                    ApiError::internal("failed to allocate a nodePort: range is full")
+                })?
+            } else {
+                let (lo, hi) = self.node_ports;
+                if want < i64::from(lo) || want > i64::from(hi) {
+                    return Err(invalid(&name, &field, format!(
                             "Invalid value: {want}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
                         )));
-                    }
-                    if taken.contains(&want) {
-                        return Err(invalid(
-                            &name,
-                            &field,
-                            format!("Invalid value: {want}: provided port is already allocated"),
-                        ));
-                    }
-                    want
-                };
-                taken.insert(port);
-                svc["spec"]["ports"][i]["nodePort"] = port.into();
-            }
+                }
+                if taken.contains(&want) {
+                    return Err(invalid(
+                        &name,
+                        &field,
+                        format!("Invalid value: {want}: provided port is already allocated"),
+                    ));
+                }
+                want
+            };
+            taken.insert(port);
+            svc["spec"]["ports"][i]["nodePort"] = port.into();
         }
         Ok(())
     }
@@ -199,8 +233,42 @@ pub fn carry_over(old: &Value, new: &mut Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let node_ports = matches!(
+        new.pointer("/spec/type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    );
+    if !node_ports {
+        // So does the traffic policy that only externally reachable types have.
+        for field in [
+            "externalTrafficPolicy",
+            "healthCheckNodePort",
+            "allocateLoadBalancerNodePorts",
+        ] {
+            let pointer = format!("/spec/{field}");
+            if new.pointer(&pointer).is_some() && new.pointer(&pointer) == old.pointer(&pointer) {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove(field);
+                }
+            }
+        }
+    }
     if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for p in ports {
+            if !node_ports {
+                // Leaving NodePort: the ports it was given go with the type, as upstream
+                // drops type-dependent fields.
+                let inherited = p.get("nodePort").is_some_and(|n| {
+                    old_ports
+                        .iter()
+                        .any(|o| o.get("port") == p.get("port") && o.get("nodePort") == Some(n))
+                });
+                if inherited {
+                    if let Some(o) = p.as_object_mut() {
+                        o.remove("nodePort");
+                    }
+                }
+                continue;
+            }
             if p.get("nodePort")
                 .is_some_and(|n| n.as_i64().unwrap_or(0) != 0)
             {

@@ -725,8 +725,15 @@ where
                 ));
             }
         }
-        let Some(prepared) = prepare_update(t, &old, new, part, opts)? else {
+        let Some(mut prepared) = prepare_update(t, &old, new, part, opts)? else {
             return Ok(Reply::raw(200, entry.value));
+        };
+        let _guard = if r.kind == "Service" && r.group.is_empty() {
+            let guard = api.service_lock.lock().await;
+            api.allocator.allocate_on_update(&api.store, &mut prepared.obj, &key)?;
+            Some(guard)
+        } else {
+            None
         };
         // An object being deleted whose last finalizer is removed goes away now.
         let finishing = !meta_str(&prepared.obj, "deletionTimestamp").is_empty()
