@@ -730,7 +730,8 @@ where
         };
         let _guard = if r.kind == "Service" && r.group.is_empty() {
             let guard = api.service_lock.lock().await;
-            api.allocator.allocate_on_update(&api.store, &mut prepared.obj, &key)?;
+            api.allocator
+                .allocate_on_update(&api.store, &mut prepared.obj, &key)?;
             Some(guard)
         } else {
             None
