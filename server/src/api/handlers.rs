@@ -607,27 +607,13 @@ pub fn prepare_update(
     let mut new = match part {
         Part::Main => {
             if r.status {
-                match old.get("status") {
-                    Some(s) => new["status"] = s.clone(),
-                    None => {
-                        if let Some(o) = new.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                }
+                copy_field(old, &mut new, "status");
             }
             new
         }
         Part::Status => {
             let mut merged = old.clone();
-            match new.get("status") {
-                Some(s) => merged["status"] = s.clone(),
-                None => {
-                    if let Some(o) = merged.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
+            copy_field(&new, &mut merged, "status");
             merged
         }
         Part::Finalize => {
@@ -683,6 +669,18 @@ pub fn prepare_update(
         return Ok(None);
     }
     Ok(Some(Prepared { obj: new, warnings }))
+}
+
+/// Makes `to[field]` what `from[field]` is, absent included.
+fn copy_field(from: &Value, to: &mut Value, field: &str) {
+    match from.get(field) {
+        Some(v) => to[field] = v.clone(),
+        None => {
+            if let Some(o) = to.as_object_mut() {
+                o.remove(field);
+            }
+        }
+    }
 }
 
 /// Runs an update computed from the current object, retrying on conflicts unless the

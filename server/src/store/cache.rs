@@ -175,31 +175,13 @@ impl Store {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
         };
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut remaining = 0;
-        for (key, entry) in state.objects.range::<str, _>((start, Bound::Unbounded)) {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if !keep(entry) {
-                continue;
-            }
-            if limit > 0 && items.len() == limit {
-                if next.is_none() {
-                    next = items.last().map(|e: &Entry| e.key.clone());
-                }
-                remaining += 1;
-                continue;
-            }
-            items.push(entry.clone());
-        }
-        ListPage {
-            items,
-            revision: state.revision,
-            next,
-            remaining,
-        }
+        let revision = state.revision;
+        let entries = state
+            .objects
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, e)| e);
+        paginate(entries, revision, limit, keep)
     }
 
     /// Like [`Store::list`], but as the keys were at `revision`, rebuilt from the current
@@ -241,32 +223,14 @@ impl Store {
             };
         }
         drop(state);
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut remaining = 0;
         let lower = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        for (_, entry) in view.range::<str, _>((lower, Bound::Unbounded)) {
-            if !keep(entry) {
-                continue;
-            }
-            if limit > 0 && items.len() == limit {
-                if next.is_none() {
-                    next = items.last().map(|e: &Entry| e.key.clone());
-                }
-                remaining += 1;
-                continue;
-            }
-            items.push(entry.clone());
-        }
-        Ok(ListPage {
-            items,
-            revision,
-            next,
-            remaining,
-        })
+        let entries = view
+            .range::<str, _>((lower, Bound::Unbounded))
+            .map(|(_, e)| e);
+        Ok(paginate(entries, revision, limit, keep))
     }
 
     /// Counts the keys under `prefix` (used for cheap existence checks such as "is this
@@ -310,6 +274,34 @@ impl Store {
             after: from,
             revisions: self.shared.revision_tx.subscribe(),
         })
+    }
+}
+
+/// Cuts a page of at most `limit` (0: no limit) accepted entries, counting the rest.
+fn paginate<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+    revision: Revision,
+    limit: usize,
+    keep: &dyn Fn(&Entry) -> bool,
+) -> ListPage {
+    let mut items: Vec<Entry> = Vec::new();
+    let mut next = None;
+    let mut remaining = 0;
+    for entry in entries.filter(|e| keep(e)) {
+        if limit > 0 && items.len() == limit {
+            if next.is_none() {
+                next = items.last().map(|e| e.key.clone());
+            }
+            remaining += 1;
+            continue;
+        }
+        items.push(entry.clone());
+    }
+    ListPage {
+        items,
+        revision,
+        next,
+        remaining,
     }
 }
 
