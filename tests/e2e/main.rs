@@ -19,6 +19,7 @@
 
 mod bad_input;
 mod churn;
+mod cli;
 mod durability;
 mod harness;
 mod kubectl;
