@@ -17,6 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (and, later, a node) on this machine.
     Server(Box<ServerArgs>),
+    /// Register simulated nodes that run no containers but move their pods through
+    /// their lifecycle (for testing and measuring the control plane at scale).
+    SimNodes(SimNodesArgs),
     /// Run kubectl (found on PATH) against this server with the admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl {
@@ -67,7 +70,51 @@ pub struct ServerArgs {
     /// Do not run a node in this process
     #[arg(long, env = "SKIFF_DISABLE_AGENT", num_args = 0..=1, default_missing_value = "true")]
     pub disable_agent: Option<bool>,
+    /// Do not run the scheduler
+    #[arg(long, env = "SKIFF_DISABLE_SCHEDULER", num_args = 0..=1, default_missing_value = "true")]
+    pub disable_scheduler: Option<bool>,
+    /// Do not run the controllers
+    #[arg(long, env = "SKIFF_DISABLE_CONTROLLER_MANAGER", num_args = 0..=1, default_missing_value = "true")]
+    pub disable_controller_manager: Option<bool>,
+    /// Scheduler scoring: least-allocated spreads load, binpack fills nodes first [default: least-allocated]
+    #[arg(long, env = "SKIFF_SCHEDULER_STRATEGY")]
+    pub scheduler_strategy: Option<String>,
+    /// Seconds a node's lease may go unrenewed before the node is marked NotReady [default: 40]
+    #[arg(long, env = "SKIFF_NODE_MONITOR_GRACE_PERIOD")]
+    pub node_monitor_grace_period: Option<u64>,
     /// Log filter (tracing's syntax, e.g. "info,skiff_server=debug") [default: info]
     #[arg(long, env = "SKIFF_LOG")]
     pub log: Option<String>,
+}
+
+/// Flags of `skiff sim-nodes`.
+#[derive(Debug, Args)]
+pub struct SimNodesArgs {
+    /// Kubeconfig of the cluster to join
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// How many nodes
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Node names are <prefix><index>
+    #[arg(long, default_value = "sim-")]
+    pub name_prefix: String,
+    /// CPU capacity of each node
+    #[arg(long, default_value = "4")]
+    pub cpu: String,
+    /// Memory capacity of each node
+    #[arg(long, default_value = "8Gi")]
+    pub memory: String,
+    /// Pod capacity of each node
+    #[arg(long, default_value_t = 110)]
+    pub pods: u32,
+    /// A label on every node, key=value (repeatable)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Seconds a Job's pod runs before it succeeds
+    #[arg(long, default_value_t = 5.0)]
+    pub job_duration: f64,
+    /// Log filter [default: info]
+    #[arg(long, env = "SKIFF_LOG", default_value = "info")]
+    pub log: String,
 }

@@ -25,6 +25,10 @@ struct FileConfig {
     cluster_cidr: Option<String>,
     service_node_port_range: Option<String>,
     disable_agent: Option<bool>,
+    disable_scheduler: Option<bool>,
+    disable_controller_manager: Option<bool>,
+    scheduler_strategy: Option<String>,
+    node_monitor_grace_period: Option<u64>,
     log: Option<String>,
 }
 
@@ -155,6 +159,35 @@ pub fn server_config(args: ServerArgs) -> Result<(skiff_server::Config, String)>
                 .unwrap_or_else(|| defaults::SERVICE_NODE_PORT_RANGE.into()),
         )?,
         disable_agent: args.disable_agent.or(file.disable_agent).unwrap_or(false),
+        disable_scheduler: args
+            .disable_scheduler
+            .or(file.disable_scheduler)
+            .unwrap_or(false),
+        disable_controller_manager: args
+            .disable_controller_manager
+            .or(file.disable_controller_manager)
+            .unwrap_or(false),
+        scheduler: skiff_server::scheduler::Config {
+            strategy: match args
+                .scheduler_strategy
+                .or(file.scheduler_strategy)
+                .as_deref()
+                .unwrap_or("least-allocated")
+            {
+                "least-allocated" => skiff_server::scheduler::Strategy::LeastAllocated,
+                "binpack" => skiff_server::scheduler::Strategy::BinPack,
+                other => {
+                    bail!("--scheduler-strategy {other:?} is not one of least-allocated, binpack")
+                }
+            },
+        },
+        controllers: skiff_server::controllers::Config {
+            node_monitor_grace_period: std::time::Duration::from_secs(
+                args.node_monitor_grace_period
+                    .or(file.node_monitor_grace_period)
+                    .unwrap_or(40),
+            ),
+        },
     };
     if config.https_port == 0 {
         bail!("--https-listen-port must not be 0");

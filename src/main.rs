@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server(*args),
+        Command::SimNodes(args) => sim_nodes(args),
         Command::Kubectl { args } => kubectl(args),
     };
     match result {
@@ -41,6 +42,19 @@ fn init_logging(filter: &str) -> Result<()> {
 fn server(args: cli::ServerArgs) -> Result<ExitCode> {
     let (config, log) = config::server_config(args)?;
     init_logging(&log)?;
+    run_until_signal(|cancel| async move {
+        skiff_server::run(config, cancel).await?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `fut` on a fresh runtime until it ends or SIGTERM/Ctrl-C cancels it.
+fn run_until_signal<F, Fut>(f: F) -> Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("skiff")
@@ -65,7 +79,41 @@ fn server(args: cli::ServerArgs) -> Result<ExitCode> {
             tracing::info!("shutting down");
             signals.cancel();
         });
-        skiff_server::run(config, cancel).await
+        f(cancel).await
+    })
+}
+
+fn sim_nodes(args: cli::SimNodesArgs) -> Result<ExitCode> {
+    let mut labels = Vec::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--label {l:?} is not key=value"))?;
+        labels.push((k.to_string(), v.to_string()));
+    }
+    if !(args.job_duration >= 0.0 && args.job_duration.is_finite()) {
+        anyhow::bail!(
+            "--job-duration {} is not a number of seconds",
+            args.job_duration
+        );
+    }
+    let config = skiff_agent::sim::SimConfig {
+        count: args.count,
+        name_prefix: args.name_prefix.clone(),
+        cpu: args.cpu.clone(),
+        memory: args.memory.clone(),
+        pods: args.pods,
+        labels,
+        job_duration: std::time::Duration::from_secs_f64(args.job_duration),
+    };
+    init_logging(&args.log)?;
+    let kubeconfig = args.kubeconfig.clone();
+    run_until_signal(|cancel| async move {
+        let client = skiff_core::client::from_file(&kubeconfig)
+            .await
+            .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
+        skiff_agent::sim::run(client, config, cancel).await?;
+        Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

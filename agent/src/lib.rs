@@ -1,3 +1,6 @@
-//! The node: kubelet, pod network, service proxy and cluster DNS. It joins a server
-//! with a token and talks to it only over HTTPS. Not built yet: this crate is the seam the
-//! agent issue fills.
+//! `skiff-agent`: the node. It joins a server with a token and talks to it only over
+//! HTTPS. The kubelet, pod network, service proxy and cluster DNS come with the node
+//! issue; what is here now is [`sim`], simulated nodes that exercise the control plane
+//! at scale without running containers.
+
+pub mod sim;

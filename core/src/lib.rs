@@ -4,6 +4,7 @@
 //! (the cluster CA and the certificates it signs) and [`kubeconfig`] (how clients are
 //! told where the API server is). Nothing here talks to the network or runs tasks.
 
+pub mod client;
 pub mod defaults;
 pub mod kubeconfig;
 pub mod pki;

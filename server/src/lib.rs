@@ -10,6 +10,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod controllers;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
 pub mod tls;
 
@@ -44,6 +45,14 @@ pub struct Config {
     pub service_node_port_range: (u16, u16),
     /// Do not run the node components in this process.
     pub disable_agent: bool,
+    /// Do not run the scheduler.
+    pub disable_scheduler: bool,
+    /// Do not run the controllers.
+    pub disable_controller_manager: bool,
+    /// Scheduler settings.
+    pub scheduler: scheduler::Config,
+    /// Controller settings.
+    pub controllers: controllers::Config,
 }
 
 /// Errors that stop the server.
@@ -73,6 +82,21 @@ pub enum Error {
     /// Creating the default objects failed.
     #[error("creating the default objects: {0}")]
     Bootstrap(String),
+    /// A loopback client for a component could not be built.
+    #[error("building the {component}'s client")]
+    Client {
+        /// Which component.
+        component: &'static str,
+        /// The cause.
+        #[source]
+        source: skiff_core::client::Error,
+    },
+    /// The scheduler stopped with an error.
+    #[error("scheduler failed")]
+    Scheduler(#[from] scheduler::Error),
+    /// The controller manager stopped with an error.
+    #[error("controller manager failed")]
+    Controllers(#[from] controllers::Error),
     /// A component stopped with an error.
     #[error("{component} failed")]
     Component {
@@ -139,6 +163,31 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
                 source,
             })
     });
+    // The scheduler and the controllers are clients of the API like any other, over
+    // loopback HTTPS with their own identities, as upstream's components are.
+    let loopback = format!("https://127.0.0.1:{}", config.https_port);
+    if !config.disable_scheduler {
+        let client = pki
+            .component_client(&loopback, "scheduler")
+            .await
+            .map_err(|source| Error::Client {
+                component: "scheduler",
+                source,
+            })?;
+        let (cfg, c) = (config.scheduler.clone(), cancel.clone());
+        tasks.spawn(async move { scheduler::run(client, cfg, c).await.map_err(Error::from) });
+    }
+    if !config.disable_controller_manager {
+        let client = pki
+            .component_client(&loopback, "controller-manager")
+            .await
+            .map_err(|source| Error::Client {
+                component: "controller manager",
+                source,
+            })?;
+        let (cfg, c) = (config.controllers.clone(), cancel.clone());
+        tasks.spawn(async move { controllers::run(client, cfg, c).await.map_err(Error::from) });
+    }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
         match done {

@@ -40,6 +40,8 @@ pub struct Pki {
     pub admin: CertPair,
     /// The TLS configuration of the API server.
     pub server_config: Arc<rustls::ServerConfig>,
+    /// Where the certificates live.
+    dir: std::path::PathBuf,
 }
 
 fn hostname() -> Option<String> {
@@ -137,7 +139,39 @@ impl Pki {
             ca,
             admin,
             server_config,
+            dir,
         })
+    }
+
+    /// A loopback client for one of the server's own components, with a client
+    /// certificate naming it as upstream's components are named
+    /// (`system:kube-scheduler`, `system:kube-controller-manager`).
+    pub async fn component_client(
+        &self,
+        server: &str,
+        component: &str,
+    ) -> Result<kube::Client, skiff_core::client::Error> {
+        let user = format!("system:kube-{component}");
+        let dir = self.dir.clone();
+        let pair = self
+            .ca
+            .load_or_issue(
+                &dir,
+                &format!("client-{component}"),
+                &Usage::Client {
+                    user: user.clone(),
+                    groups: Vec::new(),
+                },
+            )
+            .map_err(|e| skiff_core::client::Error::Certificate(Box::new(e)))?;
+        skiff_core::client::from_cert(
+            server,
+            &self.ca.pair.cert_pem,
+            &pair.cert_pem,
+            &pair.key_pem,
+            &user,
+        )
+        .await
     }
 
     /// Writes the admin kubeconfig.

@@ -1143,6 +1143,245 @@ pub async fn delete_collection(
     Ok(Reply::raw(200, encode_list(r, &result)))
 }
 
+/// `pods/binding`: assigns a pod to a node, once. The scheduler's only way to place a pod.
+pub async fn bind(
+    api: &Api,
+    t: &Target,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> ApiResult<Reply> {
+    let binding = decode_object(body, content_type, "Binding")?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "",
+                "Binding",
+                object_name(t),
+                vec![Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value".into(),
+                    field: "target.name".into(),
+                }],
+            )
+        })?
+        .to_string();
+    let name = object_name(t).to_string();
+    let key = t.resource.key(t.namespace.as_deref(), &name);
+    // Not an update of the pod spec (validation forbids changing nodeName that way): the
+    // binding itself is the only writer of nodeName, once, with PodScheduled=True.
+    for _ in 0..MAX_RETRIES {
+        let entry = api
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
+        let cur = parse(&entry)?;
+        if !meta_str(&cur, "deletionTimestamp").is_empty() {
+            return Err(ApiError::conflict(
+                "",
+                "pods/binding",
+                &name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let current = cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !current.is_empty() {
+            return Err(ApiError::conflict(
+                "",
+                "pods/binding",
+                &name,
+                &format!("pod {name} is already assigned to node \"{current}\""),
+            ));
+        }
+        let mut new = cur.clone();
+        new["spec"]["nodeName"] = node.clone().into();
+        set_condition(
+            &mut new,
+            json!({
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": null,
+                "lastTransitionTime": objects::now_rfc3339(),
+            }),
+        );
+        match api
+            .store
+            .write(WriteOp::Update {
+                key: key.clone(),
+                value: new,
+                expected: Some(entry.revision),
+            })
+            .await
+        {
+            Ok(_) => {
+                return Ok(Reply::json(
+                    201,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ));
+            }
+            Err(store::Error::Conflict { .. }) => continue,
+            Err(store::Error::NotFound) => return Err(ApiError::not_found("", "pods", &name)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "",
+        "pods/binding",
+        &name,
+        "the pod is being modified too often; try again",
+    ))
+}
+
+/// Sets (replaces by type) a condition in `status.conditions`.
+pub fn set_condition(obj: &mut Value, condition: Value) {
+    let kind = condition.get("type").cloned();
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    let conditions = &mut obj["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    if let Some(list) = conditions.as_array_mut() {
+        match list.iter_mut().find(|c| c.get("type") == kind.as_ref()) {
+            Some(existing) => *existing = condition,
+            None => list.push(condition),
+        }
+    }
+}
+
+/// `pods/eviction`: deletes a pod unless that would take a PodDisruptionBudget covering
+/// it below what it allows; then 429, as upstream answers, so `kubectl drain` retries.
+pub async fn evict(
+    api: &Api,
+    t: &Target,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> ApiResult<Reply> {
+    let eviction = decode_object(body, content_type, "Eviction")?;
+    let name = object_name(t).to_string();
+    let ns = t.namespace.clone().unwrap_or_default();
+    let pod_target = Target {
+        subresource: None,
+        ..t.clone()
+    };
+    let pod_entry = get(api, &pod_target)?;
+    let pod = parse(&pod_entry)?;
+    let mut opts = DeleteOptions::default();
+    if let Some(d) = eviction.get("deleteOptions") {
+        opts = DeleteOptions::parse(d.to_string().as_bytes(), &HashMap::new())?;
+    }
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    // Finished or already-terminating pods do not count against any budget.
+    let counts =
+        !matches!(phase, "Succeeded" | "Failed") && meta_str(&pod, "deletionTimestamp").is_empty();
+    if counts {
+        let pdbs = crate::registry::find_kind("policy", "PodDisruptionBudget")
+            .ok_or_else(|| ApiError::internal("PodDisruptionBudget is not served"))?;
+        let labels = meta(&pod).get("labels").and_then(Value::as_object).cloned();
+        let listed = api.store.list(&pdbs.prefix(Some(&ns)), None, 0, &|_| true);
+        let mut covering = Vec::new();
+        for e in listed.items {
+            let pdb = parse(&e)?;
+            let selects = pdb
+                .pointer("/spec/selector")
+                .and_then(|s| LabelSelector::from_object(s).ok())
+                .is_some_and(|s| !s.is_empty() && s.matches(labels.as_ref()));
+            if selects {
+                covering.push(pdb);
+            }
+        }
+        if covering.len() > 1 {
+            return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
+        }
+        if let Some(pdb) = covering.first() {
+            let pdb_name = meta_str(pdb, "name").to_string();
+            let processed = pdb
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64)
+                .unwrap_or(-1)
+                >= meta(pdb)
+                    .get("generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+            let allowed = pdb
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if !processed || allowed < 1 {
+                let detail = if processed {
+                    format!(
+                        "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                        pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
+                        pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)
+                    )
+                } else {
+                    format!(
+                        "The disruption budget {pdb_name} is still being processed by the server."
+                    )
+                };
+                let mut err = ApiError {
+                    code: 429,
+                    reason: "TooManyRequests",
+                    message: "Cannot evict pod as it would violate the pod's disruption budget."
+                        .into(),
+                    details: None,
+                    retry_after: Some(10),
+                };
+                err.details = Some(Box::new(super::status::Details {
+                    causes: vec![Cause {
+                        reason: "DisruptionBudget".into(),
+                        message: detail,
+                        field: String::new(),
+                    }],
+                    ..Default::default()
+                }));
+                return Err(err);
+            }
+            // Spend one disruption before deleting, so concurrent evictions cannot both
+            // pass the same budget.
+            let pdb_target = Target {
+                resource: pdbs,
+                namespace: Some(ns.clone()),
+                name: Some(pdb_name.clone()),
+                subresource: Some("status".into()),
+            };
+            let pod_name = name.clone();
+            let rv = meta_str(pdb, "resourceVersion").to_string();
+            guaranteed_update(
+                api,
+                &pdb_target,
+                Part::Status,
+                &WriteOptions::default(),
+                |cur| {
+                    let mut new = cur.clone();
+                    new["status"]["disruptionsAllowed"] = (allowed - 1).into();
+                    if !new["status"]["disruptedPods"].is_object() {
+                        new["status"]["disruptedPods"] = json!({});
+                    }
+                    new["status"]["disruptedPods"][&pod_name] = objects::now_rfc3339().into();
+                    meta_mut(&mut new).insert("resourceVersion".into(), rv.clone().into());
+                    Ok(new)
+                },
+            )
+            .await?;
+        }
+    }
+    delete(api, &pod_target, &opts).await?;
+    Ok(Reply::json(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

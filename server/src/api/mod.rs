@@ -449,6 +449,14 @@ async fn resource(
             let body = read_body(req).await?;
             handlers::create(api, &t, &body, content_type.as_deref(), &opts).await?
         }
+        (&Method::POST, true) if matches!(sub.as_deref(), Some("binding" | "eviction")) => {
+            let body = read_body(req).await?;
+            if sub.as_deref() == Some("binding") {
+                handlers::bind(api, &t, &body, content_type.as_deref()).await?
+            } else {
+                handlers::evict(api, &t, &body, content_type.as_deref()).await?
+            }
+        }
         (&Method::PUT, true) => {
             let opts = handlers::WriteOptions::from_query(&q)?;
             let body = read_body(req).await?;

@@ -89,6 +89,9 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
             "status" => target.resource.status,
             "scale" => target.resource.scale,
             "finalize" => target.resource.kind == "Namespace",
+            "binding" | "eviction" => {
+                target.resource.kind == "Pod" && target.resource.group.is_empty()
+            }
             _ => false,
         };
         if !known {
