@@ -44,7 +44,7 @@ impl Allocator {
         let mut ips = HashSet::new();
         let mut ports = HashSet::new();
         for e in store
-            .list("/registry/core/services/", None, 0, &|_| true)
+            .list("/registry/core/services/", None, 0, false, &|_| true)
             .items
         {
             if Some(&*e.key) == skip {

@@ -250,15 +250,27 @@ pub fn list(api: &Api, t: &Target, q: &ListQuery) -> ApiResult<ListResult> {
         _ => None,
     };
     let page = match at {
-        Some(rev) => api
+        Some(rev) => api.store.list_at(
+            &prefix,
+            rev,
+            q.after.as_deref(),
+            q.limit,
+            !q.filters(),
+            &keep,
+        )?,
+        None => api
             .store
-            .list_at(&prefix, rev, q.after.as_deref(), q.limit, &keep)?,
-        None => api.store.list(&prefix, q.after.as_deref(), q.limit, &keep),
+            .list(&prefix, q.after.as_deref(), q.limit, !q.filters(), &keep),
     };
     let revision = page.revision;
     Ok(ListResult {
         continue_token: page.next.as_ref().map(|k| encode_continue(revision, k)),
-        remaining: page.next.as_ref().map(|_| page.remaining),
+        // Upstream gives remainingItemCount only for lists without selectors.
+        remaining: page
+            .next
+            .as_ref()
+            .filter(|_| !q.filters())
+            .map(|_| page.remaining),
         items: page.items,
         revision,
     })
@@ -927,6 +939,42 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<String>,
+    /// `propagationPolicy` (or the older `orphanDependents`).
+    pub propagation: Propagation,
+}
+
+/// What happens to an object's dependents when it is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// The owner goes now; the garbage collector deletes dependents afterwards.
+    #[default]
+    Background,
+    /// The owner stays (finalizer `foregroundDeletion`) until its blocking dependents are gone.
+    Foreground,
+    /// The owner stays (finalizer `orphan`) until its dependents no longer point at it.
+    Orphan,
+}
+
+impl Propagation {
+    fn parse(s: &str) -> ApiResult<Propagation> {
+        match s {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))),
+        }
+    }
+
+    /// The finalizer this policy puts on the owner, if any.
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Orphan => Some("orphan"),
+        }
+    }
 }
 
 impl DeleteOptions {
@@ -949,6 +997,15 @@ impl DeleteOptions {
                 .pointer("/preconditions/resourceVersion")
                 .and_then(Value::as_str)
                 .map(String::from);
+            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+                opts.propagation = Propagation::Orphan;
+            }
+            if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+                opts.propagation = Propagation::parse(p)?;
+            }
+        }
+        if let Some(p) = q.get("propagationPolicy") {
+            opts.propagation = Propagation::parse(p)?;
         }
         if let Some(g) = q.get("gracePeriodSeconds") {
             opts.grace =
@@ -1017,14 +1074,26 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> ApiResult<Re
                 .unwrap_or("")
                 .is_empty()
             && opts.grace != Some(0);
+        // Foreground and Orphan deletions hand the owner to the garbage collector
+        // through a finalizer (pods are never owners that way in practice, but the rule
+        // is the same for every kind).
+        let propagation_finalizer = opts.propagation.finalizer();
         let marked = !objects::finalizers(&obj).is_empty()
             || !namespace_finalizers(r, &obj).is_empty()
-            || graceful;
+            || graceful
+            || propagation_finalizer.is_some();
         if marked {
             if !meta_str(&obj, "deletionTimestamp").is_empty() {
                 return Ok(Reply::raw(200, entry.value));
             }
             let mut new = obj.clone();
+            if let Some(f) = propagation_finalizer {
+                let mut list = objects::finalizers(&new);
+                if !list.iter().any(|x| x == f) {
+                    list.push(f.to_string());
+                }
+                meta_mut(&mut new).insert("finalizers".into(), json!(list));
+            }
             let grace = if graceful {
                 opts.grace
                     .or_else(|| {
@@ -1287,7 +1356,9 @@ pub async fn evict(
         let pdbs = crate::registry::find_kind("policy", "PodDisruptionBudget")
             .ok_or_else(|| ApiError::internal("PodDisruptionBudget is not served"))?;
         let labels = meta(&pod).get("labels").and_then(Value::as_object).cloned();
-        let listed = api.store.list(&pdbs.prefix(Some(&ns)), None, 0, &|_| true);
+        let listed = api
+            .store
+            .list(&pdbs.prefix(Some(&ns)), None, 0, false, &|_| true);
         let mut covering = Vec::new();
         for e in listed.items {
             let pdb = parse(&e)?;

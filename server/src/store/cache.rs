@@ -162,12 +162,15 @@ impl Store {
     }
 
     /// Entries whose key starts with `prefix` and that `keep` accepts, in key order,
-    /// after the key `after` if given, at most `limit` (0: no limit).
+    /// after the key `after` if given, at most `limit` (0: no limit). With `count_rest`,
+    /// the entries after a cut page are counted (`remaining`); without, the scan stops at
+    /// the first one past the page, which matters when `keep` is costly.
     pub fn list(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        count_rest: bool,
         keep: &dyn Fn(&Entry) -> bool,
     ) -> ListPage {
         let state = self.shared.read();
@@ -181,7 +184,7 @@ impl Store {
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(_, e)| e);
-        paginate(entries, revision, limit, keep)
+        paginate(entries, revision, limit, count_rest, keep)
     }
 
     /// Like [`Store::list`], but as the keys were at `revision`, rebuilt from the current
@@ -193,6 +196,7 @@ impl Store {
         revision: Revision,
         after: Option<&str>,
         limit: usize,
+        count_rest: bool,
         keep: &dyn Fn(&Entry) -> bool,
     ) -> Result<ListPage> {
         let state = self.shared.read();
@@ -230,7 +234,7 @@ impl Store {
         let entries = view
             .range::<str, _>((lower, Bound::Unbounded))
             .map(|(_, e)| e);
-        Ok(paginate(entries, revision, limit, keep))
+        Ok(paginate(entries, revision, limit, count_rest, keep))
     }
 
     /// Counts the keys under `prefix` (used for cheap existence checks such as "is this
@@ -277,11 +281,13 @@ impl Store {
     }
 }
 
-/// Cuts a page of at most `limit` (0: no limit) accepted entries, counting the rest.
+/// Cuts a page of at most `limit` (0: no limit) accepted entries, counting the rest
+/// when `count_rest`.
 fn paginate<'a>(
     entries: impl Iterator<Item = &'a Entry>,
     revision: Revision,
     limit: usize,
+    count_rest: bool,
     keep: &dyn Fn(&Entry) -> bool,
 ) -> ListPage {
     let mut items: Vec<Entry> = Vec::new();
@@ -293,6 +299,9 @@ fn paginate<'a>(
                 next = items.last().map(|e| e.key.clone());
             }
             remaining += 1;
+            if !count_rest {
+                break;
+            }
             continue;
         }
         items.push(entry.clone());
@@ -713,11 +722,11 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let page = store.list("/r/ns1/", None, 2, &|_| true);
+        let page = store.list("/r/ns1/", None, 2, true, &|_| true);
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.remaining, 3);
         let next = page.next.unwrap();
-        let page2 = store.list("/r/ns1/", Some(&next), 10, &|_| true);
+        let page2 = store.list("/r/ns1/", Some(&next), 10, true, &|_| true);
         assert_eq!(page2.items.len(), 3);
         assert!(page2.next.is_none());
 
@@ -746,7 +755,7 @@ mod tests {
             .await
             .unwrap();
         let then = store
-            .list_at("/r/ns1/", before, None, 0, &|_| true)
+            .list_at("/r/ns1/", before, None, 0, true, &|_| true)
             .unwrap();
         let keys: Vec<&str> = then.items.iter().map(|e| &*e.key).collect();
         assert_eq!(
@@ -754,7 +763,10 @@ mod tests {
             vec!["/r/ns1/0", "/r/ns1/1", "/r/ns1/2", "/r/ns1/3", "/r/ns1/4"]
         );
         assert!(then.items.iter().all(|e| e.revision <= before));
-        assert_eq!(store.list("/r/ns1/", None, 0, &|_| true).items.len(), 5);
+        assert_eq!(
+            store.list("/r/ns1/", None, 0, true, &|_| true).items.len(),
+            5
+        );
 
         let mut w = store.watch("/r/ns2/", store.revision()).unwrap();
         store
@@ -797,7 +809,7 @@ mod tests {
         // After reopen, the compacted log still rebuilds the full current state.
         drop(store);
         let store = open(dir.path(), 5);
-        assert_eq!(store.list("/r/", None, 0, &|_| true).items.len(), 20);
+        assert_eq!(store.list("/r/", None, 0, true, &|_| true).items.len(), 20);
         assert_eq!(store.revision(), 20);
     }
 
