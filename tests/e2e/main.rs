@@ -24,6 +24,7 @@ mod durability;
 mod harness;
 mod kubectl;
 mod python;
+mod sim;
 mod watch;
 
 /// Declares, for each named function `fn(Kubectl)`, a module of the same name holding
