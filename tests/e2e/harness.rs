@@ -480,11 +480,17 @@ pub struct Server {
     port: u16,
     child: Option<Child>,
     starts: u32,
+    extra: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on a free loopback port and waits until it serves.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with more `skiff server` flags (kept across restarts).
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -495,6 +501,7 @@ impl Server {
             port: 0,
             child: None,
             starts: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         // Another test may grab the port between our probe and the server's bind; try
         // a few ports before giving up.
@@ -582,6 +589,7 @@ impl Server {
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig())
             .args(["--config", "/dev/null", "--disable-agent"])
+            .args(&self.extra)
             .env("SKIFF_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

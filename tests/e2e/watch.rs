@@ -106,7 +106,9 @@ async fn wait_for(seen: &Arc<Mutex<Vec<Seen>>>, expected: &[Seen], when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_sees_every_change_across_a_restart() {
-    let mut server = tokio::task::block_in_place(Server::start);
+    // Without the scheduler, which would add its own changes (PodScheduled=False) to the
+    // pods this test writes.
+    let mut server = tokio::task::block_in_place(|| Server::start_with(&["--disable-scheduler"]));
     let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 

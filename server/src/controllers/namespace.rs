@@ -6,7 +6,9 @@ use crate::api::Api;
 use crate::registry::RESOURCES;
 use crate::store::{self, WriteOp};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What to do about one namespace.
@@ -45,6 +47,9 @@ pub fn reconcile(ns: &Value, remaining: usize) -> Action {
     }
 }
 
+/// How often a dying namespace is looked at again.
+const RECHECK: Duration = Duration::from_millis(250);
+
 fn prefixes(ns: &str) -> impl Iterator<Item = String> + '_ {
     RESOURCES
         .iter()
@@ -52,20 +57,23 @@ fn prefixes(ns: &str) -> impl Iterator<Item = String> + '_ {
         .map(move |r| r.prefix(Some(ns)))
 }
 
-async fn step(api: &Api, key: &str) -> Result<(), store::Error> {
+/// One step for the namespace at `key`; returns whether it must be looked at again
+/// (content was deleted, or controllers may still be winding down inside it).
+async fn step(api: &Api, key: &str) -> Result<bool, store::Error> {
     let Some(entry) = api.store.get(key) else {
-        return Ok(());
+        return Ok(false);
     };
     let Ok(ns) = serde_json::from_slice::<Value>(&entry.value) else {
-        return Ok(());
+        return Ok(false);
     };
     let name = meta_str(&ns, "name").to_string();
     let remaining: usize = prefixes(&name).map(|p| api.store.count(&p)).sum();
     match reconcile(&ns, remaining) {
-        Action::Nothing | Action::Wait => Ok(()),
+        Action::Nothing => Ok(false),
+        Action::Wait => Ok(true),
         Action::DeleteContent => {
             for prefix in prefixes(&name) {
-                for e in api.store.list(&prefix, None, 0, &|_| true).items {
+                for e in api.store.list(&prefix, None, 0, false, &|_| true).items {
                     match api
                         .store
                         .write(WriteOp::Delete {
@@ -80,7 +88,7 @@ async fn step(api: &Api, key: &str) -> Result<(), store::Error> {
                 }
             }
             tracing::info!(namespace = %name, "deleted the namespace's content");
-            Ok(())
+            Ok(true)
         }
         Action::Finalize => {
             let mut next = ns.clone();
@@ -98,30 +106,52 @@ async fn step(api: &Api, key: &str) -> Result<(), store::Error> {
                 }
             };
             match api.store.write(op).await {
-                Ok(_) | Err(store::Error::Conflict { .. }) | Err(store::Error::NotFound) => Ok(()),
+                Ok(_) | Err(store::Error::Conflict { .. }) | Err(store::Error::NotFound) => {
+                    Ok(true)
+                }
                 Err(e) => Err(e),
             }
         }
     }
 }
 
-/// Follows namespaces and finishes the deletion of those marked for it.
+/// Steps `key`, remembering it in `dying` while it needs another look.
+async fn visit(api: &Api, key: &str, dying: &mut BTreeSet<String>) {
+    match step(api, key).await {
+        Ok(true) => {
+            dying.insert(key.to_string());
+        }
+        Ok(false) => {
+            dying.remove(key);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %key, "namespace deletion step failed");
+            dying.insert(key.to_string());
+        }
+    }
+}
+
+/// Follows namespaces and finishes the deletion of those marked for it. A dying
+/// namespace is looked at again every [`RECHECK`] until it is gone: controllers that
+/// were mid-sync when its content went may still write into it (upstream's namespace
+/// controller requeues the same way).
 pub async fn run(api: Arc<Api>, cancel: CancellationToken) -> Result<(), crate::Error> {
     let prefix = "/registry/core/namespaces/";
+    let mut dying = BTreeSet::new();
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Catch up on everything, then follow changes; start over if the watch breaks.
         let revision = api.store.revision();
         let pending: Vec<String> = api
             .store
-            .list(prefix, None, 0, &|_| true)
+            .list(prefix, None, 0, false, &|_| true)
             .items
             .iter()
             .map(|e| e.key.to_string())
             .collect();
         for key in pending {
-            if let Err(e) = step(&api, &key).await {
-                tracing::warn!(error = %e, %key, "namespace deletion step failed");
-            }
+            visit(&api, &key, &mut dying).await;
         }
         let Ok(mut watch) = api.store.watch(prefix, revision) else {
             continue;
@@ -129,14 +159,20 @@ pub async fn run(api: Arc<Api>, cancel: CancellationToken) -> Result<(), crate::
         loop {
             let events = tokio::select! {
                 e = watch.next() => e,
+                _ = recheck.tick(), if !dying.is_empty() => {
+                    for key in dying.clone() {
+                        visit(&api, &key, &mut dying).await;
+                    }
+                    continue;
+                }
                 _ = cancel.cancelled() => return Ok(()),
             };
             let Ok(events) = events else { break };
             for ev in events {
                 if ev.kind == store::EventKind::Put {
-                    if let Err(e) = step(&api, &ev.entry.key).await {
-                        tracing::warn!(error = %e, key = %ev.entry.key, "namespace deletion step failed");
-                    }
+                    visit(&api, &ev.entry.key, &mut dying).await;
+                } else {
+                    dying.remove(&*ev.entry.key);
                 }
             }
         }
