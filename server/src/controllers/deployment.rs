@@ -1113,6 +1113,19 @@ impl Sync<'_> {
     }
 }
 
+/// Registers the controller's hooks and returns its workers (5, upstream's count).
+pub fn start(ctx: &super::Context) -> super::Workers {
+    let queue = Queue::new();
+    DeploymentController::watch(&ctx.caches, &queue);
+    let controller = DeploymentController::new(
+        ctx.caches.clone(),
+        ctx.effects.clone(),
+        ctx.clock.clone(),
+        ctx.recorder("deployment-controller"),
+    );
+    ctx.workers(controller, queue, 5)
+}
+
 /// The controller: caches in, API calls out.
 pub struct DeploymentController {
     caches: Arc<Caches>,

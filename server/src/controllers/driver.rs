@@ -487,25 +487,69 @@ where
     }
 }
 
-/// The caches the controllers share.
-pub struct Caches {
-    /// Pods.
-    pub pods: Arc<Cache<Pod>>,
-    /// ReplicaSets.
-    pub replicasets: Arc<Cache<ReplicaSet>>,
-    /// Deployments.
-    pub deployments: Arc<Cache<Deployment>>,
+/// Declares [`Caches`]: one shared cache per kind the controllers read.
+macro_rules! caches {
+    ($($field:ident: $ty:ty, $doc:literal;)*) => {
+        /// The caches the controllers share, one per kind, each fed by one watch.
+        pub struct Caches {
+            $(
+                #[doc = $doc]
+                pub $field: Arc<Cache<$ty>>,
+            )*
+        }
+
+        impl Caches {
+            /// Empty caches.
+            pub fn new() -> Self {
+                Caches { $($field: Cache::new(),)* }
+            }
+
+            /// Starts one watch per cache, each feeding it until `cancel` fires.
+            pub fn feed_all(
+                &self,
+                client: &kube::Client,
+                cancel: &CancellationToken,
+                tasks: &mut tokio::task::JoinSet<()>,
+            ) {
+                $(
+                    tasks.spawn(reflect(client.clone(), self.$field.clone(), cancel.clone()));
+                )*
+            }
+
+            /// Waits until every cache holds its first complete list.
+            pub async fn ready(&self) {
+                $(
+                    let _ = self.$field.store().wait_until_ready().await;
+                )*
+            }
+
+            /// How many objects each cache holds, for the log.
+            pub fn sizes(&self) -> Vec<(&'static str, usize)> {
+                vec![$((stringify!($field), self.$field.store().len()),)*]
+            }
+        }
+    };
 }
 
-impl Caches {
-    /// Empty caches.
-    pub fn new() -> Self {
-        Caches {
-            pods: Cache::new(),
-            replicasets: Cache::new(),
-            deployments: Cache::new(),
-        }
-    }
+caches! {
+    pods: Pod, "Pods.";
+    replicasets: ReplicaSet, "ReplicaSets.";
+    deployments: Deployment, "Deployments.";
+    daemonsets: k8s_openapi::api::apps::v1::DaemonSet, "DaemonSets.";
+    statefulsets: k8s_openapi::api::apps::v1::StatefulSet, "StatefulSets.";
+    controllerrevisions: k8s_openapi::api::apps::v1::ControllerRevision, "ControllerRevisions.";
+    jobs: k8s_openapi::api::batch::v1::Job, "Jobs.";
+    cronjobs: k8s_openapi::api::batch::v1::CronJob, "CronJobs.";
+    nodes: k8s_openapi::api::core::v1::Node, "Nodes.";
+    leases: k8s_openapi::api::coordination::v1::Lease, "Leases (node heartbeats among them).";
+    namespaces: k8s_openapi::api::core::v1::Namespace, "Namespaces.";
+    services: k8s_openapi::api::core::v1::Service, "Services.";
+    endpoints: k8s_openapi::api::core::v1::Endpoints, "Endpoints.";
+    endpointslices: k8s_openapi::api::discovery::v1::EndpointSlice, "EndpointSlices.";
+    serviceaccounts: k8s_openapi::api::core::v1::ServiceAccount, "ServiceAccounts.";
+    pvcs: k8s_openapi::api::core::v1::PersistentVolumeClaim, "PersistentVolumeClaims.";
+    pdbs: k8s_openapi::api::policy::v1::PodDisruptionBudget, "PodDisruptionBudgets.";
+    resourcequotas: k8s_openapi::api::core::v1::ResourceQuota, "ResourceQuotas.";
 }
 
 impl Default for Caches {

@@ -27,34 +27,71 @@ pub const FOREGROUND: &str = "foregroundDeletion";
 /// The finalizer of an orphaning deletion.
 pub const ORPHAN: &str = "orphan";
 
-/// The kinds the collector watches (the shared caches').
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Watched {
-    /// core/v1 Pod.
-    Pod,
-    /// apps/v1 ReplicaSet.
-    ReplicaSet,
-    /// apps/v1 Deployment.
-    Deployment,
+/// Declares [`Watched`], the kinds the collector indexes (all from the shared caches),
+/// with how to read one and how to hook its cache.
+macro_rules! watched {
+    ($($variant:ident: $field:ident, $ty:ty, $api_version:literal, $namespaced:literal;)*) => {
+        /// The kinds the collector watches (the shared caches').
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Watched {
+            $(
+                #[doc = concat!($api_version, " ", stringify!($variant), ".")]
+                $variant,
+            )*
+        }
+
+        impl Watched {
+            fn from_ref(api_version: &str, kind: &str) -> Option<Watched> {
+                match (api_version, kind) {
+                    $(($api_version, stringify!($variant)) => Some(Watched::$variant),)*
+                    _ => None,
+                }
+            }
+
+            fn kind(self) -> Kind {
+                match self {
+                    $(Watched::$variant => Kind::of::<$ty>($namespaced),)*
+                }
+            }
+
+            fn meta(self, caches: &Caches, namespace: &str, name: &str) -> Option<ObjectMeta> {
+                match self {
+                    $(Watched::$variant => caches
+                        .$field
+                        .get(if $namespaced { namespace } else { "" }, name)
+                        .map(|o| o.metadata.clone()),)*
+                }
+            }
+
+            fn hook_all(gc: &Arc<GarbageCollector>, queue: &Arc<Queue<Node>>) {
+                $(
+                    let (g, q) = (gc.clone(), queue.clone());
+                    gc.caches.$field.on_change(Box::new(move |obj: &$ty, change| {
+                        g.observe(Watched::$variant, obj.meta(), change, &q)
+                    }));
+                )*
+            }
+        }
+    };
 }
 
-impl Watched {
-    fn from_ref(api_version: &str, kind: &str) -> Option<Watched> {
-        match (api_version, kind) {
-            ("v1", "Pod") => Some(Watched::Pod),
-            ("apps/v1", "ReplicaSet") => Some(Watched::ReplicaSet),
-            ("apps/v1", "Deployment") => Some(Watched::Deployment),
-            _ => None,
-        }
-    }
-
-    fn kind(self) -> Kind {
-        match self {
-            Watched::Pod => Kind::pods(),
-            Watched::ReplicaSet => Kind::replicasets(),
-            Watched::Deployment => Kind::deployments(),
-        }
-    }
+watched! {
+    Pod: pods, k8s_openapi::api::core::v1::Pod, "v1", true;
+    ReplicaSet: replicasets, k8s_openapi::api::apps::v1::ReplicaSet, "apps/v1", true;
+    Deployment: deployments, k8s_openapi::api::apps::v1::Deployment, "apps/v1", true;
+    DaemonSet: daemonsets, k8s_openapi::api::apps::v1::DaemonSet, "apps/v1", true;
+    StatefulSet: statefulsets, k8s_openapi::api::apps::v1::StatefulSet, "apps/v1", true;
+    ControllerRevision: controllerrevisions, k8s_openapi::api::apps::v1::ControllerRevision, "apps/v1", true;
+    Job: jobs, k8s_openapi::api::batch::v1::Job, "batch/v1", true;
+    CronJob: cronjobs, k8s_openapi::api::batch::v1::CronJob, "batch/v1", true;
+    Node: nodes, k8s_openapi::api::core::v1::Node, "v1", false;
+    Lease: leases, k8s_openapi::api::coordination::v1::Lease, "coordination.k8s.io/v1", true;
+    Service: services, k8s_openapi::api::core::v1::Service, "v1", true;
+    Endpoints: endpoints, k8s_openapi::api::core::v1::Endpoints, "v1", true;
+    EndpointSlice: endpointslices, k8s_openapi::api::discovery::v1::EndpointSlice, "discovery.k8s.io/v1", true;
+    ServiceAccount: serviceaccounts, k8s_openapi::api::core::v1::ServiceAccount, "v1", true;
+    PersistentVolumeClaim: pvcs, k8s_openapi::api::core::v1::PersistentVolumeClaim, "v1", true;
+    PodDisruptionBudget: pdbs, k8s_openapi::api::policy::v1::PodDisruptionBudget, "policy/v1", true;
 }
 
 /// One watched object.
@@ -245,6 +282,14 @@ struct Index {
     by_uid: HashMap<String, Node>,
 }
 
+/// Registers the collector's hooks and returns its workers (20, upstream's count).
+pub fn start(ctx: &super::Context) -> super::Workers {
+    let queue = Queue::new();
+    let gc = GarbageCollector::new(ctx.caches.clone(), ctx.effects.clone());
+    gc.watch(&queue);
+    ctx.workers(gc, queue, 20)
+}
+
 /// The collector: an index of the caches plus the writes.
 pub struct GarbageCollector {
     caches: Arc<Caches>,
@@ -268,21 +313,7 @@ impl GarbageCollector {
 
     /// Registers the hooks that keep the index and fill `queue`.
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue<Node>>) {
-        fn hook<K: Resource<DynamicType = ()>>(
-            gc: &Arc<GarbageCollector>,
-            queue: &Arc<Queue<Node>>,
-            kind: Watched,
-        ) -> driver::Hook<K> {
-            let (gc, q) = (gc.clone(), queue.clone());
-            Box::new(move |obj: &K, change| gc.observe(kind, obj.meta(), change, &q))
-        }
-        self.caches.pods.on_change(hook(self, queue, Watched::Pod));
-        self.caches
-            .replicasets
-            .on_change(hook(self, queue, Watched::ReplicaSet));
-        self.caches
-            .deployments
-            .on_change(hook(self, queue, Watched::Deployment));
+        Watched::hook_all(self, queue);
     }
 
     fn observe(
@@ -360,20 +391,7 @@ impl GarbageCollector {
     }
 
     fn meta(&self, node: &Node) -> Option<ObjectMeta> {
-        let (ns, name) = (&node.namespace, &node.name);
-        match node.kind {
-            Watched::Pod => self.caches.pods.get(ns, name).map(|o| o.metadata.clone()),
-            Watched::ReplicaSet => self
-                .caches
-                .replicasets
-                .get(ns, name)
-                .map(|o| o.metadata.clone()),
-            Watched::Deployment => self
-                .caches
-                .deployments
-                .get(ns, name)
-                .map(|o| o.metadata.clone()),
-        }
+        node.kind.meta(&self.caches, &node.namespace, &node.name)
     }
 
     fn state_of(meta: &ObjectMeta, uid: &str) -> OwnerState {

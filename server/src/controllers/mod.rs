@@ -3,16 +3,28 @@
 //!
 //! Namespace deletion works on the store directly, because a namespace cannot be deleted
 //! without it. The others are clients of the API over loopback, started by [`run`] on
-//! the shared [`driver`]: [`replicaset`], [`deployment`] and the garbage collector
-//! ([`gc`]), writing Events through [`events`].
+//! the shared [`driver`] and writing Events through [`events`]: [`replicaset`],
+//! [`deployment`], [`daemonset`], [`statefulset`], [`job`], [`cronjob`], the garbage
+//! collector ([`gc`]), [`endpoints`], [`serviceaccount`], [`nodelifecycle`] (with pod
+//! GC), [`disruption`] and [`resourcequota`].
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod driver;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
+pub mod serviceaccount;
+pub mod statefulset;
 
+use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -40,86 +52,89 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
+/// What every controller is started with.
+pub struct Context {
+    /// The shared caches.
+    pub caches: Arc<driver::Caches>,
+    /// The API calls.
+    pub effects: Arc<dyn driver::Effects>,
+    /// The time decisions are made at.
+    pub clock: Arc<dyn driver::Clock>,
+    /// The controller manager's settings.
+    pub config: Config,
+    /// Fires when the controllers must stop.
+    pub cancel: CancellationToken,
+}
+
+impl Context {
+    /// An Event recorder reporting as `component` (e.g. `replicaset-controller`).
+    pub fn recorder(&self, component: &str) -> Arc<events::Recorder> {
+        Arc::new(events::Recorder::new(
+            self.effects.clone(),
+            self.clock.clone(),
+            component,
+        ))
+    }
+
+    /// Runs `reconciler`'s `workers` workers on `queue` until the context is cancelled.
+    pub fn workers<R: driver::Reconciler>(
+        &self,
+        reconciler: Arc<R>,
+        queue: Arc<driver::Queue<R::Key>>,
+        workers: usize,
+    ) -> Workers {
+        Box::pin(driver::run(reconciler, queue, workers, self.cancel.clone()))
+    }
+}
+
+/// A controller's workers: started once every cache holds its first list.
+pub type Workers = BoxFuture<'static, ()>;
+
 /// Runs every controller until `cancel` fires.
 ///
-/// One watch per kind feeds the shared [`driver::Caches`]; each controller registers its
-/// hooks before the watches start, waits for the caches to be filled, then runs its
-/// workers on its own queue.
+/// Each controller's `start` registers its cache hooks (before any watch starts, so no
+/// change is missed) and returns its workers; then one watch per kind feeds the shared
+/// [`driver::Caches`], and once they are filled the workers run.
 pub async fn run(
     client: kube::Client,
     config: Config,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
-    let _ = config;
-    let caches = Arc::new(driver::Caches::new());
-    let effects: Arc<dyn driver::Effects> = Arc::new(driver::KubeEffects::new(
-        client.clone(),
-        "kube-controller-manager",
-    ));
-    let clock: Arc<dyn driver::Clock> = Arc::new(driver::SystemClock);
-    let recorder = |component: &str| {
-        Arc::new(events::Recorder::new(
-            effects.clone(),
-            clock.clone(),
-            component,
-        ))
+    let ctx = Context {
+        caches: Arc::new(driver::Caches::new()),
+        effects: Arc::new(driver::KubeEffects::new(
+            client.clone(),
+            "kube-controller-manager",
+        )),
+        clock: Arc::new(driver::SystemClock),
+        config,
+        cancel: cancel.clone(),
     };
-
-    let rs_queue = driver::Queue::new();
-    replicaset::ReplicaSetController::watch(&caches, &rs_queue);
-    let rs = replicaset::ReplicaSetController::new(
-        caches.clone(),
-        effects.clone(),
-        clock.clone(),
-        recorder("replicaset-controller"),
-    );
-    let d_queue = driver::Queue::new();
-    deployment::DeploymentController::watch(&caches, &d_queue);
-    let deployments = deployment::DeploymentController::new(
-        caches.clone(),
-        effects.clone(),
-        clock.clone(),
-        recorder("deployment-controller"),
-    );
-    let gc_queue = driver::Queue::new();
-    let gc = gc::GarbageCollector::new(caches.clone(), effects.clone());
-    gc.watch(&gc_queue);
+    let workers: Vec<Workers> = vec![
+        replicaset::start(&ctx),
+        deployment::start(&ctx),
+        daemonset::start(&ctx),
+        statefulset::start(&ctx),
+        job::start(&ctx),
+        cronjob::start(&ctx),
+        gc::start(&ctx),
+        endpoints::start(&ctx),
+        serviceaccount::start(&ctx),
+        nodelifecycle::start(&ctx),
+        disruption::start(&ctx),
+        resourcequota::start(&ctx),
+    ];
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(driver::reflect(
-        client.clone(),
-        caches.pods.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(driver::reflect(
-        client.clone(),
-        caches.replicasets.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(driver::reflect(
-        client.clone(),
-        caches.deployments.clone(),
-        cancel.clone(),
-    ));
-    let ready = async {
-        let _ = caches.pods.store().wait_until_ready().await;
-        let _ = caches.replicasets.store().wait_until_ready().await;
-        let _ = caches.deployments.store().wait_until_ready().await;
-    };
+    ctx.caches.feed_all(&client, &cancel, &mut tasks);
     tokio::select! {
         () = cancel.cancelled() => return Ok(()),
-        () = ready => {}
+        () = ctx.caches.ready() => {}
     }
-    tracing::info!(
-        pods = caches.pods.store().len(),
-        replicasets = caches.replicasets.store().len(),
-        deployments = caches.deployments.store().len(),
-        "controller caches filled"
-    );
-    // Upstream's default worker counts.
-    tasks.spawn(driver::run(rs, rs_queue, 5, cancel.clone()));
-    tasks.spawn(driver::run(deployments, d_queue, 5, cancel.clone()));
-    tasks.spawn(driver::run(gc, gc_queue, 20, cancel.clone()));
+    tracing::info!(sizes = ?ctx.caches.sizes(), "controller caches filled");
+    for w in workers {
+        tasks.spawn(w);
+    }
     cancel.cancelled().await;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}

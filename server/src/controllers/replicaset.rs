@@ -417,6 +417,19 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Value {
     })
 }
 
+/// Registers the controller's hooks and returns its workers (5, upstream's count).
+pub fn start(ctx: &super::Context) -> super::Workers {
+    let queue = Queue::new();
+    ReplicaSetController::watch(&ctx.caches, &queue);
+    let controller = ReplicaSetController::new(
+        ctx.caches.clone(),
+        ctx.effects.clone(),
+        ctx.clock.clone(),
+        ctx.recorder("replicaset-controller"),
+    );
+    ctx.workers(controller, queue, 5)
+}
+
 /// The controller: caches in, API calls out.
 pub struct ReplicaSetController {
     caches: Arc<Caches>,
