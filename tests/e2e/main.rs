@@ -8,7 +8,9 @@
 //! - [`watch`]: a kube-rs watcher across a server restart;
 //! - [`python`]: the official Python client (`SKIFF_TEST_PYTHON`);
 //! - [`durability`]: acknowledged writes survive SIGKILL;
-//! - [`churn`]: the database stays bounded under sustained updates.
+//! - [`churn`]: the database stays bounded under sustained updates;
+//! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
+//!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`].
 //!
 //! The current kubectl and the Python client come from a venv the CI script creates:
 //! `python3 -m venv /var/tmp/skiff-venv && /var/tmp/skiff-venv/bin/pip install
@@ -20,12 +22,19 @@
 mod bad_input;
 mod churn;
 mod cli;
+mod daemonset;
 mod durability;
 mod harness;
+mod jobs;
 mod kubectl;
+mod nodes;
 mod python;
+mod scheduling;
+mod services;
 mod sim;
+mod statefulset;
 mod watch;
+mod workloads;
 
 /// Declares, for each named function `fn(Kubectl)`, a module of the same name holding
 /// one test per kubectl: `<name>::kubectl_1_32` and `<name>::kubectl_current`.

@@ -12,13 +12,14 @@ const SOON: Duration = Duration::from_secs(60);
 const RENEWAL: Duration = Duration::from_secs(30);
 
 /// The simulator process; killed when dropped, its log kept in the test directory.
-struct Sim {
+pub struct Sim {
     child: Option<Child>,
     log: std::path::PathBuf,
 }
 
 impl Sim {
-    fn start(server: &Server, args: &[&str]) -> Sim {
+    /// Starts `skiff sim-nodes` against `server` with `args`.
+    pub fn start(server: &Server, args: &[&str]) -> Sim {
         let log = server.dir().join("sim.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -38,12 +39,13 @@ impl Sim {
         }
     }
 
-    fn log(&self) -> String {
+    /// What the simulator logged so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Stops the simulator with SIGTERM and asserts it exits cleanly.
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let mut child = self.child.take().expect("the simulator is running");
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&child),

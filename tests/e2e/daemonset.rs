@@ -1,0 +1,1 @@
+//! DaemonSets on simulated nodes.

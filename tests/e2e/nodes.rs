@@ -1,0 +1,1 @@
+//! Node lifecycle, cordon and drain with PodDisruptionBudgets on simulated nodes.

@@ -1,0 +1,1 @@
+//! The scheduler's placement decisions and messages on simulated nodes.

@@ -1,0 +1,1 @@
+//! Endpoints, EndpointSlices, default ServiceAccounts and ResourceQuota usage.

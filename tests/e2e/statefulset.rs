@@ -1,0 +1,1 @@
+//! StatefulSets on simulated nodes.

@@ -1,0 +1,1 @@
+//! Deployments, garbage collection and namespace deletion with kubectl on simulated nodes.
