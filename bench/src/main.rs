@@ -2,7 +2,11 @@
 //! the same rows written straight into SQLite beside it (the physical limit of the disk
 //! and database), and prints each figure with what it is compared to.
 //!
-//! Run: `cargo run --release -p skiff-bench -- --skiff target/release/skiff`.
+//! Run: `cargo run --release -p skiff-bench -- --skiff target/release/skiff`; with
+//! `--suite scale` it runs [`scale`] instead: simulated nodes and tens of thousands of
+//! pods.
+
+mod scale;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -34,6 +38,22 @@ struct Args {
     /// The port to run the server on.
     #[arg(long, default_value_t = 17443)]
     port: u16,
+    /// Which suite: `control-plane` (the API and datastore) or `scale` (simulated
+    /// nodes, scheduling, a large Deployment, a steady cluster).
+    #[arg(long, default_value = "control-plane")]
+    suite: String,
+    /// Scale suite: simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Scale suite: bare pods created at once to measure scheduling.
+    #[arg(long, default_value_t = 10_000)]
+    sched_pods: usize,
+    /// Scale suite: replicas of the large Deployment.
+    #[arg(long, default_value_t = 10_000)]
+    replicas: usize,
+    /// Scale suite: pods in the steady cluster.
+    #[arg(long, default_value_t = 30_000)]
+    total_pods: usize,
 }
 
 struct Server {
@@ -303,6 +323,23 @@ async fn main() -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+
+    match args.suite.as_str() {
+        "control-plane" => {}
+        "scale" => {
+            return scale::run(scale::Plan {
+                skiff: &args.skiff,
+                port: args.port,
+                nodes: args.nodes,
+                sched_pods: args.sched_pods,
+                replicas: args.replicas,
+                total_pods: args.total_pods,
+                clients: args.clients,
+            })
+            .await;
+        }
+        other => bail!("--suite: unknown suite {other:?} (control-plane or scale)"),
+    }
 
     let server = Server::start(&args.skiff, args.port)?;
     let t = target(&server.kubeconfig, args.port)?;
