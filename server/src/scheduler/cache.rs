@@ -94,6 +94,8 @@ pub struct PodFacts {
     pub key: String,
     /// `metadata.namespace`.
     pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
     /// `metadata.uid`.
     pub uid: String,
     /// `metadata.labels`.
@@ -110,7 +112,21 @@ pub struct PodFacts {
     pub anti_affinity: Vec<PodAffinityTerm>,
     /// It has a deletionTimestamp.
     pub terminating: bool,
+    /// `spec.priority` (0 when unset; the scheduler fills it in from the PriorityClass
+    /// when admission did not).
+    pub priority: i32,
+    /// `status.startTime` in seconds since the epoch; `None` when not started, which
+    /// counts as "now" (the latest).
+    pub start: Option<i64>,
+    /// It is terminating because this scheduler preempted it (deletionTimestamp and a
+    /// `DisruptionTarget` condition with reason `PreemptionByScheduler`).
+    pub preempted: bool,
 }
+
+/// The condition type upstream puts on a pod about to be disrupted.
+pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+/// The reason of that condition when the scheduler preempts the pod.
+pub const PREEMPTION_BY_SCHEDULER: &str = "PreemptionByScheduler";
 
 impl PodFacts {
     /// Reads a Pod.
@@ -134,9 +150,18 @@ impl PodFacts {
             ),
             None => Default::default(),
         };
+        let status = pod.status.as_ref();
+        let preempted = meta.deletion_timestamp.is_some()
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == DISRUPTION_TARGET))
+                .is_some_and(|c| {
+                    c.status == "True" && c.reason.as_deref() == Some(PREEMPTION_BY_SCHEDULER)
+                });
         PodFacts {
             key: format!("{namespace}/{name}"),
             namespace,
+            name,
             uid: meta.uid.clone().unwrap_or_default(),
             labels: meta.labels.clone().unwrap_or_default(),
             requests,
@@ -150,6 +175,11 @@ impl PodFacts {
                 .map(|o| o.uid.clone()),
             anti_affinity,
             terminating: meta.deletion_timestamp.is_some(),
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            start: status
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.as_second()),
+            preempted,
         }
     }
 }
@@ -242,11 +272,16 @@ impl NodeInfo {
         if self.ports.is_empty() {
             return false;
         }
-        self.ports.keys().any(|used| {
-            used.port == port.port
-                && used.protocol == port.protocol
-                && (used.ip == port.ip || used.ip == "0.0.0.0" || port.ip == "0.0.0.0")
-        })
+        self.ports.keys().any(|used| used.clashes(port))
+    }
+}
+
+impl HostPort {
+    /// Whether two pods using these ports cannot share a node.
+    pub fn clashes(&self, other: &HostPort) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || self.ip == "0.0.0.0" || other.ip == "0.0.0.0")
     }
 }
 
@@ -266,6 +301,10 @@ pub struct Cache {
     real_nodes: usize,
     zones: HashMap<String, usize>,
     anti_affinity: HashSet<String>,
+    /// Pending pods nominated to a node (after preempting there): node → key → pod.
+    nominated: HashMap<String, HashMap<String, Arc<PodFacts>>>,
+    /// Key → the node it is nominated to.
+    nominated_node: HashMap<String, String>,
 }
 
 impl Cache {
@@ -384,19 +423,42 @@ impl Cache {
         let facts = PodFacts::from_pod(pod);
         if node.is_empty() {
             // Unbound: an assumed pod stays assumed until its binding shows up (or fails).
-            return match self.pods.get(&facts.key) {
-                Some(p) if p.assumed => false,
+            let freed = match self.pods.get(&facts.key) {
+                Some(p) if p.assumed => return false,
                 Some(_) => self.remove_pod(&facts.key),
                 None => false,
             };
+            let nominated = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_deref())
+                .filter(|n| !n.is_empty());
+            // An update without a nomination keeps the one this scheduler just made (the
+            // write may not have shown up yet); deletion or the end of the pod drops it.
+            return match nominated {
+                _ if terminal || facts.terminating => self.unnominate(&facts.key) || freed,
+                Some(n) => {
+                    let n = n.to_owned();
+                    self.nominate(Arc::new(facts), &n);
+                    freed
+                }
+                None => freed,
+            };
         }
+        self.unnominate(&facts.key);
         if terminal {
             return self.remove_pod(&facts.key);
         }
         if let Some(old) = self.pods.get(&facts.key) {
             if old.node == node && !old.assumed && old.facts.uid == facts.uid {
-                // Requests, ports and owner of a bound pod do not change; labels might.
-                if old.facts.labels == facts.labels && old.facts.terminating == facts.terminating {
+                // Requests, ports and owner of a bound pod do not change; labels, deletion
+                // and start time might.
+                let (a, b) = (&old.facts, &facts);
+                if a.labels == b.labels
+                    && a.terminating == b.terminating
+                    && a.preempted == b.preempted
+                    && a.start == b.start
+                {
                     return false;
                 }
             }
@@ -424,8 +486,9 @@ impl Cache {
 
     /// Removes a pod. Returns whether it was placed (so room was freed).
     pub fn remove_pod(&mut self, key: &str) -> bool {
+        let unnominated = self.unnominate(key);
         let Some(placed) = self.pods.remove(key) else {
-            return false;
+            return unnominated;
         };
         self.anti_affinity.remove(key);
         if let Some(&i) = self.index.get(&placed.node) {
@@ -453,6 +516,60 @@ impl Cache {
         self.pods.contains_key(key)
     }
 
+    /// Reserves room on `node` for a pending pod that preempted there: pods of lower or
+    /// equal priority must leave it that room (upstream's nominated pods).
+    pub fn nominate(&mut self, pod: Arc<PodFacts>, node: &str) {
+        self.unnominate(&pod.key);
+        self.nominated_node.insert(pod.key.clone(), node.to_owned());
+        self.nominated
+            .entry(node.to_owned())
+            .or_default()
+            .insert(pod.key.clone(), pod);
+    }
+
+    /// Drops a nomination. Returns whether there was one.
+    pub fn unnominate(&mut self, key: &str) -> bool {
+        let Some(node) = self.nominated_node.remove(key) else {
+            return false;
+        };
+        if let Some(pods) = self.nominated.get_mut(&node) {
+            pods.remove(key);
+            if pods.is_empty() {
+                self.nominated.remove(&node);
+            }
+        }
+        true
+    }
+
+    /// The node `key` is nominated to.
+    pub fn nominated_node(&self, key: &str) -> Option<&str> {
+        self.nominated_node.get(key).map(String::as_str)
+    }
+
+    /// The pods nominated to `node`.
+    pub fn nominated_on(&self, node: &str) -> impl Iterator<Item = &Arc<PodFacts>> {
+        self.nominated
+            .get(node)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    /// Counts a placed pod as terminating by preemption before the watch shows it, so the
+    /// next decisions neither pick it again nor preempt more for the same pod.
+    pub fn mark_preempted(&mut self, key: &str) {
+        let Some(placed) = self.pods.get_mut(key) else {
+            return;
+        };
+        let mut facts = (*placed.facts).clone();
+        facts.terminating = true;
+        facts.preempted = true;
+        let facts = Arc::new(facts);
+        placed.facts = facts.clone();
+        if let Some(&i) = self.index.get(&placed.node) {
+            self.nodes[i].pods.insert(key.to_owned(), facts);
+        }
+    }
+
     /// Starts over (after a watch restart): nodes and pods come back through `apply_*`.
     pub fn retain_nodes(&mut self, keep: &HashSet<String>) {
         for name in self.node_names() {
@@ -472,6 +589,15 @@ impl Cache {
             .collect();
         for k in gone {
             self.remove_pod(&k);
+        }
+        let unnominated: Vec<String> = self
+            .nominated_node
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for k in unnominated {
+            self.unnominate(&k);
         }
     }
 }
@@ -583,6 +709,41 @@ pub(crate) mod tests {
         c.remove_pod("default/p1");
         assert!(c.node("b").is_none());
         assert!(c.slots().is_empty());
+    }
+
+    #[test]
+    fn nominations_follow_the_watch() {
+        use k8s_openapi::api::core::v1::PodStatus;
+        let mut c = Cache::default();
+        c.apply_node(&node("a", "4", "8Gi"));
+        let mut p = pod("p", "1", "");
+        p.status = Some(PodStatus {
+            nominated_node_name: Some("a".into()),
+            ..Default::default()
+        });
+        c.apply_pod(&p);
+        assert_eq!(c.nominated_node("default/p"), Some("a"));
+        assert_eq!(c.nominated_on("a").count(), 1);
+        // An update that does not (yet) show the nomination keeps it.
+        c.apply_pod(&pod("p", "1", ""));
+        assert_eq!(c.nominated_node("default/p"), Some("a"));
+        // Bound: the reservation becomes the pod itself.
+        c.apply_pod(&bound(pod("p", "1", ""), "a"));
+        assert_eq!(c.nominated_node("default/p"), None);
+        assert_eq!(c.node("a").unwrap().requested.milli_cpu, 1000);
+        // A pending pod being deleted gives its room back.
+        let mut q = p.clone();
+        q.metadata.name = Some("q".into());
+        c.apply_pod(&q);
+        assert_eq!(c.nominated_on("a").count(), 1);
+        q.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        assert!(c.apply_pod(&q));
+        assert_eq!(c.nominated_on("a").count(), 0);
+        // Marking a victim: terminating by preemption at once.
+        c.mark_preempted("default/p");
+        assert!(c.node("a").unwrap().pods["default/p"].preempted);
     }
 
     #[test]

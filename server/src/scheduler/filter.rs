@@ -333,17 +333,18 @@ fn in_domains(labels: &BTreeMap<String, String>, domains: &Domains) -> bool {
 }
 
 /// Required anti-affinity, both ways: `own` are the domains holding pods the pod's terms
-/// select; `existing` those whose pods' terms select the pod.
+/// select; `existing` those whose pods' terms select the pod. The pod's own terms are
+/// checked first, as upstream does.
 pub fn anti_affinity(
     labels: &BTreeMap<String, String>,
     own: &Domains,
     existing: &Domains,
 ) -> Result<(), Reason> {
-    if in_domains(labels, existing) {
-        return Err(Reason::ExistingAntiAffinity);
-    }
     if in_domains(labels, own) {
         return Err(Reason::AntiAffinity);
+    }
+    if in_domains(labels, existing) {
+        return Err(Reason::ExistingAntiAffinity);
     }
     Ok(())
 }
@@ -397,54 +398,24 @@ pub fn spread(labels: &BTreeMap<String, String>, checks: &[SpreadCheck]) -> Resu
     Ok(())
 }
 
-/// Upstream's FailedScheduling message: the reasons counted over nodes and sorted as
-/// strings, then what preemption would do (this scheduler does not preempt, so a node
-/// where it might help reports no victims).
-pub fn failure_message(node_count: usize, per_node: &[Vec<Reason>], never_preempt: bool) -> String {
-    if node_count == 0 {
-        return "no nodes available to schedule pods".to_owned();
-    }
+/// The message when the cluster has no nodes at all.
+pub const NO_NODES: &str = "no nodes available to schedule pods";
+
+/// Upstream's FitError text: `0/<node_count> nodes are available: ` then `reasons` (every
+/// reason of every node, in one list) counted and sorted as strings, then a period.
+pub fn fit_error(node_count: usize, reasons: impl IntoIterator<Item = String>) -> String {
     let mut counts: HashMap<String, usize> = HashMap::new();
-    let (mut helpful, mut unhelpful) = (0usize, 0usize);
-    for reasons in per_node {
-        for r in reasons {
-            *counts.entry(r.to_string()).or_default() += 1;
-        }
-        if reasons.iter().all(Reason::preemption_may_help) {
-            helpful += 1;
-        } else {
-            unhelpful += 1;
-        }
+    for r in reasons {
+        *counts.entry(r).or_default() += 1;
     }
-    let histogram = |counts: Vec<(String, usize)>| {
-        let mut parts: Vec<String> = counts
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{n} {r}"))
-            .collect();
-        parts.sort();
-        parts.join(", ")
-    };
-    let mut msg = format!(
-        "0/{node_count} nodes are available: {}.",
-        histogram(counts.into_iter().collect())
-    );
-    if never_preempt {
-        msg.push_str(" preemption: not eligible due to preemptionPolicy=Never.");
-    } else {
-        msg.push_str(&format!(
-            " preemption: 0/{node_count} nodes are available: {}.",
-            histogram(vec![
-                (
-                    "Preemption is not helpful for scheduling".to_owned(),
-                    unhelpful
-                ),
-                (
-                    "No preemption victims found for incoming pod".to_owned(),
-                    helpful
-                ),
-            ])
-        ));
+    let mut parts: Vec<String> = counts
+        .into_iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
+    parts.sort();
+    let mut msg = format!("0/{node_count} nodes are available:");
+    if !parts.is_empty() {
+        msg.push_str(&format!(" {}.", parts.join(", ")));
     }
     msg
 }
@@ -767,53 +738,28 @@ mod tests {
     }
 
     #[test]
-    fn failure_messages_read_like_upstream() {
+    fn fit_errors_read_like_upstream() {
         let cp = Reason::Taint {
             key: "node-role.kubernetes.io/control-plane".into(),
             value: "".into(),
         };
-        let msg = failure_message(
-            3,
-            &[
-                vec![Reason::Insufficient("cpu".into())],
-                vec![cp.clone()],
-                vec![cp],
-            ],
-            false,
-        );
+        let reasons = [Reason::Insufficient("cpu".into()), cp.clone(), cp];
         assert_eq!(
-            msg,
+            fit_error(3, reasons.iter().map(ToString::to_string)),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint \
-             {node-role.kubernetes.io/control-plane: }. preemption: 0/3 nodes are available: \
-             1 No preemption victims found for incoming pod, 2 Preemption is not helpful for \
-             scheduling."
+             {node-role.kubernetes.io/control-plane: }."
         );
-        let msg = failure_message(
-            1,
-            &[vec![
-                Reason::Insufficient("cpu".into()),
-                Reason::Insufficient("memory".into()),
-            ]],
-            true,
-        );
+        let reasons = [
+            Reason::Insufficient("cpu".into()),
+            Reason::Insufficient("memory".into()),
+        ];
         assert_eq!(
-            msg,
-            "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory. preemption: \
-             not eligible due to preemptionPolicy=Never."
+            fit_error(1, reasons.iter().map(ToString::to_string)),
+            "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
         );
-        assert_eq!(
-            failure_message(0, &[], false),
-            "no nodes available to schedule pods"
-        );
-        let msg = failure_message(
-            2,
-            &[vec![Reason::NodeAffinity], vec![Reason::NodeAffinity]],
-            false,
-        );
-        assert_eq!(
-            msg,
-            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. \
-             preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
-        );
+        // Sorted as strings, as upstream does: "10 ..." before "2 ...".
+        let mut many = vec!["b".to_owned(); 10];
+        many.extend(["a".to_owned(), "a".to_owned()]);
+        assert_eq!(fit_error(12, many), "0/12 nodes are available: 10 b, 2 a.");
     }
 }

@@ -9,19 +9,24 @@
 //! - `queue.rs`: pods to try (priority, then FIFO), back-off, and the unschedulable pods
 //!   parked until the cluster changes;
 //! - `schedule.rs`: one decision — filter (`filter.rs`), score (`score.rs`), pick;
+//! - `preempt.rs`: when nothing fits, which pods of lower priority to delete and where
+//!   (the pod is nominated to that node, which keeps the room for it);
+//! - `priority.rs`: pod priority from PriorityClasses when admission did not set it;
 //! - `resources.rs`: quantities and pod requests.
 //!
-//! Not done: preemption (a pod that fits nowhere waits; its message says no victims were
-//! found), preferred inter-pod affinity, volume-related filters.
+//! Not done: preferred inter-pod affinity, volume-related filters. Nominated pods reserve
+//! their requests on the node (not their ports or inter-pod terms).
 
 mod cache;
 mod filter;
+mod preempt;
+mod priority;
 mod queue;
 mod resources;
 mod schedule;
 mod score;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,14 +34,18 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{
     Binding, Event as CoreEvent, EventSource, Node, ObjectReference, Pod, PodCondition,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use cache::{Cache, PodFacts};
+use cache::{Cache, PodFacts, DISRUPTION_TARGET, PREEMPTION_BY_SCHEDULER};
+use preempt::{Budget, Outcome};
+use priority::Classes;
 use queue::Queue;
 use schedule::Cursor;
 
@@ -91,7 +100,31 @@ pub async fn run(
         .default_backoff();
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff();
-    drive(client, config, nodes, pods, cancel).await
+    let classes = watcher::watcher(
+        Api::<PriorityClass>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let budgets = watcher::watcher(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let inputs = Inputs {
+        nodes,
+        pods,
+        classes,
+        budgets,
+    };
+    drive(client, config, inputs, cancel).await
+}
+
+/// The watches the scheduler runs on.
+struct Inputs<N, P, C, B> {
+    nodes: N,
+    pods: P,
+    classes: C,
+    budgets: B,
 }
 
 /// Whether this scheduler should place `pod`.
@@ -148,8 +181,44 @@ enum Write {
     },
 }
 
-/// Bindings to start (key, pod, node) and failures to record (pod, message).
-type Decisions = (Vec<(String, Arc<Pod>, String)>, Vec<(Arc<Pod>, String)>);
+/// What to do about a pod's `status.nominatedNodeName`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Nominate {
+    /// Leave it.
+    Keep,
+    /// Set it (the pod preempted there).
+    Set(String),
+    /// Clear it (no node would do even with preemption).
+    Clear,
+}
+
+/// A pod that fits nowhere: what to write on it.
+#[derive(Debug)]
+struct Failure {
+    pod: Arc<Pod>,
+    message: String,
+    nominate: Nominate,
+}
+
+/// A preemption to carry out.
+#[derive(Debug)]
+struct Preemption {
+    preemptor: Arc<Pod>,
+    node: String,
+    victims: Vec<Arc<PodFacts>>,
+    /// Pods of lower priority nominated to the same node: (namespace, name) whose
+    /// nomination to clear, as they may no longer fit there.
+    unnominate: Vec<(String, String)>,
+}
+
+/// What one round of decisions produced.
+#[derive(Debug, Default)]
+struct Decisions {
+    /// Bindings to start: key, pod, node.
+    binds: Vec<(String, Arc<Pod>, String)>,
+    failures: Vec<Failure>,
+    preemptions: Vec<Preemption>,
+}
 
 /// Everything the loop owns.
 struct Scheduler {
@@ -157,11 +226,17 @@ struct Scheduler {
     cache: Cache,
     queue: Queue,
     cursor: Cursor,
+    classes: Classes,
+    budgets: HashMap<String, Budget>,
     in_flight: usize,
     nodes_synced: bool,
     pods_synced: bool,
+    /// The PriorityClasses were listed (or their watch failed: pods go on without them).
+    classes_ready: bool,
     node_relist: Option<HashSet<String>>,
     pod_relist: Option<HashSet<String>>,
+    class_relist: Option<HashSet<String>>,
+    budget_relist: Option<HashSet<String>>,
     bound: u64,
 }
 
@@ -172,12 +247,68 @@ impl Scheduler {
             cache: Cache::default(),
             queue: Queue::default(),
             cursor: Cursor::new(seed),
+            classes: Classes::default(),
+            budgets: HashMap::new(),
             in_flight: 0,
             nodes_synced: false,
             pods_synced: false,
+            classes_ready: false,
             node_relist: None,
             pod_relist: None,
+            class_relist: None,
+            budget_relist: None,
             bound: 0,
+        }
+    }
+
+    fn on_class(&mut self, ev: Event<PriorityClass>) {
+        let name = |pc: &PriorityClass| pc.metadata.name.clone().unwrap_or_default();
+        match ev {
+            Event::Apply(pc) => self.classes.apply(&pc),
+            Event::Delete(pc) => self.classes.delete(&name(&pc)),
+            Event::Init => self.class_relist = Some(HashSet::new()),
+            Event::InitApply(pc) => {
+                if let Some(seen) = self.class_relist.as_mut() {
+                    seen.insert(name(&pc));
+                }
+                self.classes.apply(&pc);
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.class_relist.take() {
+                    self.classes.retain(&seen);
+                }
+                self.classes_ready = true;
+            }
+        }
+    }
+
+    fn on_budget(&mut self, ev: Event<PodDisruptionBudget>) {
+        let key = |b: &PodDisruptionBudget| {
+            format!(
+                "{}/{}",
+                b.metadata.namespace.as_deref().unwrap_or(""),
+                b.metadata.name.as_deref().unwrap_or("")
+            )
+        };
+        match ev {
+            Event::Apply(b) => {
+                self.budgets.insert(key(&b), Budget::from_pdb(&b));
+            }
+            Event::Delete(b) => {
+                self.budgets.remove(&key(&b));
+            }
+            Event::Init => self.budget_relist = Some(HashSet::new()),
+            Event::InitApply(b) => {
+                if let Some(seen) = self.budget_relist.as_mut() {
+                    seen.insert(key(&b));
+                }
+                self.budgets.insert(key(&b), Budget::from_pdb(&b));
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.budget_relist.take() {
+                    self.budgets.retain(|k, _| seen.contains(k));
+                }
+            }
         }
     }
 
@@ -238,7 +369,8 @@ impl Scheduler {
         }
     }
 
-    fn apply_pod(&mut self, p: Pod, now: Instant) {
+    fn apply_pod(&mut self, mut p: Pod, now: Instant) {
+        self.classes.resolve(&mut p);
         let key = key_of(&p);
         if self.cache.apply_pod(&p) {
             self.queue.cluster_changed();
@@ -250,10 +382,10 @@ impl Scheduler {
         }
     }
 
-    /// Decides for up to [`BATCH`] pods; returns the bindings to start and the failures to
-    /// record.
+    /// Decides for up to [`BATCH`] pods: bindings to start, failures to record,
+    /// preemptions to carry out.
     fn decide(&mut self, now: Instant) -> Decisions {
-        let (mut binds, mut failures) = (Vec::new(), Vec::new());
+        let mut out = Decisions::default();
         for _ in 0..BATCH {
             if self.in_flight >= MAX_IN_FLIGHT {
                 break;
@@ -266,16 +398,88 @@ impl Scheduler {
                 Ok(node) => {
                     self.cache.assume(Arc::new(facts), &node);
                     self.in_flight += 1;
-                    binds.push((key, pod, node));
+                    out.binds.push((key, pod, node));
                 }
                 Err(u) => {
-                    tracing::debug!(pod = %key, reason = %u.message, "unschedulable");
                     self.queue.unschedulable(&key, now);
-                    failures.push((pod, u.message));
+                    let failure = if u.failures.is_empty() {
+                        Failure {
+                            pod,
+                            message: u.message,
+                            nominate: Nominate::Keep,
+                        }
+                    } else {
+                        self.preempt(pod, facts, u, &mut out.preemptions)
+                    };
+                    tracing::debug!(pod = %key, reason = %failure.message, "unschedulable");
+                    out.failures.push(failure);
                 }
             }
         }
-        (binds, failures)
+        out
+    }
+
+    /// Runs preemption for a pod that fits nowhere; records the nomination and the
+    /// victims in the cache at once, so the next decisions see them.
+    fn preempt(
+        &mut self,
+        pod: Arc<Pod>,
+        facts: PodFacts,
+        u: schedule::Unschedulable,
+        preemptions: &mut Vec<Preemption>,
+    ) -> Failure {
+        let budgets: Vec<&Budget> = self.budgets.values().collect();
+        let outcome = preempt::preempt(&self.cache, &pod, &facts, &u, &budgets, &mut self.cursor);
+        match outcome {
+            Outcome::NotPossible {
+                message,
+                clear_nomination,
+            } => {
+                let nominate = if clear_nomination {
+                    self.cache.unnominate(&facts.key);
+                    Nominate::Clear
+                } else {
+                    Nominate::Keep
+                };
+                Failure {
+                    pod,
+                    message: format!("{} {message}", u.message),
+                    nominate,
+                }
+            }
+            Outcome::Preempt(c) => {
+                tracing::info!(
+                    pod = %facts.key,
+                    node = %c.node,
+                    victims = c.victims.pods.len(),
+                    "preempting"
+                );
+                let unnominate: Vec<(String, String)> = self
+                    .cache
+                    .nominated_on(&c.node)
+                    .filter(|p| p.priority < facts.priority)
+                    .map(|p| (p.namespace.clone(), p.name.clone()))
+                    .collect();
+                for (ns, name) in &unnominate {
+                    self.cache.unnominate(&format!("{ns}/{name}"));
+                }
+                for v in &c.victims.pods {
+                    self.cache.mark_preempted(&v.key);
+                }
+                self.cache.nominate(Arc::new(facts), &c.node);
+                preemptions.push(Preemption {
+                    preemptor: pod.clone(),
+                    node: c.node.clone(),
+                    victims: c.victims.pods,
+                    unnominate,
+                });
+                Failure {
+                    pod,
+                    message: u.message,
+                    nominate: Nominate::Set(c.node),
+                }
+            }
+        }
     }
 
     fn on_bound(&mut self, r: BindResult, now: Instant) -> bool {
@@ -307,26 +511,53 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// A core/v1 Event about `pod`, as upstream's scheduler records it.
-fn pod_event(pod: &Pod, type_: &str, reason: &str, message: String) -> CoreEvent {
+/// A reference to a pod, as events carry it.
+fn pod_ref(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    resource_version: Option<String>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        uid: Some(uid.to_owned()),
+        resource_version,
+        ..Default::default()
+    }
+}
+
+fn ref_of(pod: &Pod) -> ObjectReference {
+    pod_ref(
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or(""),
+        pod.metadata.uid.as_deref().unwrap_or(""),
+        pod.metadata.resource_version.clone(),
+    )
+}
+
+/// A core/v1 Event about a pod, as upstream's scheduler records it.
+fn event(
+    regarding: ObjectReference,
+    related: Option<ObjectReference>,
+    type_: &str,
+    reason: &str,
+    action: &str,
+    message: String,
+) -> CoreEvent {
     let now = now_time();
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let name = regarding.name.clone().unwrap_or_default();
     let nanos = now.0.as_nanosecond();
     CoreEvent {
         metadata: ObjectMeta {
             name: Some(format!("{name}.{nanos:x}")),
-            namespace: pod.metadata.namespace.clone(),
+            namespace: regarding.namespace.clone(),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name),
-            namespace: pod.metadata.namespace.clone(),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        },
+        involved_object: regarding,
+        related,
         reason: Some(reason.into()),
         message: Some(message),
         type_: Some(type_.into()),
@@ -336,14 +567,7 @@ fn pod_event(pod: &Pod, type_: &str, reason: &str, message: String) -> CoreEvent
         }),
         reporting_component: Some(SCHEDULER_NAME.into()),
         reporting_instance: Some(format!("{SCHEDULER_NAME}-skiff")),
-        action: Some(
-            if reason == "Scheduled" {
-                "Binding"
-            } else {
-                "Scheduling"
-            }
-            .into(),
-        ),
+        action: Some(action.into()),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now),
         count: Some(1),
@@ -351,42 +575,155 @@ fn pod_event(pod: &Pod, type_: &str, reason: &str, message: String) -> CoreEvent
     }
 }
 
-/// The merge patch that sets `PodScheduled=False/Unschedulable` with `message`, or `None`
-/// when the pod already says exactly that. A merge patch replaces the whole list, so the
-/// other conditions are carried over.
-fn unschedulable_patch(pod: &Pod, message: &str) -> Option<serde_json::Value> {
-    let conditions = pod
-        .status
-        .as_ref()
+/// A core/v1 Event about `pod` from scheduling it.
+fn pod_event(pod: &Pod, type_: &str, reason: &str, message: String) -> CoreEvent {
+    let action = if reason == "Scheduled" {
+        "Binding"
+    } else {
+        "Scheduling"
+    };
+    event(ref_of(pod), None, type_, reason, action, message)
+}
+
+/// The merge patch that sets `PodScheduled=False/Unschedulable` with `message` and the
+/// nomination, or `None` when the pod already says exactly that. A merge patch replaces
+/// the whole list, so the other conditions are carried over.
+fn unschedulable_patch(pod: &Pod, message: &str, nominate: &Nominate) -> Option<serde_json::Value> {
+    let status = pod.status.as_ref();
+    let conditions = status
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
     let current = conditions.iter().find(|c| c.type_ == "PodScheduled");
-    if let Some(c) = current {
-        if c.status == "False"
+    let same = current.is_some_and(|c| {
+        c.status == "False"
             && c.reason.as_deref() == Some("Unschedulable")
             && c.message.as_deref() == Some(message)
-        {
-            return None;
+    });
+    let nominated = status
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty());
+    let nomination = match nominate {
+        Nominate::Set(node) if nominated != Some(node.as_str()) => Some(serde_json::json!(node)),
+        Nominate::Clear if nominated.is_some() => Some(serde_json::Value::Null),
+        _ => None,
+    };
+    if same && nomination.is_none() {
+        return None;
+    }
+    let mut patch = serde_json::json!({ "status": {} });
+    if !same {
+        let since = current
+            .filter(|c| c.status == "False")
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(now_time);
+        let mut out: Vec<PodCondition> = conditions
+            .iter()
+            .filter(|c| c.type_ != "PodScheduled")
+            .cloned()
+            .collect();
+        out.push(PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some(message.to_owned()),
+            last_transition_time: Some(since),
+            ..Default::default()
+        });
+        patch["status"]["conditions"] = serde_json::json!(out);
+    }
+    if let Some(n) = nomination {
+        patch["status"]["nominatedNodeName"] = n;
+    }
+    Some(patch)
+}
+
+/// Whether an API error means the pod is already gone (or replaced).
+fn gone_already(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+}
+
+/// Preempts one victim as upstream does: the `DisruptionTarget` condition, a graceful
+/// delete (of that very pod: uid precondition), and a `Preempted` event on it.
+async fn preempt_victim(
+    client: kube::Client,
+    victim: Arc<PodFacts>,
+    preemptor: ObjectReference,
+    node: String,
+) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &victim.namespace);
+    let condition = serde_json::json!({ "status": { "conditions": [{
+        "type": DISRUPTION_TARGET,
+        "status": "True",
+        "reason": PREEMPTION_BY_SCHEDULER,
+        "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
+        "lastTransitionTime": now_time(),
+    }]}});
+    let patched = api
+        .patch_status(
+            &victim.name,
+            &PatchParams::default(),
+            &Patch::Strategic(&condition),
+        )
+        .await;
+    match patched {
+        Ok(_) => {}
+        Err(e) if gone_already(&e) => return,
+        Err(e) => {
+            tracing::warn!(victim = %victim.key, error = %e, "could not mark the victim of a preemption");
+            return;
         }
     }
-    let since = current
-        .filter(|c| c.status == "False")
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or_else(now_time);
-    let mut out: Vec<PodCondition> = conditions
-        .iter()
-        .filter(|c| c.type_ != "PodScheduled")
-        .cloned()
-        .collect();
-    out.push(PodCondition {
-        type_: "PodScheduled".into(),
-        status: "False".into(),
-        reason: Some("Unschedulable".into()),
-        message: Some(message.to_owned()),
-        last_transition_time: Some(since),
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(victim.uid.clone()),
+            resource_version: None,
+        }),
         ..Default::default()
-    });
-    Some(serde_json::json!({ "status": { "conditions": out } }))
+    };
+    match api.delete(&victim.name, &params).await {
+        Ok(_) => {}
+        Err(e) if gone_already(&e) => return,
+        Err(e) => {
+            tracing::warn!(victim = %victim.key, error = %e, "could not delete the victim of a preemption");
+            return;
+        }
+    }
+    let uid = preemptor.uid.clone().unwrap_or_default();
+    let ev = event(
+        pod_ref(&victim.namespace, &victim.name, &victim.uid, None),
+        Some(preemptor),
+        "Normal",
+        "Preempted",
+        "Preempting",
+        format!("Preempted by pod {uid} on node {node}"),
+    );
+    if let Err(e) = Api::<CoreEvent>::namespaced(client, &victim.namespace)
+        .create(&PostParams::default(), &ev)
+        .await
+    {
+        tracing::debug!(error = %e, "could not record a Preempted event");
+    }
+}
+
+/// Carries out a preemption: the victims in parallel (those already terminating are left
+/// to finish), then the nominations of lower-priority pods on the node are cleared.
+async fn carry_out(client: kube::Client, p: Preemption) {
+    let preemptor = ref_of(&p.preemptor);
+    let victims = p
+        .victims
+        .into_iter()
+        .filter(|v| !v.terminating)
+        .map(|v| preempt_victim(client.clone(), v, preemptor.clone(), p.node.clone()));
+    futures::future::join_all(victims).await;
+    let clear = serde_json::json!({ "status": { "nominatedNodeName": null } });
+    for (namespace, name) in p.unnominate {
+        let result = Api::<Pod>::namespaced(client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&clear))
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, "could not clear a nomination");
+        }
+    }
 }
 
 async fn bind(client: kube::Client, key: String, pod: Arc<Pod>, node: String) -> BindResult {
@@ -453,19 +790,22 @@ async fn write(client: kube::Client, w: Write) {
 
 /// The loop: watch events update the cache and the queue; queued pods are decided and
 /// bound with bounded concurrency; failures are recorded by a pool of writers.
-async fn drive<N, P>(
+async fn drive<N, P, C, B>(
     client: kube::Client,
     config: Config,
-    nodes: N,
-    pods: P,
+    inputs: Inputs<N, P, C, B>,
     cancel: CancellationToken,
 ) -> Result<(), Error>
 where
     N: Stream<Item = watcher::Result<Event<Node>>> + Send,
     P: Stream<Item = watcher::Result<Event<Pod>>> + Send,
+    C: Stream<Item = watcher::Result<Event<PriorityClass>>> + Send,
+    B: Stream<Item = watcher::Result<Event<PodDisruptionBudget>>> + Send,
 {
-    let mut nodes = std::pin::pin!(nodes);
-    let mut pods = std::pin::pin!(pods);
+    let mut nodes = std::pin::pin!(inputs.nodes);
+    let mut pods = std::pin::pin!(inputs.pods);
+    let mut classes = std::pin::pin!(inputs.classes);
+    let mut budgets = std::pin::pin!(inputs.budgets);
     let seed = rand::random::<u64>();
     let mut s = Scheduler::new(config.strategy, seed);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<BindResult>();
@@ -486,6 +826,8 @@ where
             s.queue.promote(now);
         }
         let ready = synced && s.queue.has_active() && s.in_flight < MAX_IN_FLIGHT;
+        // Pods are read once the classes are known, so their priorities resolve.
+        let pods_open = s.classes_ready;
         let wake = s
             .queue
             .next_wakeup()
@@ -503,33 +845,50 @@ where
                     queue_write(Write::Event(Box::new(pod_event(&pod, "Normal", "Scheduled", msg))));
                 }
             }
+            ev = classes.next() => match ev {
+                Some(Ok(ev)) => s.on_class(ev),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "priority class watch failed; retrying");
+                    s.classes_ready = true;
+                }
+                None => break Err(Error::WatchEnded("priority class")),
+            },
+            ev = budgets.next() => match ev {
+                Some(Ok(ev)) => s.on_budget(ev),
+                Some(Err(e)) => tracing::warn!(error = %e, "pod disruption budget watch failed; retrying"),
+                None => break Err(Error::WatchEnded("pod disruption budget")),
+            },
             ev = nodes.next() => match ev {
                 Some(Ok(ev)) => s.on_node(ev),
                 Some(Err(e)) => tracing::warn!(error = %e, "node watch failed; retrying"),
                 None => break Err(Error::WatchEnded("node")),
             },
-            ev = pods.next() => match ev {
+            ev = pods.next(), if pods_open => match ev {
                 Some(Ok(ev)) => s.on_pod(ev, Instant::now()),
                 Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                 None => break Err(Error::WatchEnded("pod")),
             },
             _ = std::future::ready(()), if ready => {
-                let (binds, failures) = s.decide(Instant::now());
-                for (key, pod, node) in binds {
+                let decisions = s.decide(Instant::now());
+                for (key, pod, node) in decisions.binds {
                     let (client, tx) = (client.clone(), done_tx.clone());
                     tokio::spawn(async move {
                         let _ = tx.send(bind(client, key, pod, node).await);
                     });
                 }
-                for (pod, message) in failures {
-                    if let Some(patch) = unschedulable_patch(&pod, &message) {
+                for p in decisions.preemptions {
+                    tokio::spawn(carry_out(client.clone(), p));
+                }
+                for f in decisions.failures {
+                    let pod = &f.pod;
+                    if let Some(patch) = unschedulable_patch(pod, &f.message, &f.nominate) {
                         queue_write(Write::Condition {
                             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                             name: pod.metadata.name.clone().unwrap_or_default(),
                             patch,
                         });
                     }
-                    queue_write(Write::Event(Box::new(pod_event(&pod, "Warning", "FailedScheduling", message))));
+                    queue_write(Write::Event(Box::new(pod_event(pod, "Warning", "FailedScheduling", f.message))));
                 }
             }
             _ = tokio::time::sleep_until(wake), if !ready => {}
@@ -576,7 +935,8 @@ mod tests {
             }]),
             ..Default::default()
         });
-        let patch = unschedulable_patch(&p, "0/1 nodes are available: x.").unwrap();
+        let patch =
+            unschedulable_patch(&p, "0/1 nodes are available: x.", &Nominate::Keep).unwrap();
         let conds = patch["status"]["conditions"].as_array().unwrap();
         assert_eq!(conds.len(), 2);
         assert_eq!(conds[1]["type"], "PodScheduled");
@@ -584,8 +944,95 @@ mod tests {
         assert_eq!(conds[1]["reason"], "Unschedulable");
         let applied: Vec<PodCondition> = serde_json::from_value(conds.clone().into()).unwrap();
         p.status.as_mut().unwrap().conditions = Some(applied);
-        assert!(unschedulable_patch(&p, "0/1 nodes are available: x.").is_none());
-        assert!(unschedulable_patch(&p, "0/2 nodes are available: y.").is_some());
+        assert!(unschedulable_patch(&p, "0/1 nodes are available: x.", &Nominate::Keep).is_none());
+        assert!(unschedulable_patch(&p, "0/2 nodes are available: y.", &Nominate::Keep).is_some());
+    }
+
+    #[test]
+    fn nominations_are_written_with_the_condition() {
+        let p = pod("p", "", "");
+        let set = Nominate::Set("a".into());
+        let patch = unschedulable_patch(&p, "m", &set).unwrap();
+        assert_eq!(patch["status"]["nominatedNodeName"], "a");
+        let conditions: Vec<PodCondition> =
+            serde_json::from_value(patch["status"]["conditions"].clone()).unwrap();
+        let mut q = p.clone();
+        q.status = Some(PodStatus {
+            nominated_node_name: Some("a".into()),
+            conditions: Some(conditions),
+            ..Default::default()
+        });
+        assert!(unschedulable_patch(&q, "m", &set).is_none());
+        assert!(unschedulable_patch(&q, "m", &Nominate::Keep).is_none());
+        let clear = unschedulable_patch(&q, "m", &Nominate::Clear).unwrap();
+        assert!(clear["status"]["nominatedNodeName"].is_null());
+        assert!(clear["status"].get("conditions").is_none());
+        // Nothing to clear on a pod without a nomination.
+        assert!(unschedulable_patch(&p, "m", &Nominate::Clear).is_some());
+        let mut r = q.clone();
+        r.status.as_mut().unwrap().nominated_node_name = None;
+        assert!(unschedulable_patch(&r, "m", &Nominate::Clear).is_none());
+    }
+
+    #[test]
+    fn a_pod_of_a_higher_class_preempts_then_binds_where_it_preempted() {
+        use cache::tests::node;
+        use k8s_openapi::api::scheduling::v1::PriorityClass;
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(Strategy::LeastAllocated, 1);
+        let class = |name: &str, value: i32| PriorityClass {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            value: Some(value),
+            ..Default::default()
+        };
+        s.on_class(Event::Init);
+        s.on_class(Event::InitApply(class("low", 10)));
+        s.on_class(Event::InitApply(class("high", 1000)));
+        s.on_class(Event::InitDone);
+        s.on_node(Event::Init);
+        s.on_node(Event::InitApply(node("a", "2", "4Gi")));
+        s.on_node(Event::InitDone);
+        let of_class = |mut p: Pod, class: &str| {
+            p.spec.as_mut().unwrap().priority_class_name = Some(class.into());
+            p
+        };
+        let low = bound(of_class(pod("low", "2", ""), "low"), "a");
+        s.on_pod(Event::Init, t0);
+        s.on_pod(Event::InitApply(low.clone()), t0);
+        s.on_pod(Event::InitDone, t0);
+        s.on_pod(Event::Apply(of_class(pod("high", "2", ""), "high")), t0);
+        s.queue.promote(t0);
+        let d = s.decide(t0);
+        assert!(d.binds.is_empty());
+        assert_eq!(d.preemptions.len(), 1);
+        assert_eq!(d.preemptions[0].node, "a");
+        assert_eq!(d.preemptions[0].victims[0].key, "default/low");
+        assert_eq!(d.failures[0].nominate, Nominate::Set("a".into()));
+        assert_eq!(
+            d.failures[0].message,
+            "0/1 nodes are available: 1 Insufficient cpu."
+        );
+
+        // Another pod of the low class finds the room taken, even once the victim is gone.
+        s.on_pod(Event::Delete(low), t0);
+        s.on_pod(Event::Apply(of_class(pod("low-2", "1", ""), "low")), t0);
+        let t1 = t0 + std::time::Duration::from_secs(2);
+        s.queue.promote(t1);
+        let d = s.decide(t1);
+        assert_eq!(d.binds.len(), 1);
+        assert_eq!(
+            (d.binds[0].0.as_str(), d.binds[0].2.as_str()),
+            ("default/high", "a")
+        );
+        assert_eq!(d.failures.len(), 1);
+        assert_eq!(
+            d.failures[0].message,
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are \
+             available: 1 No preemption victims found for incoming pod."
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! One scheduling decision: filter the nodes, score the ones that fit, pick the best. A
 //! pure function of the cache and the pod (plus a rotating start and a random tie-break).
+//! The same filters answer preemption's question ([`DryRun`]): would the pod fit this node
+//! if some of its pods were gone?
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, TopologySpreadConstraint};
@@ -8,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::cache::{Cache, NodeFacts, NodeInfo, PodFacts, ZONE};
 use super::filter::{self, Domains, Reason, SpreadCheck};
+use super::resources::Resources;
 use super::score::{self, weight};
 use super::Strategy;
 
@@ -37,6 +41,14 @@ impl Cursor {
         self.rng = x;
         x
     }
+
+    /// A random number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        (self.next() % n as u64) as usize
+    }
 }
 
 /// How many feasible nodes to find before scoring (upstream's adaptive
@@ -52,8 +64,24 @@ pub fn nodes_to_find(all: usize) -> usize {
 /// Why the pod fits nowhere.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unschedulable {
-    /// Upstream's FailedScheduling message.
+    /// Upstream's FitError message, before what preemption adds to it.
     pub message: String,
+    /// Each node that was tried (its slot in [`Cache::slots`]) with why it failed; empty
+    /// when there are no nodes.
+    pub failures: Vec<(usize, Vec<Reason>)>,
+}
+
+/// Some pods of one node, to count as gone (a preemption dry run).
+#[derive(Debug, Clone, Copy)]
+pub struct Removed<'a> {
+    /// The node they are on.
+    pub node: &'a str,
+    /// Their keys.
+    pub keys: &'a HashSet<String>,
+}
+
+fn gone(removed: Option<Removed>, node: &str, key: &str) -> bool {
+    removed.is_some_and(|r| r.node == node && r.keys.contains(key))
 }
 
 /// The parts of the pod spec the filters and scores read, gathered once.
@@ -131,6 +159,7 @@ fn count_domains(
     want: &Wants,
     c: &TopologySpreadConstraint,
     keys: &[&str],
+    removed: Option<Removed>,
 ) -> HashMap<String, i64> {
     let sel = spread_selector(c, &want.facts.labels);
     let honor_affinity = c.node_affinity_policy.as_deref() != Some("Ignore");
@@ -155,6 +184,7 @@ fn count_domains(
             .values()
             .filter(|p| {
                 !p.terminating
+                    && !gone(removed, &info.name, &p.key)
                     && p.namespace == want.facts.namespace
                     && filter::selector_matches(sel.as_ref(), &p.labels)
             })
@@ -164,7 +194,7 @@ fn count_domains(
     counts
 }
 
-fn spread_checks(cache: &Cache, want: &Wants) -> Vec<SpreadCheck> {
+fn spread_checks(cache: &Cache, want: &Wants, removed: Option<Removed>) -> Vec<SpreadCheck> {
     let hard: Vec<&TopologySpreadConstraint> = want
         .spread
         .iter()
@@ -173,7 +203,7 @@ fn spread_checks(cache: &Cache, want: &Wants) -> Vec<SpreadCheck> {
     let keys: Vec<&str> = hard.iter().map(|c| c.topology_key.as_str()).collect();
     hard.iter()
         .map(|c| {
-            let counts = count_domains(cache, want, c, &keys);
+            let counts = count_domains(cache, want, c, &keys, removed);
             let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
             let min = if counts.len() < min_domains {
                 0
@@ -198,6 +228,7 @@ fn selected_domains(
     cache: &Cache,
     terms: &[PodAffinityTerm],
     ns: &str,
+    removed: Option<Removed>,
 ) -> Vec<(String, HashSet<String>)> {
     terms
         .iter()
@@ -214,7 +245,11 @@ fn selected_domains(
                 if values.contains(v) {
                     continue;
                 }
-                if info.pods.values().any(|p| filter::term_selects(t, ns, p)) {
+                if info
+                    .pods
+                    .values()
+                    .any(|p| !gone(removed, &info.name, &p.key) && filter::term_selects(t, ns, p))
+                {
                     values.insert(v.clone());
                 }
             }
@@ -252,7 +287,7 @@ fn spreading(cache: &Cache, want: &Wants) -> Spreading {
     let soft = soft_constraints
         .iter()
         .map(|c| {
-            let counts = count_domains(cache, want, c, &keys);
+            let counts = count_domains(cache, want, c, &keys, None);
             let w = ((counts.len() + 2) as f64).ln();
             (c.topology_key.clone(), i64::from(c.max_skew), w, counts)
         })
@@ -302,15 +337,113 @@ impl Spreading {
     }
 }
 
+/// What the filters need of the whole cluster, computed once per decision (upstream's
+/// PreFilter state).
+struct PreFilter {
+    spread: Vec<SpreadCheck>,
+    anti_own: Domains,
+    anti_existing: Domains,
+    affinity: Option<Vec<(String, HashSet<String>)>>,
+}
+
+impl PreFilter {
+    fn of(cache: &Cache, want: &Wants, removed: Option<Removed>) -> PreFilter {
+        let facts = want.facts;
+        let spread = if want.spread.is_empty() {
+            Vec::new()
+        } else {
+            spread_checks(cache, want, removed)
+        };
+        let mut anti_own = Domains::new();
+        if !facts.anti_affinity.is_empty() {
+            merge(
+                &mut anti_own,
+                selected_domains(cache, &facts.anti_affinity, &facts.namespace, removed),
+            );
+        }
+        let mut anti_existing = Domains::new();
+        for (info, other) in cache.anti_affinity_pods() {
+            let Some(node) = &info.facts else { continue };
+            if gone(removed, &info.name, &other.key) {
+                continue;
+            }
+            for t in &other.anti_affinity {
+                if filter::term_selects(t, &other.namespace, facts) {
+                    if let Some(v) = node.labels.get(&t.topology_key) {
+                        anti_existing
+                            .entry(t.topology_key.clone())
+                            .or_default()
+                            .insert(v.clone());
+                    }
+                }
+            }
+        }
+        let affinity = if want.affinity.is_empty() {
+            None
+        } else {
+            let domains = selected_domains(cache, want.affinity, &facts.namespace, removed);
+            let nobody = domains.iter().all(|(_, v)| v.is_empty());
+            let selects_itself = want
+                .affinity
+                .iter()
+                .all(|t| filter::term_selects(t, &facts.namespace, facts));
+            if nobody && selects_itself {
+                None
+            } else {
+                Some(domains)
+            }
+        };
+        PreFilter {
+            spread,
+            anti_own,
+            anti_existing,
+            affinity,
+        }
+    }
+
+    /// Whether taking pods away can change this state (the pod has inter-pod rules, or
+    /// existing pods' rules reach it).
+    fn depends_on_pods(&self, want: &Wants) -> bool {
+        !want.spread.is_empty()
+            || !want.facts.anti_affinity.is_empty()
+            || !want.affinity.is_empty()
+            || !self.anti_existing.is_empty()
+    }
+}
+
+/// What the node's pods request, less `removed`, plus the pods nominated to the node that
+/// are at least as important as the pod (upstream's filtering "with nominated pods": room
+/// freed by a preemption is kept for the preemptor).
+fn requested_on<'a>(
+    cache: &Cache,
+    info: &'a NodeInfo,
+    pod: &PodFacts,
+    removed: Option<Removed>,
+) -> Cow<'a, Resources> {
+    let mut requested = Cow::Borrowed(&info.requested);
+    if let Some(r) = removed.filter(|r| r.node == info.name) {
+        for key in r.keys {
+            if let Some(p) = info.pods.get(key) {
+                requested.to_mut().sub(&p.requests);
+            }
+        }
+    }
+    for p in cache.nominated_on(&info.name) {
+        if p.key != pod.key && p.priority >= pod.priority {
+            requested.to_mut().add(&p.requests);
+        }
+    }
+    requested
+}
+
 /// Runs the filters in upstream's order; the first that fails decides.
 fn filter_node(
+    cache: &Cache,
     info: &NodeInfo,
     node: &NodeFacts,
     want: &Wants,
-    spread: &[SpreadCheck],
-    anti_own: &Domains,
-    anti_existing: &Domains,
-    affinity: Option<&[(String, HashSet<String>)]>,
+    pre: &PreFilter,
+    removed: Option<Removed>,
 ) -> Result<(), Vec<Reason>> {
     let one = |r: Result<(), Reason>| r.map_err(|e| vec![e]);
     one(filter::node_unschedulable(node, want.tolerations))?;
@@ -321,16 +454,85 @@ fn filter_node(
         want.node_selector,
         want.required,
     ))?;
-    one(filter::host_ports(&want.facts.host_ports, info))?;
-    filter::resources(&want.facts.requests, &node.allocatable, &info.requested)?;
-    if !spread.is_empty() {
-        one(filter::spread(&node.labels, spread))?;
+    match removed.filter(|r| r.node == info.name && !r.keys.is_empty()) {
+        Some(r) if !want.facts.host_ports.is_empty() => {
+            let clash = info
+                .pods
+                .values()
+                .filter(|p| !r.keys.contains(&p.key))
+                .flat_map(|p| p.host_ports.iter())
+                .any(|used| want.facts.host_ports.iter().any(|w| w.clashes(used)));
+            if clash {
+                return Err(vec![Reason::HostPorts]);
+            }
+        }
+        _ => one(filter::host_ports(&want.facts.host_ports, info))?,
     }
-    if !anti_own.is_empty() || !anti_existing.is_empty() {
-        one(filter::anti_affinity(&node.labels, anti_own, anti_existing))?;
+    let requested = requested_on(cache, info, want.facts, removed);
+    filter::resources(&want.facts.requests, &node.allocatable, &requested)?;
+    if !pre.spread.is_empty() {
+        one(filter::spread(&node.labels, &pre.spread))?;
     }
-    one(filter::pod_affinity(&node.labels, affinity))?;
+    one(filter::pod_affinity(&node.labels, pre.affinity.as_deref()))?;
+    if !pre.anti_own.is_empty() || !pre.anti_existing.is_empty() {
+        one(filter::anti_affinity(
+            &node.labels,
+            &pre.anti_own,
+            &pre.anti_existing,
+        ))?;
+    }
     Ok(())
+}
+
+/// Whether a pod fits a node once some of the node's pods are gone: the filters of a
+/// preemption dry run, with the cluster-wide state recomputed only when pods matter to it.
+pub struct DryRun<'a> {
+    cache: &'a Cache,
+    want: Wants<'a>,
+    pre: PreFilter,
+    depends_on_pods: bool,
+}
+
+impl<'a> DryRun<'a> {
+    /// Prepares the dry runs of `pod`.
+    pub fn new(cache: &'a Cache, pod: &'a Pod, facts: &'a PodFacts) -> DryRun<'a> {
+        let want = Wants::of(pod, facts);
+        let pre = PreFilter::of(cache, &want, None);
+        let depends_on_pods = pre.depends_on_pods(&want);
+        DryRun {
+            cache,
+            want,
+            pre,
+            depends_on_pods,
+        }
+    }
+
+    /// Whether the pod fits `info` with the pods `removed` (keys) gone.
+    pub fn fits(&self, info: &NodeInfo, removed: &HashSet<String>) -> Result<(), Vec<Reason>> {
+        let Some(node) = &info.facts else {
+            return Err(Vec::new());
+        };
+        let r = Removed {
+            node: &info.name,
+            keys: removed,
+        };
+        if self.depends_on_pods && !removed.is_empty() {
+            let pre = PreFilter::of(self.cache, &self.want, Some(r));
+            filter_node(self.cache, info, node, &self.want, &pre, Some(r))
+        } else {
+            filter_node(self.cache, info, node, &self.want, &self.pre, Some(r))
+        }
+    }
+}
+
+/// The node a pod was nominated to (after preempting there): its status says so, or this
+/// scheduler has just decided it.
+pub fn nominated_node<'a>(cache: &'a Cache, pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .or_else(|| cache.nominated_node(key))
 }
 
 /// Picks a node for `pod`, or says why none fits.
@@ -345,58 +547,28 @@ pub fn schedule(
     let slots = cache.slots();
     if all == 0 || slots.is_empty() {
         return Err(Unschedulable {
-            message: filter::failure_message(0, &[], false),
+            message: filter::NO_NODES.to_owned(),
+            failures: Vec::new(),
         });
     }
     let want = Wants::of(pod, facts);
+    let pre = PreFilter::of(cache, &want, None);
 
-    // Pre-filter: what needs the whole cluster, once per decision.
-    let spread = if want.spread.is_empty() {
-        Vec::new()
-    } else {
-        spread_checks(cache, &want)
-    };
-    let mut anti_own = Domains::new();
-    if !facts.anti_affinity.is_empty() {
-        merge(
-            &mut anti_own,
-            selected_domains(cache, &facts.anti_affinity, &facts.namespace),
-        );
-    }
-    let mut anti_existing = Domains::new();
-    for (info, other) in cache.anti_affinity_pods() {
-        let Some(node) = &info.facts else { continue };
-        for t in &other.anti_affinity {
-            if filter::term_selects(t, &other.namespace, facts) {
-                if let Some(v) = node.labels.get(&t.topology_key) {
-                    anti_existing
-                        .entry(t.topology_key.clone())
-                        .or_default()
-                        .insert(v.clone());
+    // A pod that preempted goes to the node it was nominated to once it fits there.
+    if let Some(name) = nominated_node(cache, pod, &facts.key) {
+        if let Some(info) = cache.node(name) {
+            if let Some(node) = &info.facts {
+                if filter_node(cache, info, node, &want, &pre, None).is_ok() {
+                    return Ok(info.name.clone());
                 }
             }
         }
     }
-    let affinity = if want.affinity.is_empty() {
-        None
-    } else {
-        let domains = selected_domains(cache, want.affinity, &facts.namespace);
-        let nobody = domains.iter().all(|(_, v)| v.is_empty());
-        let selects_itself = want
-            .affinity
-            .iter()
-            .all(|t| filter::term_selects(t, &facts.namespace, facts));
-        if nobody && selects_itself {
-            None
-        } else {
-            Some(domains)
-        }
-    };
 
     // Filter, from a rotating start, until enough nodes fit.
     let to_find = nodes_to_find(all);
     let mut feasible: Vec<usize> = Vec::with_capacity(to_find.min(1024));
-    let mut failures: Vec<Vec<Reason>> = Vec::new();
+    let mut failures: Vec<(usize, Vec<Reason>)> = Vec::new();
     let n = slots.len();
     let start = cursor.start % n;
     let mut visited = 0;
@@ -405,33 +577,24 @@ pub fn schedule(
         visited = step + 1;
         let info = &slots[i];
         let Some(node) = &info.facts else { continue };
-        match filter_node(
-            info,
-            node,
-            &want,
-            &spread,
-            &anti_own,
-            &anti_existing,
-            affinity.as_deref(),
-        ) {
+        match filter_node(cache, info, node, &want, &pre, None) {
             Ok(()) => {
                 feasible.push(i);
                 if feasible.len() >= to_find {
                     break;
                 }
             }
-            Err(why) => failures.push(why),
+            Err(why) => failures.push((i, why)),
         }
     }
     cursor.start = (start + visited) % n;
     if feasible.is_empty() {
-        let never = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.preemption_policy.as_deref())
-            == Some("Never");
+        let reasons = failures
+            .iter()
+            .flat_map(|(_, why)| why.iter().map(ToString::to_string));
         return Err(Unschedulable {
-            message: filter::failure_message(all, &failures, never),
+            message: filter::fit_error(all, reasons),
+            failures,
         });
     }
     if feasible.len() == 1 {
@@ -572,11 +735,7 @@ mod tests {
                     c.assume(Arc::new(facts), &n);
                     placed += 1;
                 }
-                Err(e) => assert_eq!(
-                    e.message,
-                    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are \
-                     available: 1 No preemption victims found for incoming pod."
-                ),
+                Err(e) => assert_eq!(e.message, "0/1 nodes are available: 1 Insufficient cpu."),
             }
         }
         assert_eq!(placed, 4);
@@ -615,10 +774,9 @@ mod tests {
         assert_eq!(
             err.message,
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint \
-             {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable. \
-             preemption: 0/3 nodes are available: 1 No preemption victims found for incoming \
-             pod, 2 Preemption is not helpful for scheduling."
+             {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable."
         );
+        assert_eq!(err.failures.len(), 3);
         assert_eq!(
             decide(
                 &Cache::default(),
@@ -663,19 +821,23 @@ mod tests {
         c.apply_pod(&bound(anti("db-0"), "a"));
         assert_eq!(decide(&c, &anti("db-1"), Strategy::BinPack).unwrap(), "b");
         c.apply_pod(&bound(anti("db-1"), "b"));
+        // Its own terms are checked first (upstream's order).
         let err = decide(&c, &anti("db-2"), Strategy::BinPack).unwrap_err();
-        assert!(
-            err.message.starts_with(
-                "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules."
-            ),
-            "{}",
-            err.message
+        assert_eq!(
+            err.message,
+            "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
         );
-        // A pod without anti-affinity of its own is still kept away by existing pods'
-        // rules only if it matches them.
+        // A pod without anti-affinity of its own is kept away by existing pods' rules
+        // only if it matches them.
         let mut plain = pod("web", "10m", "");
         plain.metadata.labels = Some(BTreeMap::from([("app".to_owned(), "web".to_owned())]));
         assert!(decide(&c, &plain, Strategy::BinPack).is_ok());
+        let mut db = pod("db-x", "10m", "");
+        db.metadata.labels = Some(BTreeMap::from([("app".to_owned(), "db".to_owned())]));
+        assert_eq!(
+            decide(&c, &db, Strategy::BinPack).unwrap_err().message,
+            "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules."
+        );
     }
 
     #[test]
