@@ -198,30 +198,23 @@ fn simulated_nodes_register_run_pods_and_renew_leases() {
         .to_string();
     assert_eq!(ips, "10.99.0.2 10.128.1.1");
 
-    // A Job's pod runs for --job-duration, then completes. The Job is real (or the
-    // garbage collector would take its pod) and suspended (so it makes no pods itself).
-    let job_uid = server
+    // A Job's pod runs for --job-duration, then completes.
+    server
         .kubectl(Kubectl::V132)
         .stdin(
             r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"j"},
-                "spec":{"suspend":true,"template":{"spec":{"restartPolicy":"Never",
+                "spec":{"template":{"spec":{"restartPolicy":"Never",
                         "containers":[{"name":"c","image":"busybox"}]}}}}"#,
         )
-        .run(&["create", "-f", "-", "-o", "jsonpath={.metadata.uid}"])
-        .ok()
-        .to_string();
-    server
-        .kubectl(Kubectl::V132)
-        .stdin(format!(
-            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"task",
-                  "ownerReferences":[{{"apiVersion":"batch/v1","kind":"Job","name":"j",
-                                      "uid":"{job_uid}"}}]}},
-                "spec":{{"nodeName":"sim-2","restartPolicy":"Never",
-                        "containers":[{{"name":"c","image":"busybox"}}]}}}}"#
-        ))
         .run(&["create", "-f", "-"])
         .ok();
-    wait_for_pod(&server, "task", "0/1", "Completed");
+    wait_until(SOON, "the Job's pod to complete", || {
+        let all = pods(&server);
+        all.iter()
+            .any(|(n, r, s)| n.starts_with("j-") && r == "0/1" && s == "Completed")
+            .then_some(())
+            .ok_or_else(|| format!("{all:?}"))
+    });
 
     // Deleting waits for the node to finish the deletion; then the pod is gone.
     server
