@@ -1339,22 +1339,31 @@ pub async fn evict(
         subresource: None,
         ..t.clone()
     };
-    let pod_entry = get(api, &pod_target)?;
-    let pod = parse(&pod_entry)?;
     let mut opts = DeleteOptions::default();
     if let Some(d) = eviction.get("deleteOptions") {
         opts = DeleteOptions::parse(d.to_string().as_bytes(), &HashMap::new())?;
     }
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    // Finished or already-terminating pods do not count against any budget.
-    let counts =
-        !matches!(phase, "Succeeded" | "Failed") && meta_str(&pod, "deletionTimestamp").is_empty();
-    if counts {
-        let pdbs = crate::registry::find_kind("policy", "PodDisruptionBudget")
-            .ok_or_else(|| ApiError::internal("PodDisruptionBudget is not served"))?;
+    let pdbs = crate::registry::find_kind("policy", "PodDisruptionBudget")
+        .ok_or_else(|| ApiError::internal("PodDisruptionBudget is not served"))?;
+    // Spending a disruption is preconditioned on the budget read; when the disruption
+    // controller (or another eviction) wrote it meanwhile, read both again, as
+    // upstream retries on conflicts (its EvictionsRetry steps).
+    const EVICTION_ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let pod = parse(&get(api, &pod_target)?)?;
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Finished, pending or already-terminating pods do not count against any
+        // budget (upstream's canIgnorePDB).
+        let ignores_budgets = matches!(phase, "Succeeded" | "Failed" | "Pending")
+            || !meta_str(&pod, "deletionTimestamp").is_empty();
+        if ignores_budgets {
+            break;
+        }
         let labels = meta(&pod).get("labels").and_then(Value::as_object).cloned();
         let listed = api
             .store
@@ -1373,77 +1382,149 @@ pub async fn evict(
         if covering.len() > 1 {
             return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
         }
-        if let Some(pdb) = covering.first() {
-            let pdb_name = meta_str(pdb, "name").to_string();
-            let processed = pdb
-                .pointer("/status/observedGeneration")
+        let Some(pdb) = covering.first() else {
+            break;
+        };
+        let pdb_name = meta_str(pdb, "name").to_string();
+        let status_int = |field: &str| {
+            pdb.pointer(&format!("/status/{field}"))
                 .and_then(Value::as_i64)
-                .unwrap_or(-1)
-                >= meta(pdb)
-                    .get("generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-            let allowed = pdb
-                .pointer("/status/disruptionsAllowed")
+                .unwrap_or(0)
+        };
+        // An unready pod adds nothing to the budget: it may go when the budget says
+        // so (AlwaysAllow) or when the application is healthy anyway (the default,
+        // IfHealthyBudget), without spending a disruption.
+        let ready = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if !ready {
+            let policy = pdb
+                .pointer("/spec/unhealthyPodEvictionPolicy")
+                .and_then(Value::as_str);
+            let (current, desired) = (status_int("currentHealthy"), status_int("desiredHealthy"));
+            if policy == Some("AlwaysAllow") || (current >= desired && desired > 0) {
+                break;
+            }
+        }
+        let processed = pdb
+            .pointer("/status/observedGeneration")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1)
+            >= meta(pdb)
+                .get("generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            if !processed || allowed < 1 {
-                let detail = if processed {
-                    format!(
-                        "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
-                        pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
-                        pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)
-                    )
-                } else {
-                    format!(
-                        "The disruption budget {pdb_name} is still being processed by the server."
-                    )
-                };
-                let mut err = ApiError {
-                    code: 429,
-                    reason: "TooManyRequests",
-                    message: "Cannot evict pod as it would violate the pod's disruption budget."
-                        .into(),
+        let allowed = status_int("disruptionsAllowed");
+        if !processed || allowed < 1 {
+            // Upstream suggests a wait (`Retry-After`, which clients then honour on
+            // their own) only while the budget is being processed; a budget with no
+            // disruption left is refused at once, and `kubectl drain` retries itself.
+            let (detail, retry_after) = if processed {
+                let detail = format!(
+                    "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                    status_int("desiredHealthy"),
+                    status_int("currentHealthy")
+                );
+                (detail, None)
+            } else {
+                let detail = format!(
+                    "The disruption budget {pdb_name} is still being processed by the server."
+                );
+                (detail, Some(10))
+            };
+            let mut err = ApiError {
+                code: 429,
+                reason: "TooManyRequests",
+                message: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+                details: None,
+                retry_after,
+            };
+            err.details = Some(Box::new(super::status::Details {
+                causes: vec![Cause {
+                    reason: "DisruptionBudget".into(),
+                    message: detail,
+                    field: String::new(),
+                }],
+                ..Default::default()
+            }));
+            return Err(err);
+        }
+        if opts.dry_run {
+            break;
+        }
+        // Spend one disruption before deleting, so concurrent evictions cannot both
+        // pass the same budget.
+        let pdb_target = Target {
+            resource: pdbs,
+            namespace: Some(ns.clone()),
+            name: Some(pdb_name.clone()),
+            subresource: Some("status".into()),
+        };
+        let pod_name = name.clone();
+        let rv = meta_str(pdb, "resourceVersion").to_string();
+        let spent = guaranteed_update(
+            api,
+            &pdb_target,
+            Part::Status,
+            &WriteOptions::default(),
+            |cur| {
+                let now = objects::now_rfc3339();
+                let mut new = cur.clone();
+                new["status"]["disruptionsAllowed"] = (allowed - 1).into();
+                if !new["status"]["disruptedPods"].is_object() {
+                    new["status"]["disruptedPods"] = json!({});
+                }
+                new["status"]["disruptedPods"][&pod_name] = now.clone().into();
+                if allowed == 1 {
+                    // As the disruption controller would put it, until it next looks.
+                    let generation = new["status"]["observedGeneration"].clone();
+                    if !new["status"]["conditions"].is_array() {
+                        new["status"]["conditions"] = json!([]);
+                    }
+                    if let Some(conds) = new["status"]["conditions"].as_array_mut() {
+                        let fresh = json!({
+                            "type": "DisruptionAllowed", "status": "False",
+                            "reason": "InsufficientPods", "message": "",
+                            "observedGeneration": generation, "lastTransitionTime": now,
+                        });
+                        match conds.iter_mut().find(|c| c["type"] == "DisruptionAllowed") {
+                            Some(c) => {
+                                let moved = c["status"] != "False";
+                                let since = c["lastTransitionTime"].clone();
+                                *c = fresh;
+                                if !moved {
+                                    c["lastTransitionTime"] = since;
+                                }
+                            }
+                            None => conds.push(fresh),
+                        }
+                    }
+                }
+                meta_mut(&mut new).insert("resourceVersion".into(), rv.clone().into());
+                Ok(new)
+            },
+        )
+        .await;
+        match spent {
+            Ok(_) => break,
+            Err(e) if e.code == 409 && attempt < EVICTION_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) if e.code == 409 => {
+                return Err(ApiError {
+                    code: 504,
+                    reason: "Timeout",
+                    message: format!(
+                        "couldn't update PodDisruptionBudget {pdb_name:?} due to conflicts"
+                    ),
                     details: None,
                     retry_after: Some(10),
-                };
-                err.details = Some(Box::new(super::status::Details {
-                    causes: vec![Cause {
-                        reason: "DisruptionBudget".into(),
-                        message: detail,
-                        field: String::new(),
-                    }],
-                    ..Default::default()
-                }));
-                return Err(err);
+                })
             }
-            // Spend one disruption before deleting, so concurrent evictions cannot both
-            // pass the same budget.
-            let pdb_target = Target {
-                resource: pdbs,
-                namespace: Some(ns.clone()),
-                name: Some(pdb_name.clone()),
-                subresource: Some("status".into()),
-            };
-            let pod_name = name.clone();
-            let rv = meta_str(pdb, "resourceVersion").to_string();
-            guaranteed_update(
-                api,
-                &pdb_target,
-                Part::Status,
-                &WriteOptions::default(),
-                |cur| {
-                    let mut new = cur.clone();
-                    new["status"]["disruptionsAllowed"] = (allowed - 1).into();
-                    if !new["status"]["disruptedPods"].is_object() {
-                        new["status"]["disruptedPods"] = json!({});
-                    }
-                    new["status"]["disruptedPods"][&pod_name] = objects::now_rfc3339().into();
-                    meta_mut(&mut new).insert("resourceVersion".into(), rv.clone().into());
-                    Ok(new)
-                },
-            )
-            .await?;
+            Err(e) => return Err(e),
         }
     }
     delete(api, &pod_target, &opts).await?;

@@ -14,8 +14,14 @@
 //! integer field also when it is `0`. Values of the wrong JSON type are left
 //! alone for validation to report; nothing here panics on odd input.
 //!
-//! Not done here on purpose: fields set by admission (`serviceAccountName`,
-//! `priority`, `preemptionPolicy` and default tolerations on pods), by storage
+//! One admission plugin's work is done here too, because it only ever adds
+//! fields to a pod: upstream's DefaultTolerationSeconds, which gives every pod
+//! (on create and update, as upstream) a 300 s toleration of the
+//! `node.kubernetes.io/not-ready` and `node.kubernetes.io/unreachable`
+//! NoExecute taints unless it already tolerates them.
+//!
+//! Not done here on purpose: fields set by other admission (`serviceAccountName`,
+//! `priority`, `preemptionPolicy` on pods), by storage
 //! strategies that need the stored object or a fresh UID (Job selectors and
 //! `controller-uid` labels, pod `status.phase`), and by allocators (cluster
 //! IPs, node ports).
@@ -161,6 +167,7 @@ fn pod(root: &mut Obj) {
     // Upstream keeps these out of templates so that adding them did not roll
     // every existing workload; they only materialize on Pods.
     default_ptr(spec, "enableServiceLinks", Value::Bool(true));
+    default_toleration_seconds(spec);
     for key in ["containers", "initContainers"] {
         each_obj(spec, key, requests_from_limits);
     }
@@ -179,6 +186,56 @@ fn pod(root: &mut Obj) {
                     }
                 });
             });
+        }
+    }
+}
+
+/// How long a pod tolerates its node being not ready or unreachable unless it
+/// says otherwise (upstream's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The NoExecute taints the DefaultTolerationSeconds admission plugin covers.
+const NODE_PROBLEM_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// Upstream's DefaultTolerationSeconds admission: a toleration of each node
+/// problem taint the pod does not already tolerate. A toleration with an empty
+/// key (all keys) or an empty effect (all effects) counts, as upstream checks.
+fn default_toleration_seconds(spec: &mut Obj) {
+    let existing: Vec<(String, String)> = match spec.get("tolerations") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_object)
+            .map(|t| (str_of(t, "key").to_owned(), str_of(t, "effect").to_owned()))
+            .collect(),
+        // Not a list: validation reports it.
+        Some(_) => return,
+    };
+    let mut added = Vec::new();
+    for taint in NODE_PROBLEM_TAINTS {
+        let tolerated = existing
+            .iter()
+            .any(|(k, e)| (k == taint || k.is_empty()) && (e == "NoExecute" || e.is_empty()));
+        if !tolerated {
+            added.push(json!({
+                "key": taint,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
+    }
+    if added.is_empty() {
+        return;
+    }
+    match spec.get_mut("tolerations") {
+        Some(Value::Array(items)) => items.extend(added),
+        _ => {
+            spec.insert("tolerations".to_owned(), Value::Array(added));
         }
     }
 }
@@ -938,6 +995,47 @@ mod tests {
         assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
         assert_eq!(c["terminationMessagePolicy"], "File");
         assert_eq!(c["resources"], json!({}));
+    }
+
+    #[test]
+    fn pods_tolerate_node_problems_for_300_seconds_unless_they_say_otherwise() {
+        let pod = defaulted("", "Pod", json!({"spec": minimal_pod_spec()}));
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 300},
+            ])
+        );
+        // Idempotent: defaulting again adds nothing.
+        assert_eq!(defaulted("", "Pod", pod.clone()), pod);
+
+        // Its own toleration of one is kept; only the other is added.
+        let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                         "effect": "NoExecute", "tolerationSeconds": 2});
+        let mut spec = minimal_pod_spec();
+        spec["tolerations"] = json!([own.clone()]);
+        let pod = defaulted("", "Pod", json!({"spec": spec}));
+        let t = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0], own);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+
+        // Tolerating everything (empty key, empty effect) covers both.
+        let mut spec = minimal_pod_spec();
+        spec["tolerations"] = json!([{"operator": "Exists"}]);
+        let pod = defaulted("", "Pod", json!({"spec": spec}));
+        assert_eq!(pod["spec"]["tolerations"], json!([{"operator": "Exists"}]));
+
+        // Templates are left alone: only Pods get them.
+        let d = defaulted(
+            "apps",
+            "Deployment",
+            json!({"spec": {"template": {"spec": minimal_pod_spec()}}}),
+        );
+        assert!(d["spec"]["template"]["spec"].get("tolerations").is_none());
     }
 
     #[test]
