@@ -792,6 +792,15 @@ impl Sync<'_> {
         if max_scaled_down <= 0 {
             return false;
         }
+        // A status that has not caught up with a scale-down (more available than
+        // wanted) says nothing reliable about what may go: wait for it, as upstream
+        // does (it fails the sync there). Its status update brings us back.
+        if old.iter().any(|&i| {
+            let own = spec_replicas(&self.sets[i]);
+            own > 0 && status_of(&self.sets[i]).2 > own
+        }) {
+            return false;
+        }
         // First the old pods that are not available anyway.
         let mut cleaned = 0;
         for &i in &old {
@@ -1681,6 +1690,46 @@ mod tests {
             assert!(w.available() >= 2, "available {}", w.available());
             assert!(w.total() <= 3, "total {}", w.total());
         });
+    }
+
+    #[test]
+    fn a_stale_status_of_an_old_set_never_scales_it_back_up() {
+        // The old set was scaled down to 1 but its status still counts 3 available
+        // pods; the new set has 4, 3 of them available.
+        let d = deployment(4, "v2", rolling(1, 1));
+        let mut old = old_set(&d, "v1", 1, 1, 0);
+        old.status = Some(ReplicaSetStatus {
+            replicas: 3,
+            ready_replicas: Some(3),
+            available_replicas: Some(3),
+            ..Default::default()
+        });
+        let mut new = old_set(&d, "v2", 4, 2, 10);
+        new.status = Some(ReplicaSetStatus {
+            replicas: 4,
+            ready_replicas: Some(3),
+            available_replicas: Some(3),
+            ..Default::default()
+        });
+        let old_name = old.name_any();
+        let mut w = World {
+            d,
+            sets: vec![old, new],
+            events: Vec::new(),
+            now: 100,
+        };
+        let actions = w.step();
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Update { name, .. } if *name == old_name)),
+            "{actions:?}"
+        );
+        assert_eq!(spec_replicas(&w.sets[0]), 1, "{:?}", w.events);
+        // Once its status catches up, it goes on down.
+        w.settle();
+        w.step();
+        assert_eq!(spec_replicas(&w.sets[0]), 0, "{:?}", w.events);
     }
 
     #[test]

@@ -123,8 +123,9 @@ pub enum DependentAction {
     Keep,
     /// Some owners stand: drop the references to those with these uids.
     DropRefs(Vec<String>),
-    /// Its owner waits in the foreground and it has dependents of its own: stop blocking
-    /// that owner and delete it in the foreground too.
+    /// Its owner waits in the foreground and one of its own dependents waits for it in
+    /// the foreground too (a cycle): stop blocking that owner, then delete it in the
+    /// foreground.
     UnblockAndDelete(Vec<String>),
     /// All owners are gone or going: delete it with this policy.
     Delete(Option<PropagationPolicy>),
@@ -138,11 +139,16 @@ fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
         .any(|x| x == f)
 }
 
-/// Decides about a dependent given the state of each of its owners.
+fn deleting_dependents(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some() && has_finalizer(meta, FOREGROUND)
+}
+
+/// Decides about a dependent given the state of each of its owners and its own
+/// dependents.
 pub fn dependent(
     item: &ObjectMeta,
     owners: &[(&OwnerReference, OwnerState)],
-    has_dependents: bool,
+    dependents: &[ObjectMeta],
 ) -> DependentAction {
     if owners.is_empty()
         || item.deletion_timestamp.is_some()
@@ -169,8 +175,14 @@ pub fn dependent(
         // Already going, in the way its own finalizers say.
         return DependentAction::Keep;
     }
-    if !waiting.is_empty() && has_dependents {
-        return DependentAction::UnblockAndDelete(waiting);
+    if !waiting.is_empty() && !dependents.is_empty() {
+        // It keeps blocking its owner, which so waits until it and its own dependents
+        // are gone. Only a cycle (a dependent of its own waiting for it in turn) is
+        // broken by unblocking, as upstream's collector does.
+        if dependents.iter().any(deleting_dependents) {
+            return DependentAction::UnblockAndDelete(waiting);
+        }
+        return DependentAction::Delete(Some(PropagationPolicy::Foreground));
     }
     let policy = if has_finalizer(item, ORPHAN) {
         Some(PropagationPolicy::Orphan)
@@ -561,8 +573,7 @@ impl GarbageCollector {
             states.push(self.owner_state(&node.namespace, r).await?);
         }
         let owners: Vec<(&OwnerReference, OwnerState)> = refs.iter().zip(states).collect();
-        let has_dependents = !deps.is_empty();
-        match dependent(&meta, &owners, has_dependents) {
+        match dependent(&meta, &owners, &metas) {
             DependentAction::Keep => {}
             DependentAction::DropRefs(uids) => {
                 let kept = refs
@@ -646,30 +657,58 @@ mod tests {
         let m = meta("p", vec![a.clone(), b.clone()]);
         use OwnerState::*;
         assert_eq!(
-            dependent(&m, &[(&a, Solid), (&b, Solid)], false),
+            dependent(&m, &[(&a, Solid), (&b, Solid)], &[]),
             DependentAction::Keep
         );
         assert_eq!(
-            dependent(&m, &[(&a, Solid), (&b, Dangling)], false),
+            dependent(&m, &[(&a, Solid), (&b, Dangling)], &[]),
             DependentAction::DropRefs(vec!["b".into()])
         );
         assert_eq!(
-            dependent(&m, &[(&a, Dangling), (&b, Dangling)], false),
+            dependent(&m, &[(&a, Dangling), (&b, Dangling)], &[]),
             DependentAction::Delete(Some(PropagationPolicy::Background))
-        );
-        assert_eq!(
-            dependent(&m, &[(&a, Waiting), (&b, Dangling)], true),
-            DependentAction::UnblockAndDelete(vec!["a".into()])
         );
         let mut orphaning = m.clone();
         orphaning.finalizers = Some(vec![ORPHAN.into()]);
         assert_eq!(
-            dependent(&orphaning, &[(&a, Dangling), (&b, Waiting)], false),
+            dependent(&orphaning, &[(&a, Dangling), (&b, Waiting)], &[]),
             DependentAction::Delete(Some(PropagationPolicy::Orphan))
         );
         assert_eq!(
-            dependent(&meta("x", vec![]), &[], false),
+            dependent(&meta("x", vec![]), &[], &[]),
             DependentAction::Keep
+        );
+    }
+
+    #[test]
+    fn dependents_of_a_foreground_owner_keep_blocking_it_while_they_go() {
+        // A Deployment deleted in the foreground, its ReplicaSet, the ReplicaSet's pod.
+        let d = OwnerReference {
+            kind: "Deployment".into(),
+            ..oref("d", true)
+        };
+        let rs = meta("rs", vec![d.clone()]);
+        let pod = meta("pod", vec![oref("rs", true)]);
+        use OwnerState::*;
+        // The ReplicaSet goes in the foreground, still blocking the Deployment, so the
+        // Deployment outlives the pod.
+        assert_eq!(
+            dependent(&rs, &[(&d, Waiting)], std::slice::from_ref(&pod)),
+            DependentAction::Delete(Some(PropagationPolicy::Foreground))
+        );
+        // Without dependents of its own it simply goes.
+        assert_eq!(
+            dependent(&rs, &[(&d, Waiting)], &[]),
+            DependentAction::Delete(Some(PropagationPolicy::Background))
+        );
+        // A cycle: its dependent waits for it in the foreground as well. Unblocking the
+        // owner is what lets that end.
+        let mut waiting_pod = pod.clone();
+        waiting_pod.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        waiting_pod.finalizers = Some(vec![FOREGROUND.into()]);
+        assert_eq!(
+            dependent(&rs, &[(&d, Waiting)], &[waiting_pod]),
+            DependentAction::UnblockAndDelete(vec!["d".into()])
         );
     }
 

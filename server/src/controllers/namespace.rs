@@ -1,7 +1,10 @@
 //! Namespace deletion: once a namespace is marked for deletion, everything in it is
 //! deleted, then the `kubernetes` finalizer is removed and the namespace goes away.
+//!
+//! Objects in it that carry finalizers are only marked for deletion, as a DELETE would
+//! mark them: the namespace waits until whoever owns each finalizer has let it go.
 
-use crate::api::objects::{finalizers, meta_str};
+use crate::api::objects::{finalizers, format_time, meta_mut, meta_str};
 use crate::api::Api;
 use crate::registry::RESOURCES;
 use crate::store::{self, WriteOp};
@@ -47,6 +50,37 @@ pub fn reconcile(ns: &Value, remaining: usize) -> Action {
     }
 }
 
+/// What to do about one object left in a dying namespace.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Delete it.
+    Delete,
+    /// It has finalizers: mark it for deletion (`deletionTimestamp`) and wait.
+    Mark,
+    /// Marked already; its finalizers are still there: wait.
+    Wait,
+}
+
+/// Decides about one object left in a dying namespace.
+pub fn content(obj: &Value) -> Content {
+    if finalizers(obj).is_empty() {
+        Content::Delete
+    } else if meta_str(obj, "deletionTimestamp").is_empty() {
+        Content::Mark
+    } else {
+        Content::Wait
+    }
+}
+
+/// `obj` marked for deletion now, with no grace period.
+fn marked(obj: &Value, now: jiff::Timestamp) -> Value {
+    let mut obj = obj.clone();
+    let m = meta_mut(&mut obj);
+    m.insert("deletionTimestamp".into(), format_time(now).into());
+    m.insert("deletionGracePeriodSeconds".into(), 0.into());
+    obj
+}
+
 /// How often a dying namespace is looked at again.
 const RECHECK: Duration = Duration::from_millis(250);
 
@@ -74,15 +108,25 @@ async fn step(api: &Api, key: &str) -> Result<bool, store::Error> {
         Action::DeleteContent => {
             for prefix in prefixes(&name) {
                 for e in api.store.list(&prefix, None, 0, false, &|_| true).items {
-                    match api
-                        .store
-                        .write(WriteOp::Delete {
-                            key: e.key.to_string(),
-                            expected: None,
-                        })
-                        .await
-                    {
-                        Ok(_) | Err(store::Error::NotFound) => {}
+                    let Ok(obj) = serde_json::from_slice::<Value>(&e.value) else {
+                        continue;
+                    };
+                    // Preconditioned on what was decided from: a finalizer added
+                    // meanwhile is honoured on the next look.
+                    let (key, expected) = (e.key.to_string(), Some(e.revision));
+                    let op = match content(&obj) {
+                        Content::Delete => WriteOp::Delete { key, expected },
+                        Content::Mark => WriteOp::Update {
+                            key,
+                            value: marked(&obj, jiff::Timestamp::now()),
+                            expected,
+                        },
+                        Content::Wait => continue,
+                    };
+                    match api.store.write(op).await {
+                        Ok(_)
+                        | Err(store::Error::NotFound)
+                        | Err(store::Error::Conflict { .. }) => {}
                         Err(err) => return Err(err),
                     }
                 }
@@ -193,5 +237,25 @@ mod tests {
         assert_eq!(reconcile(&dying, 0), Action::Finalize);
         let held = json!({"metadata": {"name": "a", "deletionTimestamp": "x", "finalizers": ["example.com/x"]}, "spec": {"finalizers": []}});
         assert_eq!(reconcile(&held, 0), Action::Wait);
+    }
+
+    #[test]
+    fn content_with_finalizers_is_marked_and_waited_for() {
+        let plain = json!({"metadata": {"name": "cm"}});
+        assert_eq!(content(&plain), Content::Delete);
+        let held = json!({"metadata": {"name": "cm", "finalizers": ["example.com/x"]}});
+        assert_eq!(content(&held), Content::Mark);
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let marked = marked(&held, now);
+        assert_eq!(
+            marked["metadata"],
+            json!({"name": "cm", "finalizers": ["example.com/x"],
+                   "deletionTimestamp": "2023-11-14T22:13:20Z",
+                   "deletionGracePeriodSeconds": 0})
+        );
+        assert_eq!(content(&marked), Content::Wait);
+        let released =
+            json!({"metadata": {"name": "cm", "deletionTimestamp": "x", "finalizers": []}});
+        assert_eq!(content(&released), Content::Delete);
     }
 }
