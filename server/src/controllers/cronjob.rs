@@ -826,13 +826,6 @@ fn code(e: &kube::Error) -> Option<(u16, &str)> {
     }
 }
 
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => driver::chain(other),
-    }
-}
-
 impl CronJobController {
     /// A controller over `caches`, writing through `effects`.
     pub fn new(
@@ -982,7 +975,7 @@ impl CronJobController {
                         &me,
                         EventType::Warning,
                         "FailedDelete",
-                        &format!("Deleted job: {}", message(&e)),
+                        &format!("Deleted job: {}", driver::api_message(&e)),
                     )
                     .await;
                 false
@@ -1048,7 +1041,7 @@ impl CronJobController {
                             &me,
                             EventType::Warning,
                             "FailedCreate",
-                            &format!("Error creating job: {}", message(&e)),
+                            &format!("Error creating job: {}", driver::api_message(&e)),
                         )
                         .await;
                     failed = true;

@@ -1573,7 +1573,7 @@ impl DaemonSetController {
                     // The namespace is going away: so are we.
                     Err(kube::Error::Api(s)) if terminating(&s) => {}
                     Err(e) => {
-                        let msg = message(&e);
+                        let msg = driver::api_message(&e);
                         notes.push((
                             EventType::Warning,
                             "FailedCreate",
@@ -1623,7 +1623,7 @@ impl DaemonSetController {
                 )),
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => {
-                    let msg = message(&e);
+                    let msg = driver::api_message(&e);
                     notes.push((
                         EventType::Warning,
                         "FailedDelete",
@@ -1664,14 +1664,6 @@ fn terminating(s: &kube::core::Status) -> bool {
     s.details
         .as_ref()
         .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
-}
-
-/// The text upstream puts after "Error creating: ".
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => driver::chain(other),
-    }
 }
 
 impl Reconciler for DaemonSetController {

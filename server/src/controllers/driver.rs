@@ -777,6 +777,14 @@ pub async fn run<R: Reconciler>(
     while set.join_next().await.is_some() {}
 }
 
+/// What an API failure says, as upstream's events quote it (after "Error creating: ").
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => chain(other),
+    }
+}
+
 /// An error with its causes, for logs.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();

@@ -1106,14 +1106,6 @@ fn name_of(v: &Value) -> String {
         .to_string()
 }
 
-/// The message of an API failure, as upstream's events quote it.
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => driver::chain(other),
-    }
-}
-
 fn code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
@@ -1343,7 +1335,7 @@ impl EndpointsController {
                                 let msg = format!(
                                     "Failed to create endpoint for service {ns}/{}: {}",
                                     key.name,
-                                    message(&e)
+                                    driver::api_message(&e)
                                 );
                                 self.endpoint_events
                                     .record(
@@ -1373,7 +1365,7 @@ impl EndpointsController {
                                 let msg = format!(
                                     "Failed to update endpoint {ns}/{}: {}",
                                     key.name,
-                                    message(&e)
+                                    driver::api_message(&e)
                                 );
                                 self.endpoint_events
                                     .record(
@@ -1406,7 +1398,7 @@ impl EndpointsController {
                     Ok(made) => self.settle_slice(ns, &name_of(&made), &rv_of(&made)).await,
                     Err(e) if code(&e) == Some(403) || code(&e) == Some(404) => {}
                     Err(e) => {
-                        slice_failure = Some(message(&e));
+                        slice_failure = Some(driver::api_message(&e));
                         failed = Some(driver::api_error("create", &slice_kind, ns, &key.name)(e));
                     }
                 },
@@ -1420,7 +1412,7 @@ impl EndpointsController {
                         Err(e) if code(&e) == Some(409) => next = next.min(Next::After(RETRY)),
                         Err(e) if code(&e) == Some(404) => {}
                         Err(e) => {
-                            slice_failure = Some(message(&e));
+                            slice_failure = Some(driver::api_message(&e));
                             failed = Some(driver::api_error("update", &slice_kind, ns, &name)(e));
                         }
                     }
@@ -1445,7 +1437,7 @@ impl EndpointsController {
                         }
                         Err(e) if code(&e) == Some(404) || code(&e) == Some(409) => {}
                         Err(e) => {
-                            slice_failure = Some(message(&e));
+                            slice_failure = Some(driver::api_message(&e));
                             failed = Some(driver::api_error("delete", &slice_kind, ns, &name)(e));
                         }
                     }

@@ -623,7 +623,7 @@ impl ReplicaSetController {
                         made.push(name);
                     }
                     Err(e) => {
-                        let msg = message(&e);
+                        let msg = driver::api_message(&e);
                         notes.push((
                             EventType::Warning,
                             "FailedCreate",
@@ -673,7 +673,7 @@ impl ReplicaSetController {
                 )),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
-                    let msg = message(&e);
+                    let msg = driver::api_message(&e);
                     notes.push((
                         EventType::Warning,
                         "FailedDelete",
@@ -708,14 +708,6 @@ impl ReplicaSetController {
             )
             .await;
         failed.map_or(Ok(()), Err)
-    }
-}
-
-/// The text upstream puts after "Error creating: ".
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => driver::chain(other),
     }
 }
 

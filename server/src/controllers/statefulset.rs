@@ -986,14 +986,6 @@ fn kind_claims() -> Kind {
     Kind::of::<PersistentVolumeClaim>(true)
 }
 
-/// The text upstream puts after "error: ".
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => driver::chain(other),
-    }
-}
-
 fn is_code(e: &kube::Error, codes: &[u16]) -> bool {
     matches!(e, kube::Error::Api(s) if codes.contains(&s.code))
 }
@@ -1380,7 +1372,7 @@ impl StatefulSetController {
             Err(e) => {
                 let text = format!(
                     "create Pod {pod} in StatefulSet {set_name} failed error: {}",
-                    message(&e)
+                    driver::api_message(&e)
                 );
                 self.events
                     .record(&me, EventType::Warning, "FailedCreate", &text)
@@ -1421,7 +1413,7 @@ impl StatefulSetController {
                 }
                 Err(e) if is_code(&e, &[409]) => {}
                 Err(e) => {
-                    let msg = message(&e);
+                    let msg = driver::api_message(&e);
                     let text = format!(
                         "create Claim {name} for Pod {pod} in StatefulSet {set_name} \
                          failed error: {msg}"
@@ -1459,7 +1451,7 @@ impl StatefulSetController {
             Err(e) => {
                 let text = format!(
                     "update Pod {pod} in StatefulSet {set_name} failed error: {}",
-                    message(&e)
+                    driver::api_message(&e)
                 );
                 self.events
                     .record(&me, EventType::Warning, "FailedUpdate", &text)
@@ -1510,7 +1502,7 @@ impl StatefulSetController {
                         format!(
                             "delete Pod {} in StatefulSet {set_name} failed error: {}",
                             v.name,
-                            message(&e)
+                            driver::api_message(&e)
                         ),
                     ));
                     failed.get_or_insert(driver::api_error("delete", &kind, &ns, &v.name)(e));
