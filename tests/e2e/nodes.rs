@@ -3,12 +3,12 @@
 //! * A node whose simulator stops goes NotReady (its conditions Unknown), is tainted
 //!   unreachable, and the pods on it that tolerate that for 2 s are deleted then; their
 //!   Deployment replaces them on the nodes that are still alive, while the old ones stay
-//!   Terminating (nothing is left to finish them), as upstream.
+//!   Terminating (nothing is left to finish them), as upstream, until the node is
+//!   deleted and pod GC deletes them at once.
 //! * `kubectl cordon` keeps new pods off a node; the disruption controller keeps the
 //!   budget's status, so the eviction subresource refuses what a budget does not allow
 //!   (429) and grants what it does; `kubectl drain` empties a node and the Deployment
-//!   comes back to full strength elsewhere (ignored until discovery lists
-//!   `pods/eviction`).
+//!   comes back to full strength elsewhere.
 
 use crate::harness::{normalize, normalized_lines, wait_until, Kubectl, Output, Server};
 use crate::sim::Sim;
@@ -289,6 +289,18 @@ fn an_unreachable_node_is_tainted_and_its_pods_are_replaced() {
             "{seen:#?}"
         );
     }
+
+    // Deleting the dead node lets pod GC finish its pods at once, after the 40 s
+    // quarantine upstream gives a node that may come back (and a 20 s pass period).
+    kc(&server, &["delete", "node", "b-0"]).ok();
+    wait_until(Duration::from_secs(120), "b-0's pods to be gone", || {
+        let left: Vec<String> = pods(&server, "web")
+            .iter()
+            .filter(|p| node_of(p) == "b-0")
+            .map(|p| name_of(p).to_string())
+            .collect();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
 }
 
 /// Waits until `kubectl get pdb <name>` shows `min` MIN AVAILABLE and `allowed`
@@ -445,9 +457,6 @@ fn cordon_and_evictions_keep_to_the_disruption_budget() {
 }
 
 #[test]
-#[ignore = "kubectl drain evicts only where discovery lists pods/eviction (api/discovery.rs \
-            does not yet), and its fallback DELETE sends protobuf DeleteOptions, which the \
-            API refuses"]
 fn drain_empties_a_node_within_the_budget() {
     let server = Server::start();
     let _sim = Sim::start(&server, &["--count", "3", "--name-prefix", "a-"]);

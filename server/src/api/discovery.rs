@@ -91,7 +91,17 @@ fn legacy_resources(r: &Resource) -> Vec<Value> {
     if r.kind == "Namespace" {
         out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));
     }
+    if is_core_pod(r) {
+        out.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+        out.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+    }
     out
+}
+
+/// Pods carry the `binding` and `eviction` subresources (both create-only). kubectl drain
+/// looks for `pods/eviction` in discovery and deletes pods outright when it is missing.
+fn is_core_pod(r: &Resource) -> bool {
+    r.group.is_empty() && r.kind == "Pod"
 }
 
 /// A stable hash of the resource's storage identity, as discovery carries it.
@@ -131,6 +141,10 @@ fn aggregated_resource(r: &Resource) -> Value {
     }
     if r.kind == "Namespace" {
         subresources.push(json!({"subresource": "finalize", "responseKind": {"group": "", "version": "v1", "kind": "Namespace"}, "verbs": ["update"]}));
+    }
+    if is_core_pod(r) {
+        subresources.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+        subresources.push(json!({"subresource": "eviction", "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]}));
     }
     let mut doc = json!({
         "resource": r.plural,
@@ -197,6 +211,8 @@ mod tests {
             names.contains(&"pods")
                 && names.contains(&"pods/status")
                 && names.contains(&"namespaces/finalize")
+                && names.contains(&"pods/eviction")
+                && names.contains(&"pods/binding")
         );
         let apps = api_resource_list("apps", "v1").unwrap();
         assert!(apps["resources"]

@@ -978,32 +978,18 @@ impl Propagation {
 }
 
 impl DeleteOptions {
-    /// Reads the options from the body (if any) and the query (which wins).
-    pub fn parse(body: &[u8], q: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
-        let mut opts = DeleteOptions::default();
-        if !body.iter().all(u8::is_ascii_whitespace) {
-            let v: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
-            opts.grace = v.get("gracePeriodSeconds").and_then(Value::as_i64);
-            opts.dry_run = v
-                .get("dryRun")
-                .and_then(Value::as_array)
-                .is_some_and(|a| a.iter().any(|x| x == "All"));
-            opts.uid = v
-                .pointer("/preconditions/uid")
-                .and_then(Value::as_str)
-                .map(String::from);
-            opts.resource_version = v
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-                .map(String::from);
-            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-                opts.propagation = Propagation::Orphan;
-            }
-            if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
-                opts.propagation = Propagation::parse(p)?;
-            }
-        }
+    /// Reads the options from the body (if any, JSON, YAML or protobuf as its content
+    /// type says) and the query (which wins).
+    pub fn parse(
+        body: &[u8],
+        content_type: Option<&str>,
+        q: &HashMap<String, String>,
+    ) -> ApiResult<DeleteOptions> {
+        let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
+            DeleteOptions::default()
+        } else {
+            DeleteOptions::from_value(&decode_object(body, content_type, "DeleteOptions")?)?
+        };
         if let Some(p) = q.get("propagationPolicy") {
             opts.propagation = Propagation::parse(p)?;
         }
@@ -1018,6 +1004,44 @@ impl DeleteOptions {
         }
         Ok(opts)
     }
+
+    /// The options a decoded `DeleteOptions` object carries.
+    pub fn from_value(v: &Value) -> ApiResult<DeleteOptions> {
+        let mut opts = DeleteOptions {
+            grace: v.get("gracePeriodSeconds").and_then(Value::as_i64),
+            dry_run: v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All")),
+            uid: v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from),
+            resource_version: v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from),
+            propagation: Propagation::default(),
+        };
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            opts.propagation = Propagation::Orphan;
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation = Propagation::parse(p)?;
+        }
+        Ok(opts)
+    }
+}
+
+/// Puts a propagation policy's finalizer on an object being deleted, in place of the
+/// other policy's.
+fn set_propagation_finalizer(obj: &mut Value, finalizer: &str) {
+    let mut list = objects::finalizers(obj);
+    list.retain(|x| !matches!(x.as_str(), "foregroundDeletion" | "orphan") || x == finalizer);
+    if !list.iter().any(|x| x == finalizer) {
+        list.push(finalizer.to_string());
+    }
+    meta_mut(obj).insert("finalizers".into(), json!(list));
 }
 
 /// Namespaces that always exist.
@@ -1083,16 +1107,43 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> ApiResult<Re
             || graceful
             || propagation_finalizer.is_some();
         if marked {
-            if !meta_str(&obj, "deletionTimestamp").is_empty() {
-                return Ok(Reply::raw(200, entry.value));
-            }
             let mut new = obj.clone();
             if let Some(f) = propagation_finalizer {
-                let mut list = objects::finalizers(&new);
-                if !list.iter().any(|x| x == f) {
-                    list.push(f.to_string());
+                set_propagation_finalizer(&mut new, f);
+            }
+            if !meta_str(&obj, "deletionTimestamp").is_empty() {
+                // Deleting again: only a shorter grace period or another propagation
+                // policy changes anything, as upstream.
+                let current = obj
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let shorter = opts.grace.filter(|g| *g < current);
+                if let Some(grace) = shorter {
+                    let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                    let m = meta_mut(&mut new);
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        objects::format_time(when).into(),
+                    );
+                    m.insert("deletionGracePeriodSeconds".into(), grace.into());
                 }
-                meta_mut(&mut new).insert("finalizers".into(), json!(list));
+                if new == obj || opts.dry_run {
+                    return Ok(Reply::raw(200, entry.value));
+                }
+                match api
+                    .store
+                    .write(WriteOp::Update {
+                        key: key.clone(),
+                        value: new,
+                        expected: Some(entry.revision),
+                    })
+                    .await
+                {
+                    Ok(e) => return Ok(Reply::raw(200, e.value)),
+                    Err(store::Error::Conflict { .. } | store::Error::NotFound) => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
             let grace = if graceful {
                 opts.grace
@@ -1339,10 +1390,10 @@ pub async fn evict(
         subresource: None,
         ..t.clone()
     };
-    let mut opts = DeleteOptions::default();
-    if let Some(d) = eviction.get("deleteOptions") {
-        opts = DeleteOptions::parse(d.to_string().as_bytes(), &HashMap::new())?;
-    }
+    let opts = match eviction.get("deleteOptions") {
+        Some(d) => DeleteOptions::from_value(d)?,
+        None => DeleteOptions::default(),
+    };
     let pdbs = crate::registry::find_kind("policy", "PodDisruptionBudget")
         .ok_or_else(|| ApiError::internal("PodDisruptionBudget is not served"))?;
     // Spending a disruption is preconditioned on the budget read; when the disruption

@@ -469,12 +469,12 @@ async fn resource(
         }
         (&Method::DELETE, true) if sub.is_none() => {
             let body = read_body(req).await?;
-            let opts = handlers::DeleteOptions::parse(&body, &q)?;
+            let opts = handlers::DeleteOptions::parse(&body, content_type.as_deref(), &q)?;
             handlers::delete(api, &t, &opts).await?
         }
         (&Method::DELETE, false) => {
             let body = read_body(req).await?;
-            let opts = handlers::DeleteOptions::parse(&body, &q)?;
+            let opts = handlers::DeleteOptions::parse(&body, content_type.as_deref(), &q)?;
             let lq = handlers::ListQuery::from_query(r, &q)?;
             handlers::delete_collection(api, &t, &lq, &opts).await?
         }

@@ -151,6 +151,15 @@ pub trait Effects: Send + Sync {
         uid: Option<&'a str>,
         propagation: Option<PropagationPolicy>,
     ) -> Call<'a, ()>;
+    /// Deletes a pod at once (grace period 0), if it still has `uid`, as upstream's pod
+    /// garbage collector does for pods no kubelet will finish.
+    fn delete_now<'a>(
+        &'a self,
+        kind: &'a Kind,
+        namespace: &'a str,
+        name: &'a str,
+        uid: Option<&'a str>,
+    ) -> Call<'a, ()>;
     /// Reads an object live (`None` when it does not exist).
     fn get<'a>(
         &'a self,
@@ -256,6 +265,27 @@ impl Effects for KubeEffects {
         Box::pin(async move {
             let dp = DeleteParams {
                 propagation_policy: propagation,
+                preconditions: uid.map(|u| Preconditions {
+                    uid: Some(u.into()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            self.api(kind, namespace).delete(name, &dp).await?;
+            Ok(())
+        })
+    }
+
+    fn delete_now<'a>(
+        &'a self,
+        kind: &'a Kind,
+        namespace: &'a str,
+        name: &'a str,
+        uid: Option<&'a str>,
+    ) -> Call<'a, ()> {
+        Box::pin(async move {
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
                 preconditions: uid.map(|u| Preconditions {
                     uid: Some(u.into()),
                     resource_version: None,
@@ -971,6 +1001,21 @@ pub(crate) mod tests {
             Box::pin(async move {
                 self.log(format!(
                     "delete {} {namespace}/{name} {p:?}",
+                    kind.resource.kind
+                ));
+                Ok(())
+            })
+        }
+        fn delete_now<'a>(
+            &'a self,
+            kind: &'a Kind,
+            namespace: &'a str,
+            name: &'a str,
+            _uid: Option<&'a str>,
+        ) -> Call<'a, ()> {
+            Box::pin(async move {
+                self.log(format!(
+                    "delete now {} {namespace}/{name}",
                     kind.resource.kind
                 ));
                 Ok(())

@@ -1142,7 +1142,7 @@ impl NodeLifecycleController {
             }
         }
         let uid = pod.metadata.uid.as_deref();
-        match self.effects.delete(&kind, &ns, &name, uid, None).await {
+        match self.effects.delete_now(&kind, &ns, &name, uid).await {
             Ok(()) => {}
             Err(e) if gone_or_changed(&e) => {}
             Err(e) => {

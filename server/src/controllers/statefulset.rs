@@ -2316,6 +2316,15 @@ mod tests {
         ) -> driver::Call<'a, ()> {
             self.inner.delete(kind, namespace, name, uid, p)
         }
+        fn delete_now<'a>(
+            &'a self,
+            kind: &'a Kind,
+            namespace: &'a str,
+            name: &'a str,
+            uid: Option<&'a str>,
+        ) -> driver::Call<'a, ()> {
+            self.inner.delete_now(kind, namespace, name, uid)
+        }
         fn get<'a>(
             &'a self,
             kind: &'a Kind,
