@@ -1,5 +1,6 @@
-//! The objects every cluster has: the default namespaces and the `kubernetes` Service
-//! with its Endpoints and EndpointSlice pointing at this server.
+//! The objects every cluster has: the default namespaces, the built-in PriorityClasses
+//! and the `kubernetes` Service with its Endpoints and EndpointSlice pointing at this
+//! server.
 
 use crate::api::handlers::{self, WriteOptions};
 use crate::api::request::Target;
@@ -65,6 +66,9 @@ pub async fn ensure_defaults(api: &Api, advertised: IpAddr, port: u16) -> Result
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
         )
         .await?;
+    }
+    for class in crate::api::admission::system_priority_classes() {
+        create_if_missing(api, "scheduling.k8s.io", "PriorityClass", None, class).await?;
     }
     let first_ip = api.allocator.first_ip().to_string();
     create_if_missing(

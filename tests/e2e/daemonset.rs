@@ -166,6 +166,14 @@ fn daemonset_follows_nodes_and_rolls_out() {
             "1 <none>",
             "2 <none>",
         ]);
+    let generation = kubectl().run(&[
+        "get",
+        "ds",
+        "agent",
+        "-o",
+        "jsonpath={.metadata.annotations.deprecated\\.daemonset\\.template\\.generation}",
+    ]);
+    assert_eq!(generation.ok(), "2");
 
     // A NoExecute taint the pod does not tolerate takes it off the node.
     kubectl()

@@ -198,6 +198,14 @@ fn jobs_run_their_pods_to_completion_within_parallelism() {
     assert!(row.starts_with("five Complete 5/5 "), "{row}");
     // The pods stay, counted, without the tracking finalizer, labelled for their Job.
     let uid = five["metadata"]["uid"].as_str().unwrap();
+    // The API server generated the selector and the template's labels on create.
+    assert_eq!(
+        five["spec"]["selector"],
+        serde_json::json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    );
+    let template_labels = &five["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(template_labels["batch.kubernetes.io/job-name"], "five");
+    assert_eq!(template_labels["controller-uid"], uid);
     let list = get_json(
         &server,
         &[

@@ -338,6 +338,33 @@ fn a_pod_of_a_higher_priority_class_preempts_one_victim() {
     );
     let node = wait_running(&server, "vip");
     let uid = pod_field(&server, "vip", "{.metadata.uid}");
+    // Admission resolved the class into the pod, as upstream's Priority plugin does.
+    assert_eq!(pod_field(&server, "vip", "{.spec.priority}"), "1000000");
+    assert_eq!(
+        pod_field(&server, "vip", "{.spec.preemptionPolicy}"),
+        "PreemptLowerPriority"
+    );
+    let refused = server
+        .kubectl(KUBECTL)
+        .stdin(pod("stray", "1", json!({"priorityClassName": "nope"})).to_string())
+        .run(&["apply", "-f", "-"]);
+    assert!(
+        refused
+            .err()
+            .contains("pods \"stray\" is forbidden: no PriorityClass with name nope was found"),
+        "{refused:?}"
+    );
+    let critical = kc(
+        &server,
+        &[
+            "get",
+            "priorityclass",
+            "system-node-critical",
+            "-o",
+            "jsonpath={.value}",
+        ],
+    );
+    assert_eq!(critical.ok(), "2000001000");
 
     // Exactly one victim, a filler pod, with upstream's event.
     let events = wait_until(SOON, "a Preempted event", || {

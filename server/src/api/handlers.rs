@@ -489,6 +489,7 @@ pub fn prepare_create(
             o.remove("status");
         }
     }
+    super::admission::on_create(api, r, &mut obj)?;
     let mut warnings = Vec::new();
     let mut obj = normalize(r, obj, None, opts, &mut warnings)?;
     if r.kind == "Pod" && r.group.is_empty() {
@@ -670,6 +671,9 @@ pub fn prepare_update(
     }
     let mut warnings = Vec::new();
     let mut new = normalize(r, new, Some(old), opts, &mut warnings)?;
+    if part == Part::Main {
+        super::admission::on_update(r, old, &mut new);
+    }
     if r.status && part == Part::Main && old.get("spec") != new.get("spec") {
         let generation = meta(old)
             .get("generation")

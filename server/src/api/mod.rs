@@ -6,6 +6,7 @@
 //! paths ([`request`]) to the verbs in [`handlers`] and [`watch`]. Every failure leaves
 //! as a Kubernetes `Status` ([`status`]).
 
+pub mod admission;
 pub mod allocator;
 pub mod discovery;
 pub mod handlers;

@@ -244,8 +244,8 @@ pub fn completion_index(pod: &Pod) -> Option<i32> {
         .filter(|i| *i >= 0)
 }
 
-/// The selector a Job's pods are found by: its own, or (until the API server generates
-/// one, as upstream's does on create) the controller-uid label its pods are given.
+/// The selector a Job's pods are found by: its own (the API server generates one on
+/// create unless `manualSelector`), or else the controller-uid label its pods are given.
 pub fn selector(job: &Job) -> LabelSelector {
     if let Some(s) = spec_of(job).and_then(|s| s.selector.clone()) {
         return s;

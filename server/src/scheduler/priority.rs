@@ -1,21 +1,16 @@
 //! Pod priority from PriorityClasses.
 //!
-//! Upstream, the `Priority` admission plugin copies a pod's class value into
-//! `spec.priority` (and its `preemptionPolicy` into the pod) when the pod is created. The
-//! scheduler reads `spec.priority`; for a pod that reached it without one (the API server
-//! has no such admission step yet) it resolves the class itself, the same way, so
-//! `priorityClassName` orders the queue and decides preemption all the same.
+//! The API server's admission step (`api/admission.rs`) copies a pod's class value into
+//! `spec.priority` (and its `preemptionPolicy`) when the pod is created, and bootstrap
+//! creates the built-in `system-*` classes. The scheduler reads `spec.priority`; for a pod
+//! stored without one (written before admission did this) it resolves the class itself,
+//! the same way.
 
 use std::collections::{HashMap, HashSet};
 
+use crate::api::admission::SYSTEM_PRIORITY_CLASSES;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-
-/// The built-in classes every cluster has, with upstream's values.
-pub const BUILT_IN: [(&str, i32); 2] = [
-    ("system-node-critical", 2_000_001_000),
-    ("system-cluster-critical", 2_000_000_000),
-];
 
 /// The policy of a class that does not say.
 const PREEMPT_LOWER_PRIORITY: &str = "PreemptLowerPriority";
@@ -68,11 +63,11 @@ impl Classes {
         if let Some(c) = self.by_name.get(name) {
             return Some(c.clone());
         }
-        BUILT_IN
+        SYSTEM_PRIORITY_CLASSES
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, value)| Class {
-                value: *value,
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, value, _)| Class {
+                value: i32::try_from(*value).unwrap_or(i32::MAX),
                 global_default: false,
                 preemption_policy: None,
             })
