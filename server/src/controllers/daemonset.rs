@@ -1250,44 +1250,18 @@ impl DaemonSetController {
 
         let (q, sets) = (queue.clone(), caches.daemonsets.clone());
         caches.pods.on_change(Box::new(move |pod: &Pod, _| {
-            let ns = pod.namespace().unwrap_or_default();
-            match controller_of(&pod.metadata) {
-                Some(r) if r.kind == "DaemonSet" => q.add(Key {
-                    namespace: ns,
-                    name: r.name.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    for ds in sets.in_namespace(&ns) {
-                        let sel = LabelMatcher::new(Some(&ds.spec.selector));
-                        if sel.matches(pod.metadata.labels.as_ref()) {
-                            q.add(Key::of(&ds.metadata));
-                        }
-                    }
-                }
-            }
+            driver::queue_controller(&q, &sets, "apps", "DaemonSet", &pod.metadata, |ds| {
+                LabelMatcher::new(Some(&ds.spec.selector)).matches(pod.metadata.labels.as_ref())
+            });
         }));
 
         let (q, sets) = (queue.clone(), caches.daemonsets.clone());
         caches
             .controllerrevisions
             .on_change(Box::new(move |r: &ControllerRevision, _| {
-                let ns = r.namespace().unwrap_or_default();
-                match controller_of(&r.metadata) {
-                    Some(o) if o.kind == "DaemonSet" => q.add(Key {
-                        namespace: ns,
-                        name: o.name.clone(),
-                    }),
-                    Some(_) => {}
-                    None => {
-                        for ds in sets.in_namespace(&ns) {
-                            let sel = LabelMatcher::new(Some(&ds.spec.selector));
-                            if sel.matches(r.metadata.labels.as_ref()) {
-                                q.add(Key::of(&ds.metadata));
-                            }
-                        }
-                    }
-                }
+                driver::queue_controller(&q, &sets, "apps", "DaemonSet", &r.metadata, |ds| {
+                    LabelMatcher::new(Some(&ds.spec.selector)).matches(r.metadata.labels.as_ref())
+                });
             }));
 
         let (q, sets) = (queue.clone(), caches.daemonsets.clone());

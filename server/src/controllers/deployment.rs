@@ -1173,23 +1173,17 @@ impl DeploymentController {
         caches
             .replicasets
             .on_change(Box::new(move |rs: &ReplicaSet, _| {
-                let ns = rs.namespace().unwrap_or_default();
-                match controller_of(&rs.metadata) {
-                    Some(r) if r.kind == "Deployment" => q.add(Key {
-                        namespace: ns,
-                        name: r.name.clone(),
-                    }),
-                    Some(_) => {}
-                    None => {
-                        for d in deployments.in_namespace(&ns) {
-                            if LabelMatcher::new(Some(&d.spec.selector))
-                                .matches(rs.metadata.labels.as_ref())
-                            {
-                                q.add(Key::of(&d.metadata));
-                            }
-                        }
-                    }
-                }
+                driver::queue_controller(
+                    &q,
+                    &deployments,
+                    "apps",
+                    "Deployment",
+                    &rs.metadata,
+                    |d| {
+                        LabelMatcher::new(Some(&d.spec.selector))
+                            .matches(rs.metadata.labels.as_ref())
+                    },
+                );
             }));
         let (q, sets) = (queue.clone(), caches.replicasets.clone());
         caches.pods.on_change(Box::new(move |pod: &Pod, change| {

@@ -846,6 +846,38 @@ impl Key {
     }
 }
 
+/// Queues whoever must look at a dependent that changed: its controller when that is
+/// `group`'s `kind`, or, for an orphan, every object of `owners` in its namespace that
+/// `adopts` accepts (upstream: every controller whose selector matches may adopt it).
+pub fn queue_controller<O>(
+    queue: &Queue<Key>,
+    owners: &Cache<O>,
+    group: &str,
+    kind: &str,
+    dependent: &ObjectMeta,
+    adopts: impl Fn(&O) -> bool,
+) where
+    O: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let namespace = dependent.namespace.clone().unwrap_or_default();
+    match controller_of(dependent) {
+        Some(r) if r.kind == kind && r.api_version.split('/').next() == Some(group) => {
+            queue.add(Key {
+                namespace,
+                name: r.name.clone(),
+            })
+        }
+        Some(_) => {}
+        None => {
+            for owner in owners.in_namespace(&namespace) {
+                if adopts(&owner) {
+                    queue.add(Key::of(owner.meta()));
+                }
+            }
+        }
+    }
+}
+
 /// The owner reference marked `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references

@@ -467,22 +467,10 @@ impl ReplicaSetController {
             }));
         let (q, sets) = (queue.clone(), caches.replicasets.clone());
         caches.pods.on_change(Box::new(move |pod: &Pod, _| {
-            let ns = pod.namespace().unwrap_or_default();
-            match controller_of(&pod.metadata) {
-                Some(r) if r.kind == "ReplicaSet" => q.add(Key {
-                    namespace: ns,
-                    name: r.name.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    for rs in sets.in_namespace(&ns) {
-                        let sel = LabelMatcher::new(Some(&rs.spec).map(|s| &s.selector));
-                        if sel.matches(pod.metadata.labels.as_ref()) {
-                            q.add(Key::of(&rs.metadata));
-                        }
-                    }
-                }
-            }
+            driver::queue_controller(&q, &sets, "apps", "ReplicaSet", &pod.metadata, |rs| {
+                let sel = LabelMatcher::new(Some(&rs.spec).map(|s| &s.selector));
+                sel.matches(pod.metadata.labels.as_ref())
+            });
         }));
     }
 

@@ -1031,26 +1031,11 @@ impl StatefulSetController {
             }));
         let (q, sets) = (queue.clone(), caches.statefulsets.clone());
         caches.pods.on_change(Box::new(move |pod: &Pod, _| {
-            let ns = pod.namespace().unwrap_or_default();
-            match controller_of(&pod.metadata) {
-                Some(r) if r.kind == "StatefulSet" && r.api_version.starts_with("apps/") => {
-                    q.add(Key {
-                        namespace: ns,
-                        name: r.name.clone(),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    for s in sets.in_namespace(&ns) {
-                        if ordinal_of(&s.name_any(), &pod.name_any()).is_some()
-                            && LabelMatcher::new(Some(&s.spec.selector))
-                                .matches(pod.metadata.labels.as_ref())
-                        {
-                            q.add(Key::of(&s.metadata));
-                        }
-                    }
-                }
-            }
+            driver::queue_controller(&q, &sets, "apps", "StatefulSet", &pod.metadata, |s| {
+                ordinal_of(&s.name_any(), &pod.name_any()).is_some()
+                    && LabelMatcher::new(Some(&s.spec.selector))
+                        .matches(pod.metadata.labels.as_ref())
+            });
         }));
         let q = queue.clone();
         caches
