@@ -801,6 +801,30 @@ fn namespace_deletion_empties_it() {
     assert!(terminating(&hold), "{hold:#}");
     let ns = c.get("", &["namespace", "held"]);
     assert_eq!(ns["status"]["phase"], "Terminating", "{ns:#}");
+    // Its conditions say what holds it, in upstream's words.
+    wait_until(SOON, "conditions naming the held ConfigMap", || {
+        let ns = c.get("", &["namespace", "held"]);
+        let said: Vec<String> = ns["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "True")
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c["type"].as_str().unwrap_or(""),
+                    c["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        (said
+            == [
+                "NamespaceContentRemaining: Some resources are remaining: configmaps. has 1 resource instances",
+                "NamespaceFinalizersRemaining: Some content in the namespace has finalizers remaining: e2e.skiff.dev/hold in 1 resource instances",
+            ])
+        .then_some(())
+        .ok_or(format!("{said:#?}"))
+    });
     stays(
         STEADY,
         "the namespace waiting for the held ConfigMap",

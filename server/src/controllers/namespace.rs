@@ -1,15 +1,17 @@
 //! Namespace deletion: once a namespace is marked for deletion, everything in it is
 //! deleted, then the `kubernetes` finalizer is removed and the namespace goes away.
 //!
-//! Objects in it that carry finalizers are only marked for deletion, as a DELETE would
-//! mark them: the namespace waits until whoever owns each finalizer has let it go.
+//! Objects in it that carry finalizers, and pods bound to a node, are only marked for
+//! deletion, as a DELETE would mark them: the namespace waits until whoever owns each
+//! finalizer has let it go and each kubelet has stopped its pods. Meanwhile the
+//! namespace's status conditions say what remains, as upstream's do.
 
 use crate::api::objects::{finalizers, format_time, meta_mut, meta_str};
 use crate::api::Api;
 use crate::registry::RESOURCES;
 use crate::store::{self, WriteOp};
-use serde_json::Value;
-use std::collections::BTreeSet;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +65,7 @@ pub enum Content {
 
 /// Decides about one object left in a dying namespace.
 pub fn content(obj: &Value) -> Content {
-    if finalizers(obj).is_empty() {
+    if finalizers(obj).is_empty() && grace_of(obj).is_none() {
         Content::Delete
     } else if meta_str(obj, "deletionTimestamp").is_empty() {
         Content::Mark
@@ -72,13 +74,178 @@ pub fn content(obj: &Value) -> Content {
     }
 }
 
-/// `obj` marked for deletion now, with no grace period.
+/// The grace period of a pod bound to a node (its kubelet finishes the deletion), as a
+/// DELETE would give it; `None` for anything else.
+fn grace_of(obj: &Value) -> Option<i64> {
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    (obj["kind"] == "Pod" && obj["apiVersion"] == "v1" && bound).then(|| {
+        obj.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    })
+}
+
+/// `obj` marked for deletion now, with its grace period (none but a pod's).
 fn marked(obj: &Value, now: jiff::Timestamp) -> Value {
+    let grace = grace_of(obj).unwrap_or(0);
     let mut obj = obj.clone();
     let m = meta_mut(&mut obj);
-    m.insert("deletionTimestamp".into(), format_time(now).into());
-    m.insert("deletionGracePeriodSeconds".into(), 0.into());
+    let when = now + jiff::SignedDuration::from_secs(grace);
+    m.insert("deletionTimestamp".into(), format_time(when).into());
+    m.insert("deletionGracePeriodSeconds".into(), grace.into());
     obj
+}
+
+/// What is left in a dying namespace: objects by resource (`plural.group`) and the
+/// finalizers that hold them, with how many objects each holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Remaining {
+    /// Objects per resource.
+    pub resources: BTreeMap<String, usize>,
+    /// Objects per finalizer.
+    pub finalizers: BTreeMap<String, usize>,
+}
+
+/// The deletion conditions upstream's namespace controller writes, for `left`, keeping
+/// the transition times of those in `old` that did not change.
+pub fn conditions(left: &Remaining, old: &[Value], now: jiff::Timestamp) -> Vec<Value> {
+    let counted = |m: &BTreeMap<String, usize>, sep: &str| -> String {
+        m.iter()
+            .map(|(k, n)| format!("{k}{sep}{n} resource instances"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let content = if left.resources.is_empty() {
+        (
+            "False",
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization".to_string(),
+        )
+    } else {
+        (
+            "True",
+            "SomeResourcesRemain",
+            format!(
+                "Some resources are remaining: {}",
+                counted(&left.resources, " has ")
+            ),
+        )
+    };
+    let finalizers = if left.finalizers.is_empty() {
+        (
+            "False",
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished".to_string(),
+        )
+    } else {
+        (
+            "True",
+            "SomeFinalizersRemain",
+            format!(
+                "Some content in the namespace has finalizers remaining: {}",
+                counted(&left.finalizers, " in ")
+            ),
+        )
+    };
+    let rows = [
+        (
+            "NamespaceDeletionDiscoveryFailure",
+            (
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered".to_string(),
+            ),
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            (
+                "False",
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed".to_string(),
+            ),
+        ),
+        (
+            "NamespaceDeletionContentFailure",
+            (
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".to_string(),
+            ),
+        ),
+        ("NamespaceContentRemaining", content),
+        ("NamespaceFinalizersRemaining", finalizers),
+    ];
+    rows.into_iter()
+        .map(|(kind, (status, reason, message))| {
+            let since = old
+                .iter()
+                .find(|c| c["type"] == kind && c["status"] == status)
+                .and_then(|c| c.get("lastTransitionTime").cloned())
+                .unwrap_or_else(|| format_time(now).into());
+            json!({"type": kind, "status": status, "lastTransitionTime": since,
+                   "reason": reason, "message": message})
+        })
+        .collect()
+}
+
+/// Counts what is left in namespace `ns`.
+fn remaining(api: &Api, ns: &str) -> Remaining {
+    let mut left = Remaining::default();
+    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        for e in api
+            .store
+            .list(&r.prefix(Some(ns)), None, 0, false, &|_| true)
+            .items
+        {
+            *left
+                .resources
+                .entry(format!("{}.{}", r.plural, r.group))
+                .or_default() += 1;
+            if let Ok(obj) = serde_json::from_slice::<Value>(&e.value) {
+                for f in finalizers(&obj) {
+                    *left.finalizers.entry(f).or_default() += 1;
+                }
+            }
+        }
+    }
+    left
+}
+
+/// Writes the deletion conditions of the namespace at `key` (read as `ns` at
+/// `revision`) when they changed. A conflict is left to the next look.
+async fn write_conditions(
+    api: &Api,
+    key: &str,
+    ns: &Value,
+    revision: store::Revision,
+) -> Result<(), store::Error> {
+    let left = remaining(api, meta_str(ns, "name"));
+    let old = ns
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let new = conditions(&left, &old, jiff::Timestamp::now());
+    if new == old {
+        return Ok(());
+    }
+    let mut next = ns.clone();
+    next["status"]["conditions"] = Value::Array(new);
+    match api
+        .store
+        .write(WriteOp::Update {
+            key: key.to_string(),
+            value: next,
+            expected: Some(revision),
+        })
+        .await
+    {
+        Ok(_) | Err(store::Error::Conflict { .. }) | Err(store::Error::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// How often a dying namespace is looked at again.
@@ -132,6 +299,7 @@ async fn step(api: &Api, key: &str) -> Result<bool, store::Error> {
                 }
             }
             tracing::info!(namespace = %name, "deleted the namespace's content");
+            write_conditions(api, key, &ns, entry.revision).await?;
             Ok(true)
         }
         Action::Finalize => {
@@ -257,5 +425,62 @@ mod tests {
         let released =
             json!({"metadata": {"name": "cm", "deletionTimestamp": "x", "finalizers": []}});
         assert_eq!(content(&released), Content::Delete);
+    }
+
+    #[test]
+    fn pods_on_nodes_get_their_grace_period() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                         "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}});
+        assert_eq!(content(&pod), Content::Mark);
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let m = marked(&pod, now);
+        assert_eq!(m["metadata"]["deletionTimestamp"], "2023-11-14T22:13:25Z");
+        assert_eq!(m["metadata"]["deletionGracePeriodSeconds"], 5);
+        assert_eq!(content(&m), Content::Wait);
+        let pending = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                             "spec": {}});
+        assert_eq!(content(&pending), Content::Delete);
+    }
+
+    #[test]
+    fn conditions_say_what_remains() {
+        let t0 = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let left = Remaining {
+            resources: BTreeMap::from([("configmaps.".into(), 1), ("pods.".into(), 2)]),
+            finalizers: BTreeMap::from([("example.com/hold".into(), 1)]),
+        };
+        let first = conditions(&left, &[], t0);
+        let by_type = |cs: &[Value], t: &str| cs.iter().find(|c| c["type"] == t).cloned().unwrap();
+        let c = by_type(&first, "NamespaceContentRemaining");
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], "SomeResourcesRemain");
+        assert_eq!(
+            c["message"],
+            "Some resources are remaining: configmaps. has 1 resource instances, pods. has 2 resource instances"
+        );
+        let f = by_type(&first, "NamespaceFinalizersRemaining");
+        assert_eq!(
+            f["message"],
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+        );
+        // Later, with the pods gone: the unchanged conditions keep their times.
+        let t1 = jiff::Timestamp::from_second(1_700_000_060).unwrap();
+        let fewer = Remaining {
+            resources: BTreeMap::from([("configmaps.".into(), 1)]),
+            ..left
+        };
+        let second = conditions(&fewer, &first, t1);
+        assert_eq!(
+            by_type(&second, "NamespaceFinalizersRemaining")["lastTransitionTime"],
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(second.len(), 5);
+        let empty = conditions(&Remaining::default(), &second, t1);
+        let c = by_type(&empty, "NamespaceContentRemaining");
+        assert_eq!(
+            (&c["status"], &c["reason"]),
+            (&json!("False"), &json!("ContentDeleted"))
+        );
+        assert_eq!(c["lastTransitionTime"], "2023-11-14T22:14:20Z");
     }
 }
