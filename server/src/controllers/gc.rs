@@ -292,6 +292,9 @@ struct Index {
     owners: HashMap<Node, Vec<String>>,
     /// uid → object, for the watched kinds.
     by_uid: HashMap<String, Node>,
+    /// The uids of objects being deleted with the orphan or foreground policy: the only
+    /// owners their dependents' changes concern.
+    propagating: HashSet<String>,
 }
 
 /// Registers the collector's hooks and returns its workers (20, upstream's count).
@@ -351,10 +354,14 @@ impl GarbageCollector {
                 .collect(),
             driver::Change::Deleted => Vec::new(),
         };
+        let propagating = has_finalizer(meta, ORPHAN) || has_finalizer(meta, FOREGROUND);
+        let deleting = propagating && meta.deletion_timestamp.is_some();
         let mut wake: Vec<Node> = Vec::new();
+        let refs_changed;
         {
             let mut ix = self.lock();
             let before = ix.owners.remove(&node).unwrap_or_default();
+            refs_changed = before != now;
             for o in &before {
                 if let Some(set) = ix.dependents.get_mut(o) {
                     set.remove(&node);
@@ -369,8 +376,14 @@ impl GarbageCollector {
                     .or_default()
                     .insert(node.clone());
             }
-            // Owners waiting on this object's references look again.
+            // Owners orphaning or deleting in the foreground wait on this object's
+            // references: they look again. Other owners do not care (looking at every
+            // owner on each change of each dependent would cost the owner's whole
+            // dependent list per pod update).
             for o in before.iter().chain(now.iter()) {
+                if !ix.propagating.contains(o) {
+                    continue;
+                }
                 if let Some(n) = ix.by_uid.get(o) {
                     wake.push(n.clone());
                 }
@@ -381,8 +394,14 @@ impl GarbageCollector {
                         ix.owners.insert(node.clone(), now.clone());
                     }
                     ix.by_uid.insert(uid.clone(), node.clone());
+                    if deleting {
+                        ix.propagating.insert(uid.clone());
+                    } else {
+                        ix.propagating.remove(&uid);
+                    }
                 }
                 driver::Change::Deleted => {
+                    ix.propagating.remove(&uid);
                     if ix.by_uid.get(&uid) == Some(&node) {
                         ix.by_uid.remove(&uid);
                     }
@@ -391,10 +410,9 @@ impl GarbageCollector {
                 }
             }
         }
-        let propagating = has_finalizer(meta, ORPHAN) || has_finalizer(meta, FOREGROUND);
-        if change == driver::Change::Applied
-            && (!now.is_empty() || propagating && meta.deletion_timestamp.is_some())
-        {
+        // An object looks at its owners when it names new ones (they may be gone
+        // already); its owners' own changes wake it otherwise.
+        if change == driver::Change::Applied && (!now.is_empty() && refs_changed || deleting) {
             queue.add(node);
         }
         for n in wake {
@@ -516,8 +534,14 @@ impl GarbageCollector {
             return Ok(Next::Done);
         };
         let uid = meta.uid.clone().unwrap_or_default();
-        // As an owner being deleted with a propagation policy.
-        let deps = self.dependents_of(&uid);
+        // As an owner being deleted with a propagation policy. Its dependents are only
+        // looked up when it is being deleted (or, below, when an owner of its own waits
+        // on it): the list is as long as a 10,000-replica ReplicaSet's.
+        let deps = if meta.deletion_timestamp.is_some() {
+            self.dependents_of(&uid)
+        } else {
+            Vec::new()
+        };
         let metas: Vec<ObjectMeta> = deps.iter().map(|(_, m)| m.clone()).collect();
         for action in owner(&meta, &metas) {
             match action {
@@ -573,6 +597,14 @@ impl GarbageCollector {
             states.push(self.owner_state(&node.namespace, r).await?);
         }
         let owners: Vec<(&OwnerReference, OwnerState)> = refs.iter().zip(states).collect();
+        let metas = if metas.is_empty() && owners.iter().any(|(_, s)| *s == OwnerState::Waiting) {
+            self.dependents_of(&uid)
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect()
+        } else {
+            metas
+        };
         match dependent(&meta, &owners, &metas) {
             DependentAction::Keep => {}
             DependentAction::DropRefs(uids) => {
