@@ -45,7 +45,7 @@ struct Args {
     /// Scale suite: simulated nodes.
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
-    /// Scale suite: bare pods created at once to measure scheduling.
+    /// Scale suite: bare pods in each of the two scheduling runs (while creating, and as a backlog)
     #[arg(long, default_value_t = 10_000)]
     sched_pods: usize,
     /// Scale suite: replicas of the large Deployment.
@@ -188,7 +188,12 @@ impl Conn {
             .header("accept", "application/json");
         let body = match body {
             Some(b) => {
-                req = req.header("content-type", "application/json");
+                let content_type = if method == "PATCH" {
+                    "application/merge-patch+json"
+                } else {
+                    "application/json"
+                };
+                req = req.header("content-type", content_type);
                 Full::new(Bytes::from(b.to_string()))
             }
             None => Full::new(Bytes::new()),

@@ -24,7 +24,7 @@ pub struct Plan<'a> {
     pub port: u16,
     /// Simulated nodes.
     pub nodes: usize,
-    /// Bare pods created at once to measure the scheduler.
+    /// Bare pods in each of the two scheduling runs (while creating, and as a backlog).
     pub sched_pods: usize,
     /// Replicas of the large Deployment.
     pub replicas: usize,
@@ -34,10 +34,12 @@ pub struct Plan<'a> {
     pub clients: usize,
 }
 
-/// When each pod was first seen created, bound and Ready, from one watch.
+/// When each pod was first seen created, found unschedulable, bound and Ready, from
+/// one watch.
 #[derive(Default)]
 struct Seen {
     created: HashMap<String, Instant>,
+    unschedulable: HashMap<String, Instant>,
     bound: HashMap<String, Instant>,
     ready: HashMap<String, Instant>,
 }
@@ -121,14 +123,17 @@ async fn follow_pods(t: &Target, rv: &str, seen: Arc<Mutex<Seen>>) -> Result<()>
             {
                 s.bound.entry(name.to_string()).or_insert(now);
             }
-            let ready = pod
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
+            let conditions = pod.pointer("/status/conditions").and_then(Value::as_array);
+            let has = |kind: &str, status: &str| {
+                conditions.is_some_and(|cs| {
                     cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                });
-            if ready {
+                        .any(|c| c["type"] == kind && c["status"] == status)
+                })
+            };
+            if has("PodScheduled", "False") {
+                s.unschedulable.entry(name.to_string()).or_insert(now);
+            }
+            if has("Ready", "True") {
                 s.ready.entry(name.to_string()).or_insert(now);
             }
         }
@@ -157,6 +162,22 @@ fn times(m: &HashMap<String, Instant>, prefix: &str) -> Vec<Instant> {
         .collect();
     v.sort();
     v
+}
+
+/// Waits until `n` pods named `prefix…` are bound; answers their bind times, sorted.
+async fn wait_bound(seen: &Mutex<Seen>, prefix: &str, n: usize) -> Result<Vec<Instant>> {
+    let bound = || {
+        seen.lock()
+            .map(|s| times(&s.bound, prefix))
+            .unwrap_or_default()
+    };
+    wait_for(
+        &format!("every {prefix} pod bound"),
+        Duration::from_secs(300),
+        || bound().len() >= n,
+    )
+    .await?;
+    Ok(bound())
 }
 
 async fn post(c: &mut Conn, path: &str, body: &Value) -> Result<()> {
@@ -192,6 +213,75 @@ async fn ready_nodes(c: &mut Conn) -> Result<usize> {
                 .count()
         })
         .unwrap_or(0))
+}
+
+/// The names of the nodes.
+async fn node_names(c: &mut Conn) -> Result<Vec<String>> {
+    let (code, body) = c.call("GET", "/api/v1/nodes", None).await?;
+    if code != 200 {
+        bail!("listing nodes answered {code}");
+    }
+    let v: Value = serde_json::from_slice(&body)?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
+        .map(String::from)
+        .collect())
+}
+
+/// Cordons (or uncordons) every node in `names`, `clients` at a time.
+async fn set_unschedulable(t: &Target, names: &[String], on: bool, clients: usize) -> Result<()> {
+    let per = names.len().div_ceil(clients.max(1)).max(1);
+    let mut tasks = Vec::new();
+    for chunk in names.chunks(per) {
+        let (t, chunk) = (t.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(&t).await?;
+            for name in chunk {
+                let patch = json!({"spec": {"unschedulable": on}});
+                let (code, body) = c
+                    .call("PATCH", &format!("/api/v1/nodes/{name}"), Some(&patch))
+                    .await?;
+                if code != 200 {
+                    bail!(
+                        "patching node {name} answered {code}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Creates `per * clients` bare pods named `<prefix><client>-<i>`, `clients` at a time.
+async fn create_pods(t: &Target, prefix: &str, per: usize, clients: usize) -> Result<()> {
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let (t, prefix) = (t.clone(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(&t).await?;
+            for i in 0..per {
+                post(
+                    &mut c,
+                    "/api/v1/namespaces/sched/pods",
+                    &bare_pod("sched", &format!("{prefix}{w}-{i}")),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
 
 async fn deployment_ready(c: &mut Conn, name: &str) -> Result<u64> {
@@ -268,47 +358,46 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
             .unwrap_or(0)
     };
 
-    // Scheduling throughput: bare pods created as fast as the clients can.
+    // Scheduling while creating: bare pods created as fast as the clients can.
     let create_start = Instant::now();
     let per = plan.sched_pods.div_ceil(plan.clients);
-    let mut tasks = Vec::new();
-    for w in 0..plan.clients {
-        let t = t.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = Conn::open(&t).await?;
-            for i in 0..per {
-                post(
-                    &mut c,
-                    "/api/v1/namespaces/sched/pods",
-                    &bare_pod("sched", &format!("sched-{w}-{i}")),
-                )
-                .await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    create_pods(&t, "sched-", per, plan.clients).await?;
     let created_in = create_start.elapsed();
     let n = per * plan.clients;
-    wait_for("every bare pod bound", Duration::from_secs(300), || {
-        count(|s| &s.bound, "sched-") >= n
-    })
-    .await?;
-    let bound = seen
-        .lock()
-        .map(|s| times(&s.bound, "sched-"))
-        .unwrap_or_default();
+    let bound = wait_bound(&seen, "sched-", n).await?;
     let (first, last) = (bound[0], bound[bound.len() - 1]);
     let window = last.duration_since(first).as_secs_f64().max(1e-3);
     let overall = last.duration_since(create_start).as_secs_f64();
     println!(
-        "scheduling: {n} pods created in {:.1} s ({:.0}/s); bound at {:.0} pods/s from first to last bind, {:.0} pods/s from the first create (goal >= 1000 pods/s)",
+        "scheduling while creating: {n} pods created in {:.1} s ({:.0}/s); bound at {:.0} pods/s from first to last bind, {:.0} pods/s from the first create",
         created_in.as_secs_f64(),
         n as f64 / created_in.as_secs_f64(),
         n as f64 / window,
         n as f64 / overall
+    );
+
+    // Scheduling a backlog: pods created while every node is cordoned (the scheduler
+    // finds them unschedulable, and retries them with upstream's back-off), then all
+    // nodes uncordoned at once: no create competes with the binds.
+    let names = node_names(&mut c).await?;
+    set_unschedulable(&t, &names, true, plan.clients).await?;
+    create_pods(&t, "backlog-", per, plan.clients).await?;
+    wait_for(
+        "every backlog pod found unschedulable",
+        Duration::from_secs(300),
+        || count(|s| &s.unschedulable, "backlog-") >= n,
+    )
+    .await?;
+    let release = Instant::now();
+    set_unschedulable(&t, &names, false, plan.clients).await?;
+    let uncordoned_in = release.elapsed();
+    let bound = wait_bound(&seen, "backlog-", n).await?;
+    let last = bound[bound.len() - 1].duration_since(release).as_secs_f64();
+    println!(
+        "scheduling a backlog: {n} pending pods on {} nodes bound {last:.2} s after the uncordon began ({:.2} s to uncordon them all): {:.0} pods/s (goal >= 1000 pods/s)",
+        names.len(),
+        uncordoned_in.as_secs_f64(),
+        n as f64 / last
     );
 
     // The large Deployment.
@@ -357,7 +446,7 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
     );
 
     // Fill to the steady size with a second Deployment.
-    let rest = plan.total_pods.saturating_sub(n + plan.replicas);
+    let rest = plan.total_pods.saturating_sub(2 * n + plan.replicas);
     if rest > 0 {
         post(
             &mut c,
@@ -373,7 +462,7 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let total = n + plan.replicas + rest;
+    let total = 2 * n + plan.replicas + rest;
     // Let the controllers and the simulator go quiet.
     tokio::time::sleep(Duration::from_secs(10)).await;
     println!(
