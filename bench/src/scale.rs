@@ -191,41 +191,39 @@ async fn post(c: &mut Conn, path: &str, body: &Value) -> Result<()> {
     Ok(())
 }
 
-async fn ready_nodes(c: &mut Conn) -> Result<usize> {
+/// The nodes, as listed.
+async fn nodes(c: &mut Conn) -> Result<Vec<Value>> {
     let (code, body) = c.call("GET", "/api/v1/nodes", None).await?;
     if code != 200 {
         bail!("listing nodes answered {code}");
     }
-    let v: Value = serde_json::from_slice(&body)?;
-    Ok(v["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter(|n| {
-                    n.pointer("/status/conditions")
-                        .and_then(Value::as_array)
-                        .is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        })
+    let mut v: Value = serde_json::from_slice(&body)?;
+    Ok(match v["items"].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    })
+}
+
+async fn ready_nodes(c: &mut Conn) -> Result<usize> {
+    Ok(nodes(c)
+        .await?
+        .iter()
+        .filter(|n| {
+            n.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
                 })
-                .count()
         })
-        .unwrap_or(0))
+        .count())
 }
 
 /// The names of the nodes.
 async fn node_names(c: &mut Conn) -> Result<Vec<String>> {
-    let (code, body) = c.call("GET", "/api/v1/nodes", None).await?;
-    if code != 200 {
-        bail!("listing nodes answered {code}");
-    }
-    let v: Value = serde_json::from_slice(&body)?;
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(nodes(c)
+        .await?
+        .iter()
         .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
         .map(String::from)
         .collect())

@@ -1115,58 +1115,34 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> ApiResult<Re
             if let Some(f) = propagation_finalizer {
                 set_propagation_finalizer(&mut new, f);
             }
-            if !meta_str(&obj, "deletionTimestamp").is_empty() {
+            let again = !meta_str(&obj, "deletionTimestamp").is_empty();
+            let grace = if again {
                 // Deleting again: only a shorter grace period or another propagation
                 // policy changes anything, as upstream.
                 let current = obj
                     .pointer("/metadata/deletionGracePeriodSeconds")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
-                let shorter = opts.grace.filter(|g| *g < current);
-                if let Some(grace) = shorter {
-                    let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-                    let m = meta_mut(&mut new);
-                    m.insert(
-                        "deletionTimestamp".into(),
-                        objects::format_time(when).into(),
-                    );
-                    m.insert("deletionGracePeriodSeconds".into(), grace.into());
-                }
-                if new == obj || opts.dry_run {
-                    return Ok(Reply::raw(200, entry.value));
-                }
-                match api
-                    .store
-                    .write(WriteOp::Update {
-                        key: key.clone(),
-                        value: new,
-                        expected: Some(entry.revision),
-                    })
-                    .await
-                {
-                    Ok(e) => return Ok(Reply::raw(200, e.value)),
-                    Err(store::Error::Conflict { .. } | store::Error::NotFound) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let grace = if graceful {
-                opts.grace
-                    .or_else(|| {
-                        obj.pointer("/spec/terminationGracePeriodSeconds")
-                            .and_then(Value::as_i64)
-                    })
-                    .unwrap_or(30)
+                opts.grace.filter(|g| *g < current)
+            } else if graceful {
+                Some(
+                    opts.grace
+                        .or_else(|| {
+                            obj.pointer("/spec/terminationGracePeriodSeconds")
+                                .and_then(Value::as_i64)
+                        })
+                        .unwrap_or(30),
+                )
             } else {
-                0
+                Some(0)
             };
-            let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            let m = meta_mut(&mut new);
-            m.insert(
-                "deletionTimestamp".into(),
-                objects::format_time(when).into(),
-            );
-            m.insert("deletionGracePeriodSeconds".into(), grace.into());
-            if r.kind == "Namespace" && r.group.is_empty() {
+            if let Some(grace) = grace {
+                objects::mark_deleted(&mut new, grace, jiff::Timestamp::now());
+            }
+            if again && (new == obj || opts.dry_run) {
+                return Ok(Reply::raw(200, entry.value));
+            }
+            if !again && r.kind == "Namespace" && r.group.is_empty() {
                 new["status"]["phase"] = "Terminating".into();
             }
             if opts.dry_run {

@@ -49,6 +49,15 @@ pub fn format_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Marks `obj` for deletion `grace` seconds after `now` (`deletionTimestamp` and
+/// `deletionGracePeriodSeconds`).
+pub fn mark_deleted(obj: &mut Value, grace: i64, now: jiff::Timestamp) {
+    let when = now + jiff::SignedDuration::from_secs(grace);
+    let m = meta_mut(obj);
+    m.insert("deletionTimestamp".into(), format_time(when).into());
+    m.insert("deletionGracePeriodSeconds".into(), grace.into());
+}
+
 /// The object without the fields that change on every write, for "did anything change".
 pub fn without_volatile(obj: &Value) -> Value {
     let mut v = obj.clone();

@@ -182,6 +182,25 @@ impl KubeEffects {
         KubeEffects { client, manager }
     }
 
+    /// Deletes with `dp`, preconditioned on `uid` when given.
+    fn delete_with<'a>(
+        &'a self,
+        kind: &'a Kind,
+        namespace: &'a str,
+        name: &'a str,
+        uid: Option<&'a str>,
+        mut dp: DeleteParams,
+    ) -> Call<'a, ()> {
+        dp.preconditions = uid.map(|u| Preconditions {
+            uid: Some(u.into()),
+            resource_version: None,
+        });
+        Box::pin(async move {
+            self.api(kind, namespace).delete(name, &dp).await?;
+            Ok(())
+        })
+    }
+
     fn api(&self, kind: &Kind, namespace: &str) -> Api<DynamicObject> {
         if kind.namespaced {
             Api::namespaced_with(self.client.clone(), namespace, &kind.resource)
@@ -262,18 +281,11 @@ impl Effects for KubeEffects {
         uid: Option<&'a str>,
         propagation: Option<PropagationPolicy>,
     ) -> Call<'a, ()> {
-        Box::pin(async move {
-            let dp = DeleteParams {
-                propagation_policy: propagation,
-                preconditions: uid.map(|u| Preconditions {
-                    uid: Some(u.into()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            self.api(kind, namespace).delete(name, &dp).await?;
-            Ok(())
-        })
+        let dp = DeleteParams {
+            propagation_policy: propagation,
+            ..Default::default()
+        };
+        self.delete_with(kind, namespace, name, uid, dp)
     }
 
     fn delete_now<'a>(
@@ -283,18 +295,11 @@ impl Effects for KubeEffects {
         name: &'a str,
         uid: Option<&'a str>,
     ) -> Call<'a, ()> {
-        Box::pin(async move {
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: uid.map(|u| Preconditions {
-                    uid: Some(u.into()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            self.api(kind, namespace).delete(name, &dp).await?;
-            Ok(())
-        })
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        self.delete_with(kind, namespace, name, uid, dp)
     }
 
     fn get<'a>(

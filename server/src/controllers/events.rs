@@ -223,8 +223,10 @@ impl Recorder {
         let (id, message, previous, count) = {
             let mut mem = self.lock_memory();
             let (id, message) = mem.aggregate(id, now);
-            let previous = mem.seen.get(&id).and_then(|s| s.name.clone());
-            let count = mem.seen.get(&id).map_or(1, |s| s.count.saturating_add(1));
+            let (previous, count) = match mem.seen.get(&id) {
+                Some(s) => (s.name.clone(), s.count.saturating_add(1)),
+                None => (None, 1),
+            };
             if !mem.allow(spam_key, now) {
                 mem.remember(
                     id.clone(),

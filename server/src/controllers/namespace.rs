@@ -6,7 +6,7 @@
 //! finalizer has let it go and each kubelet has stopped its pods. Meanwhile the
 //! namespace's status conditions say what remains, as upstream's do.
 
-use crate::api::objects::{finalizers, format_time, meta_mut, meta_str};
+use crate::api::objects::{finalizers, format_time, mark_deleted, meta_str};
 use crate::api::Api;
 use crate::registry::RESOURCES;
 use crate::store::{self, WriteOp};
@@ -92,10 +92,7 @@ fn grace_of(obj: &Value) -> Option<i64> {
 fn marked(obj: &Value, now: jiff::Timestamp) -> Value {
     let grace = grace_of(obj).unwrap_or(0);
     let mut obj = obj.clone();
-    let m = meta_mut(&mut obj);
-    let when = now + jiff::SignedDuration::from_secs(grace);
-    m.insert("deletionTimestamp".into(), format_time(when).into());
-    m.insert("deletionGracePeriodSeconds".into(), grace.into());
+    mark_deleted(&mut obj, grace, now);
     obj
 }
 
@@ -234,15 +231,21 @@ async fn write_conditions(
     }
     let mut next = ns.clone();
     next["status"]["conditions"] = Value::Array(new);
-    match api
-        .store
-        .write(WriteOp::Update {
+    write(
+        api,
+        WriteOp::Update {
             key: key.to_string(),
             value: next,
             expected: Some(revision),
-        })
-        .await
-    {
+        },
+    )
+    .await
+}
+
+/// Writes `op`, preconditioned on what was read. An object changed or gone meanwhile is
+/// left to the next look, which starts from what it is then.
+async fn write(api: &Api, op: WriteOp) -> Result<(), store::Error> {
+    match api.store.write(op).await {
         Ok(_) | Err(store::Error::Conflict { .. }) | Err(store::Error::NotFound) => Ok(()),
         Err(e) => Err(e),
     }
@@ -290,12 +293,7 @@ async fn step(api: &Api, key: &str) -> Result<bool, store::Error> {
                         },
                         Content::Wait => continue,
                     };
-                    match api.store.write(op).await {
-                        Ok(_)
-                        | Err(store::Error::NotFound)
-                        | Err(store::Error::Conflict { .. }) => {}
-                        Err(err) => return Err(err),
-                    }
+                    write(api, op).await?;
                 }
             }
             tracing::info!(namespace = %name, "deleted the namespace's content");
@@ -317,12 +315,8 @@ async fn step(api: &Api, key: &str) -> Result<bool, store::Error> {
                     expected: Some(entry.revision),
                 }
             };
-            match api.store.write(op).await {
-                Ok(_) | Err(store::Error::Conflict { .. }) | Err(store::Error::NotFound) => {
-                    Ok(true)
-                }
-                Err(e) => Err(e),
-            }
+            write(api, op).await?;
+            Ok(true)
         }
     }
 }
