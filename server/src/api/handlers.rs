@@ -167,6 +167,11 @@ impl ListQuery {
             && self.fields.matches(r.group, r.kind, obj)
     }
 
+    /// Whether a stored object (its JSON) is selected; reads only what selectors read.
+    pub fn matches_stored(&self, r: &Resource, json: &[u8]) -> bool {
+        !self.filters() || super::selectable::parse(json).is_ok_and(|obj| self.matches(r, &obj))
+    }
+
     /// Whether any selector needs the object decoded.
     pub fn filters(&self) -> bool {
         !self.labels.is_empty() || !self.fields.is_empty()
@@ -229,13 +234,7 @@ pub fn list(api: &Api, t: &Target, q: &ListQuery) -> ApiResult<ListResult> {
                 return false;
             }
         }
-        if !q.filters() {
-            return true;
-        }
-        match serde_json::from_slice::<Value>(&e.value) {
-            Ok(obj) => q.matches(r, &obj),
-            Err(_) => false,
-        }
+        q.matches_stored(r, &e.value)
     };
     let current = api.store.revision();
     if let Some(min) = q.min_revision.or(q.exact_revision) {

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod request;
+pub mod selectable;
 pub mod selectors;
 pub mod status;
 pub mod table;

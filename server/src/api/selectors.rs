@@ -1201,6 +1201,14 @@ fn kind_fields(group: &str, kind: &str) -> Option<(&'static [&'static str], Reje
     })
 }
 
+/// The field labels a kind exposes (every kind has at least name and namespace).
+pub fn selectable_fields(group: &str, kind: &str) -> &'static [&'static str] {
+    match kind_fields(group, kind) {
+        Some((fields, _)) => fields,
+        None => &["metadata.name", "metadata.namespace"],
+    }
+}
+
 fn check_field_label(group: &str, kind: &str, label: &str) -> Result<(), SelectorError> {
     let message = match kind_fields(group, kind) {
         Some((accepted, _)) if accepted.contains(&label) => return Ok(()),

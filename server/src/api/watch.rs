@@ -123,21 +123,19 @@ pub fn start(api: &Api, t: &Target, p: WatchParams) -> ApiResult<mpsc::Receiver<
     };
     tokio::spawn(async move {
         let mut first_row = true;
+        // Most watches send the stored bytes as they are; only a Table needs the object.
         let send_entry = |kind: &str, entry: &Entry, first: &mut bool| -> Option<Bytes> {
-            let obj: Value = serde_json::from_slice(&entry.value).ok()?;
             if let Some(n) = &name_filter {
-                if obj.pointer("/metadata/name").and_then(Value::as_str) != Some(n.as_str()) {
+                if entry.key.rsplit('/').next() != Some(n.as_str()) {
                     return None;
                 }
             }
-            let body = match &p.table {
-                Some(opts) => {
-                    let t = super::table::to_table(r, &[obj], opts, *first, None, None);
-                    *first = false;
-                    t
-                }
-                None => return Some(encode_raw(kind, &entry.value)),
+            let Some(opts) = &p.table else {
+                return Some(encode_raw(kind, &entry.value));
             };
+            let obj: Value = serde_json::from_slice(&entry.value).ok()?;
+            let body = super::table::to_table(r, &[obj], opts, *first, None, None);
+            *first = false;
             Some(encode(kind, &body))
         };
         if p.initial {
@@ -178,14 +176,7 @@ pub fn start(api: &Api, t: &Target, p: WatchParams) -> ApiResult<mpsc::Receiver<
                 Err(_) => return,
             };
             for ev in events {
-                let matches = |e: &Entry| -> bool {
-                    if !p.query.filters() {
-                        return true;
-                    }
-                    serde_json::from_slice::<Value>(&e.value)
-                        .map(|o| p.query.matches(r, &o))
-                        .unwrap_or(false)
-                };
+                let matches = |e: &Entry| p.query.matches_stored(r, &e.value);
                 let now = matches(&ev.entry);
                 let before = ev.prev.as_ref().is_some_and(matches);
                 let kind = match (ev.kind, before, now) {
