@@ -18,7 +18,9 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 /// How long an unschedulable pod waits when nothing in the cluster changes: 2 s, doubling,
-/// at most 60 s.
+/// at most 60 s. These idle retries stand in for a change the scheduler has no event
+/// for; they are not attempts, so they do not lengthen [`backoff`] (upstream parks such
+/// a pod, with its attempts unchanged, until an event or a 5-minute flush).
 pub fn idle_retry(attempts: u32) -> Duration {
     let exp = attempts.clamp(1, 10);
     Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
@@ -37,7 +39,12 @@ struct Entry {
     pod: Arc<Pod>,
     priority: i32,
     state: State,
+    /// Tries that failed, counting neither idle retries nor the one in flight.
     attempts: u32,
+    /// Idle retries since the last real attempt; they space out the next idle retry.
+    idle_rounds: u32,
+    /// The try in flight is an idle retry.
+    idle: bool,
     /// Bumped on every state change; heap items carrying an older one are stale.
     generation: u64,
 }
@@ -70,9 +77,14 @@ impl Queue {
     }
 
     fn activate(&mut self, key: &str) {
+        self.activate_as(key, false);
+    }
+
+    fn activate_as(&mut self, key: &str, idle: bool) {
         let generation = self.bump();
         if let Some(e) = self.entries.get_mut(key) {
             e.state = State::Active;
+            e.idle = idle;
             e.generation = generation;
             self.active
                 .push((e.priority, Reverse(generation), key.to_owned()));
@@ -101,6 +113,8 @@ impl Queue {
                         pod,
                         state: State::Active,
                         attempts: 0,
+                        idle_rounds: 0,
+                        idle: false,
                         generation: 0,
                     },
                 );
@@ -162,8 +176,13 @@ impl Queue {
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
-        e.attempts += 1;
-        let until = now + idle_retry(e.attempts);
+        if e.idle {
+            e.idle_rounds += 1;
+        } else {
+            e.attempts += 1;
+            e.idle_rounds = 0;
+        }
+        let until = now + idle_retry(e.attempts + e.idle_rounds);
         self.unschedulable.insert(key.to_owned());
         self.wait_until(key, until, State::Unschedulable { since: now });
     }
@@ -213,12 +232,15 @@ impl Queue {
             let Some(Reverse((_, _, key))) = self.timers.pop() else {
                 break;
             };
-            let valid = self.entries.get(&key).is_some_and(|e| {
-                e.generation == generation
-                    && matches!(e.state, State::Backoff | State::Unschedulable { .. })
-            });
-            if valid {
-                self.activate(&key);
+            let state = self
+                .entries
+                .get(&key)
+                .filter(|e| e.generation == generation)
+                .map(|e| e.state);
+            match state {
+                Some(State::Backoff) => self.activate(&key),
+                Some(State::Unschedulable { .. }) => self.activate_as(&key, true),
+                _ => {}
             }
         }
     }
@@ -325,6 +347,29 @@ mod tests {
         q.unschedulable("p", t2);
         q.cluster_changed();
         q.promote(t2 + Duration::from_secs(5));
+        assert_eq!(q.pop().unwrap().0, "p");
+    }
+
+    #[test]
+    fn idle_retries_do_not_lengthen_the_back_off_after_a_change() {
+        let t0 = Instant::now();
+        let mut q = Queue::default();
+        q.upsert("p", pod(0), t0);
+        q.pop();
+        q.unschedulable("p", t0);
+        // Idle retries at +2 s, +6 s, +14 s, each spaced further apart...
+        let mut t = t0;
+        for wait in [2, 4, 8] {
+            t += Duration::from_secs(wait);
+            q.promote(t);
+            assert_eq!(q.pop().unwrap().0, "p");
+            q.unschedulable("p", t);
+        }
+        assert_eq!(q.next_wakeup(), Some(t + Duration::from_secs(16)));
+        // ...but a change 1 s after the last one retries it after upstream's 1 s
+        // back-off for one failed attempt, not the 8 s of four.
+        q.cluster_changed();
+        q.promote(t + Duration::from_secs(1));
         assert_eq!(q.pop().unwrap().0, "p");
     }
 
