@@ -197,6 +197,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
                 result = Err(e);
                 cancel.cancel();
             }
+            // Aborted below, once shutting down: not a failure.
+            Err(e) if e.is_cancelled() => {}
             Err(e) => {
                 tracing::error!(error = %e, "component panicked; shutting down");
                 cancel.cancel();
