@@ -682,7 +682,7 @@ pub fn prepare_update(
             .unwrap_or(0);
         meta_mut(&mut new).insert("generation".into(), (generation + 1).into());
     }
-    if objects::without_volatile(old) == objects::without_volatile(&new) {
+    if objects::same_but_volatile(old, &new) {
         return Ok(None);
     }
     Ok(Some(Prepared { obj: new, warnings }))

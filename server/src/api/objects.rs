@@ -58,14 +58,27 @@ pub fn mark_deleted(obj: &mut Value, grace: i64, now: jiff::Timestamp) {
     m.insert("deletionGracePeriodSeconds".into(), grace.into());
 }
 
-/// The object without the fields that change on every write, for "did anything change".
-pub fn without_volatile(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("managedFields");
+/// Whether two objects differ only in the fields that change on every write
+/// (`metadata.resourceVersion`, `metadata.managedFields`): "did anything change".
+/// Compares in place; the objects are not copied.
+pub fn same_but_volatile(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    fn lasting(o: &Map<String, Value>) -> impl Iterator<Item = (&String, &Value)> {
+        o.get("metadata")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !matches!(k.as_str(), "resourceVersion" | "managedFields"))
     }
-    v
+    let meta_b = b.get("metadata").and_then(Value::as_object);
+    a.len() == b.len()
+        && a.contains_key("metadata") == b.contains_key("metadata")
+        && a.iter()
+            .all(|(k, v)| k == "metadata" || b.get(k) == Some(v))
+        && lasting(a).count() == lasting(b).count()
+        && lasting(a).all(|(k, v)| meta_b.and_then(|m| m.get(k)) == Some(v))
 }
 
 /// Paths of fields present in `input` (non-null) but missing from `typed`: what a typed
@@ -135,6 +148,28 @@ mod tests {
             unknown_fields(&input, &typed),
             vec!["spec.replica", "spec.template.spec.containers[0].imagee"]
         );
+    }
+
+    #[test]
+    fn only_volatile_fields_may_differ_for_an_unchanged_object() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "1", "managedFields": []}, "spec": {"a": 1}});
+        let same = json!({"spec": {"a": 1}, "metadata": {"resourceVersion": "2", "name": "x"}});
+        assert!(same_but_volatile(&a, &same));
+        for other in [
+            json!({"metadata": {"name": "x"}, "spec": {"a": 2}}),
+            json!({"metadata": {"name": "y"}, "spec": {"a": 1}}),
+            json!({"metadata": {"name": "x", "labels": {}}, "spec": {"a": 1}}),
+            json!({"metadata": {"name": "x"}, "spec": {"a": 1}, "status": {}}),
+            json!({"metadata": {"name": "x"}, "status": {"a": 1}}),
+        ] {
+            assert!(!same_but_volatile(&a, &other), "{other}");
+            assert!(!same_but_volatile(&other, &a), "{other}");
+        }
+        let bare = json!({"spec": {}});
+        assert!(!same_but_volatile(
+            &bare,
+            &json!({"metadata": {"resourceVersion": "1"}, "spec": {}})
+        ));
     }
 
     #[test]

@@ -80,6 +80,14 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
     let Some(root) = obj.as_object() else {
         return errs.0;
     };
+    object_meta(child(root, "metadata"), "metadata", &mut errs);
+    // A spec an update leaves as it is was valid when it was stored, and cannot break an
+    // immutability rule: only the metadata is checked then (most updates are of status).
+    // ConfigMaps and Secrets have no spec; their rules read the root.
+    let spec_only = !matches!((group, kind), ("", "ConfigMap" | "Secret"));
+    if spec_only && old.is_some_and(|o| o.get("spec") == obj.get("spec")) {
+        return errs.0;
+    }
     // Upstream defaults stored objects as it reads them, so a field defaulted since
     // `old` was written does not count as a change.
     let old = old.map(|o| {
@@ -88,7 +96,6 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
         o
     });
     let old = old.as_ref().and_then(Value::as_object);
-    object_meta(child(root, "metadata"), "metadata", &mut errs);
     let spec = child(root, "spec");
     let old_spec = old.map(|o| child(o, "spec"));
     match (group, kind) {
