@@ -58,7 +58,9 @@ struct Args {
 
 struct Server {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    skiff: PathBuf,
+    port: u16,
     kubeconfig: PathBuf,
     db: PathBuf,
 }
@@ -72,27 +74,14 @@ impl Drop for Server {
 
 impl Server {
     fn start(skiff: &Path, port: u16) -> Result<Server> {
+        Server::start_with(skiff, port, &[])
+    }
+
+    /// Starts a server on a fresh data dir with `extra` flags.
+    fn start_with(skiff: &Path, port: u16, extra: &[&str]) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig.yaml");
-        let child = Command::new(skiff)
-            .args([
-                "server",
-                "--config",
-                "/dev/null",
-                "--bind-address",
-                "127.0.0.1",
-            ])
-            .arg("--https-listen-port")
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
-            .env("SKIFF_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", skiff.display()))?;
+        let child = spawn_server(skiff, port, dir.path(), &kubeconfig, extra)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !kubeconfig.exists() {
             if Instant::now() > deadline {
@@ -103,10 +92,45 @@ impl Server {
         let db = dir.path().join("data/server/db/state.db");
         Ok(Server {
             child,
-            _dir: dir,
+            dir,
+            skiff: skiff.to_path_buf(),
+            port,
             kubeconfig,
             db,
         })
+    }
+
+    /// Stops the server (SIGTERM, as a service manager does) and starts it again on the
+    /// same data dir with `extra` flags; returns once it answers `/readyz`.
+    async fn restart(&mut self, extra: &[&str]) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM of the server failed: {status}");
+        }
+        self.child.wait()?;
+        self.child = spawn_server(
+            &self.skiff,
+            self.port,
+            self.dir.path(),
+            &self.kubeconfig,
+            extra,
+        )?;
+        let t = target(&self.kubeconfig, self.port)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = Conn::open(&t).await {
+                if matches!(c.call("GET", "/readyz", None).await, Ok((200, _))) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("server did not answer /readyz within 30 s of a restart");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn rss_kib(&self) -> Result<u64> {
@@ -117,6 +141,39 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .context("reading VmRSS")
     }
+}
+
+fn spawn_server(
+    skiff: &Path,
+    port: u16,
+    dir: &Path,
+    kubeconfig: &Path,
+    extra: &[&str],
+) -> Result<Child> {
+    Command::new(skiff)
+        .args([
+            "server",
+            "--config",
+            "/dev/null",
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .arg("--https-listen-port")
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--write-kubeconfig")
+        .arg(kubeconfig)
+        .args(extra)
+        // SKIFF_BENCH_SERVER_LOG sets the server's log filter, to see inside a run.
+        .env(
+            "SKIFF_LOG",
+            std::env::var("SKIFF_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", skiff.display()))
 }
 
 /// What a client needs to talk to the server.
