@@ -8,6 +8,7 @@
 //! - [`watch`]: a kube-rs watcher across a server restart;
 //! - [`python`]: the official Python client (`SKIFF_TEST_PYTHON`);
 //! - [`durability`]: acknowledged writes survive SIGKILL;
+//! - [`deletion`]: graceful deletion rules at the API;
 //! - [`churn`]: the database stays bounded under sustained updates;
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
 //!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`].
@@ -23,6 +24,7 @@ mod bad_input;
 mod churn;
 mod cli;
 mod daemonset;
+mod deletion;
 mod durability;
 mod harness;
 mod jobs;

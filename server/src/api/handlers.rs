@@ -752,10 +752,16 @@ where
         } else {
             None
         };
-        // An object being deleted whose last finalizer is removed goes away now.
+        // An object being deleted whose last finalizer is removed goes away now, unless
+        // it is a pod still in its grace period: its node's delete (grace 0) ends it.
+        let grace = meta(&prepared.obj)
+            .get("deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         let finishing = !meta_str(&prepared.obj, "deletionTimestamp").is_empty()
             && objects::finalizers(&prepared.obj).is_empty()
-            && namespace_finalizers(r, &prepared.obj).is_empty();
+            && namespace_finalizers(r, &prepared.obj).is_empty()
+            && grace == 0;
         if opts.dry_run {
             return Ok(Reply::json(200, &prepared.obj).warnings(prepared.warnings));
         }
