@@ -5,11 +5,15 @@
 //! - `blobs.rs`: blobs under their sha256 digest, written so that a half-written or
 //!   corrupt blob never becomes visible (write aside, verify the digest, sync, rename);
 //! - `import.rs`: OCI image layout tarballs (plain, gzip, zstd) into the blobs, with the
-//!   names their index gives.
+//!   names their index gives;
+//! - `names.rs`: which manifest each normalized image name points at, in one file
+//!   replaced whole.
 
 pub mod blobs;
 pub mod import;
+pub mod names;
 pub mod reference;
 
 pub use blobs::{Blobs, Digest};
+pub use names::Names;
 pub use reference::{canonical, normalize};
