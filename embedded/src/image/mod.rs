@@ -7,12 +7,15 @@
 //! - `import.rs`: OCI image layout tarballs (plain, gzip, zstd) into the blobs, with the
 //!   names their index gives;
 //! - `names.rs`: which manifest each normalized image name points at, in one file
-//!   replaced whole.
+//!   replaced whole;
+//! - `unpack.rs`: a layer into its own directory, OCI whiteouts turned into overlayfs
+//!   ones, so layers serve as overlay lower directories.
 
 pub mod blobs;
 pub mod import;
 pub mod names;
 pub mod reference;
+pub mod unpack;
 
 pub use blobs::{Blobs, Digest};
 pub use names::Names;
