@@ -8,12 +8,14 @@
 //!   names their index gives;
 //! - `names.rs`: which manifest each normalized image name points at, in one file
 //!   replaced whole;
+//! - `platform.rs`: which manifest of a multi-platform image the node runs;
 //! - `unpack.rs`: a layer into its own directory, OCI whiteouts turned into overlayfs
 //!   ones, so layers serve as overlay lower directories.
 
 pub mod blobs;
 pub mod import;
 pub mod names;
+pub mod platform;
 pub mod reference;
 pub mod unpack;
 
