@@ -142,23 +142,11 @@ impl Blobs {
     /// Stores what `content` yields as the blob `expected`, returning its size. The blob
     /// becomes visible only whole and only if it hashes to `expected`; a blob already
     /// stored is not read again.
-    pub fn put(&self, expected: &Digest, mut content: impl Read) -> Result<u64, Error> {
-        let target = self.path(expected);
-        if let Ok(meta) = fs::metadata(&target) {
+    pub fn put(&self, expected: &Digest, content: impl Read) -> Result<u64, Error> {
+        if let Ok(meta) = fs::metadata(self.path(expected)) {
             return Ok(meta.len());
         }
-        let n = INGEST.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .ingest_dir()
-            .join(format!("{}-{n}-{}", std::process::id(), expected.hex()));
-        let written = write_hashed(&temp, &mut content);
-        let (size, actual) = match written {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(e);
-            }
-        };
+        let (temp, size, actual) = self.ingest(content)?;
         if actual != *expected {
             let _ = fs::remove_file(&temp);
             return Err(Error::Mismatch {
@@ -166,8 +154,42 @@ impl Blobs {
                 actual,
             });
         }
-        if let Err(e) = fs::rename(&temp, &target) {
+        self.commit(&temp, expected, size)?;
+        Ok(size)
+    }
+
+    /// Stores what `content` yields under the digest it hashes to (content whose digest
+    /// nothing states yet, such as the layers of a `docker save` tarball).
+    pub fn put_unnamed(&self, content: impl Read) -> Result<(Digest, u64), Error> {
+        let (temp, size, digest) = self.ingest(content)?;
+        if self.contains(&digest) {
             let _ = fs::remove_file(&temp);
+        } else {
+            self.commit(&temp, &digest, size)?;
+        }
+        Ok((digest, size))
+    }
+
+    /// Writes `content` to a new ingest file: its path, size and digest.
+    fn ingest(&self, mut content: impl Read) -> Result<(PathBuf, u64, Digest), Error> {
+        let n = INGEST.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .ingest_dir()
+            .join(format!("{}-{n}", std::process::id()));
+        match write_hashed(&temp, &mut content) {
+            Ok((size, digest)) => Ok((temp, size, digest)),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames a verified ingest file into place, durably.
+    fn commit(&self, temp: &Path, digest: &Digest, size: u64) -> Result<(), Error> {
+        let target = self.path(digest);
+        if let Err(e) = fs::rename(temp, &target) {
+            let _ = fs::remove_file(temp);
             return Err(io_err("storing", &target)(e));
         }
         // The rename itself is made durable by syncing the directory that holds it.
@@ -175,8 +197,8 @@ impl Blobs {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing", &dir))?;
-        tracing::debug!(digest = %expected, size, "blob stored");
-        Ok(size)
+        tracing::debug!(%digest, size, "blob stored");
+        Ok(())
     }
 
     /// Stores `bytes`, returning their digest.

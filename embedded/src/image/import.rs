@@ -1,6 +1,11 @@
-//! Import of image tarballs in the OCI image layout (what `skopeo copy ... oci-archive:`
-//! writes, and what `docker save` writes since Docker 25 beside its `manifest.json`),
-//! plain, gzip or zstd compressed; the compression is read from the file's first bytes.
+//! Import of image tarballs, plain, gzip or zstd compressed (the compression is read
+//! from the file's first bytes), in either layout:
+//!
+//! - the OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`), what
+//!   `skopeo copy ... oci-archive:` writes, and `docker save` since Docker 25;
+//! - the older `docker save` layout: a `manifest.json` naming each image's config
+//!   (`<hex>.json`) and layer tarballs (`<id>/layer.tar`), for which an OCI manifest is
+//!   written here.
 //!
 //! The tarball is read once, as a stream: every blob goes into the [`Blobs`] store
 //! (verified against its digest, so a damaged tarball stores nothing under a wrong
@@ -9,6 +14,7 @@
 
 use super::blobs::{self, Blobs, Digest};
 use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -87,6 +93,9 @@ pub fn import(blobs: &Blobs, path: &Path) -> Result<Vec<Imported>, Error> {
     let mut archive = tar::Archive::new(decompressed(BufReader::new(file)).map_err(read)?);
     let mut index: Option<Vec<u8>> = None;
     let mut has_layout_marker = false;
+    let mut docker_manifest: Option<Vec<u8>> = None;
+    // Files of the docker-save layout, stored under the digest they hash to.
+    let mut loose: HashMap<String, (Digest, u64)> = HashMap::new();
     for entry in archive.entries().map_err(read)? {
         let mut entry = entry.map_err(read)?;
         if !entry.header().entry_type().is_file() {
@@ -100,6 +109,19 @@ pub fn import(blobs: &Blobs, path: &Path) -> Result<Vec<Imported>, Error> {
             index = Some(bytes);
         } else if name == "oci-layout" {
             has_layout_marker = true;
+        } else if name == "manifest.json" {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(read)?;
+            docker_manifest = Some(bytes);
+        } else if is_docker_save_file(&name) {
+            let stored = blobs
+                .put_unnamed(&mut entry)
+                .map_err(|source| Error::Blob {
+                    path: path.to_owned(),
+                    name: name.clone(),
+                    source,
+                })?;
+            loose.insert(name, stored);
         } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
             let digest: Digest = format!("sha256:{hex}")
                 .parse()
@@ -118,9 +140,12 @@ pub fn import(blobs: &Blobs, path: &Path) -> Result<Vec<Imported>, Error> {
         }
     }
     let Some(index) = index.filter(|_| has_layout_marker) else {
-        return Err(layout(
-            "not an OCI image layout (no oci-layout and index.json); save the image as an OCI archive or with Docker 25 or later".into(),
-        ));
+        let Some(manifest) = docker_manifest else {
+            return Err(layout(
+                "not an image tarball: neither an OCI image layout (oci-layout, index.json) nor docker save's (manifest.json)".into(),
+            ));
+        };
+        return from_docker_save(blobs, &manifest, &loose).map_err(layout);
     };
     let index: ImageIndex = serde_json::from_slice(&index)
         .map_err(|e| layout(format!("index.json is not an OCI image index: {e}")))?;
@@ -140,6 +165,78 @@ pub fn import(blobs: &Blobs, path: &Path) -> Result<Vec<Imported>, Error> {
     }
     if out.is_empty() {
         return Err(layout("index.json lists no image".into()));
+    }
+    Ok(out)
+}
+
+/// Whether a file of a docker-save tarball is an image config or a layer.
+fn is_docker_save_file(name: &str) -> bool {
+    (name.ends_with(".json") && !name.contains('/')) || name.ends_with("/layer.tar")
+}
+
+/// Writes an OCI manifest for each image of a docker-save `manifest.json`, whose
+/// configs and layers are in `loose` (by their path in the tarball).
+fn from_docker_save(
+    blobs: &Blobs,
+    manifest: &[u8],
+    loose: &HashMap<String, (Digest, u64)>,
+) -> Result<Vec<Imported>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Saved {
+        config: String,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
+        layers: Vec<String>,
+    }
+    let saved: Vec<Saved> = serde_json::from_slice(manifest)
+        .map_err(|e| format!("manifest.json is not docker save's: {e}"))?;
+    let find = |what: &str, file: &str| {
+        loose
+            .get(file)
+            .cloned()
+            .ok_or_else(|| format!("the image is incomplete: {what} {file} is missing"))
+    };
+    let mut out = Vec::new();
+    for image in saved {
+        let (config, config_size) = find("its config", &image.config)?;
+        let layers = image
+            .layers
+            .iter()
+            .map(|l| {
+                let (d, size) = find("layer", l)?;
+                Ok(
+                    serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": d.to_string(), "size": size}),
+                )
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.to_string(), "size": config_size},
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+        let digest = blobs
+            .put_bytes(&bytes)
+            .map_err(|e| format!("storing the manifest: {e}"))?;
+        let tags = image.repo_tags.unwrap_or_default();
+        let names: Vec<Option<String>> = if tags.is_empty() {
+            vec![None]
+        } else {
+            tags.into_iter().map(Some).collect()
+        };
+        for name in names {
+            out.push(Imported {
+                name,
+                digest: digest.clone(),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err("manifest.json lists no image".into());
     }
     Ok(out)
 }
@@ -293,18 +390,77 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_an_oci_layout_is_refused_plainly() {
+    fn docker_save_tarballs_get_an_oci_manifest() {
+        let layer = b"pretend this is a layer tarball".to_vec();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let config_name = format!("{}.json", Digest::of(&config).hex());
+        let saved = json!([{"Config": config_name, "RepoTags": ["busybox:latest", "busybox:1.36"],
+                            "Layers": ["abc/layer.tar"]}])
+        .to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, bytes).expect("entry");
+        };
+        add("abc/VERSION", b"1.0");
+        add("abc/json", b"{}");
+        add("abc/layer.tar", &layer);
+        add(&config_name, &config);
+        add("manifest.json", saved.as_bytes());
+        add("repositories", b"{}");
         let (dir, blobs) = store();
-        let mut legacy = tar::Builder::new(Vec::new());
+        let file = dir.path().join("saved.tar");
+        std::fs::write(&file, b.into_inner().expect("tar")).expect("write");
+        let images = import(&blobs, &file).expect("import");
+        let names: Vec<_> = images
+            .iter()
+            .map(|i| i.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["busybox:latest", "busybox:1.36"]);
+        assert_eq!(images[0].digest, images[1].digest);
+        let manifest: ImageManifest =
+            serde_json::from_slice(&blobs.read(&images[0].digest).expect("manifest")).expect("oci");
+        assert_eq!(
+            manifest.config().digest().to_string(),
+            Digest::of(&config).to_string()
+        );
+        assert_eq!(
+            manifest.layers()[0].digest().to_string(),
+            Digest::of(&layer).to_string()
+        );
+        assert_eq!(manifest.layers()[0].size(), layer.len() as u64);
+        // The layer, the config and the manifest; not VERSION, json or repositories.
+        assert_eq!(blobs.list().expect("list").len(), 3);
+
+        let missing = json!([{"Config": config_name, "Layers": ["zzz/layer.tar"]}]).to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(missing.len() as u64);
+        b.append_data(&mut h, "manifest.json", missing.as_bytes())
+            .expect("entry");
+        let (_dir2, empty) = store();
+        std::fs::write(&file, b.into_inner().expect("tar")).expect("write");
+        let err = import(&empty, &file).unwrap_err().to_string();
+        assert!(err.contains("is incomplete: its config"), "{err}");
+    }
+
+    #[test]
+    fn what_is_not_an_image_tarball_is_refused_plainly() {
+        let (dir, blobs) = store();
+        let mut other = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(2);
-        legacy
-            .append_data(&mut h, "manifest.json", &b"[]"[..])
+        other
+            .append_data(&mut h, "notes.txt", &b"hi"[..])
             .expect("entry");
-        let file = dir.path().join("legacy.tar");
-        std::fs::write(&file, legacy.into_inner().expect("tar")).expect("write");
+        let file = dir.path().join("other.tar");
+        std::fs::write(&file, other.into_inner().expect("tar")).expect("write");
         let err = import(&blobs, &file).unwrap_err().to_string();
-        assert!(err.contains("not an OCI image layout"), "{err}");
+        assert!(err.contains("not an image tarball"), "{err}");
         let missing = import(&blobs, &dir.path().join("nope.tar"))
             .unwrap_err()
             .to_string();

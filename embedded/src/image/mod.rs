@@ -4,8 +4,8 @@
 //!   `docker.io/library/busybox:latest`);
 //! - `blobs.rs`: blobs under their sha256 digest, written so that a half-written or
 //!   corrupt blob never becomes visible (write aside, verify the digest, sync, rename);
-//! - `import.rs`: OCI image layout tarballs (plain, gzip, zstd) into the blobs, with the
-//!   names their index gives;
+//! - `import.rs`: image tarballs (OCI layout or docker save's, plain, gzip or zstd)
+//!   into the blobs, with the names they give;
 //! - `names.rs`: which manifest each normalized image name points at, in one file
 //!   replaced whole;
 //! - `platform.rs`: which manifest of a multi-platform image the node runs;
