@@ -13,10 +13,11 @@
 //! references is missing is refused, so a name never points at a partial image.
 
 use super::blobs::{self, Blobs, Digest};
+use super::decompressed;
 use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// containerd's annotation with an image's full name (what `ctr` and K3s read).
@@ -56,8 +57,8 @@ pub enum Error {
         #[source]
         source: blobs::Error,
     },
-    /// The tarball is not an OCI image layout, or its index or a manifest is malformed
-    /// or incomplete.
+    /// The tarball is neither image layout, or its index or a manifest is malformed or
+    /// incomplete.
     #[error("importing {}: {message}", path.display())]
     Layout {
         /// The tarball.
@@ -65,18 +66,6 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-}
-
-/// The compression of a stream, from its magic bytes.
-fn decompressed<'a>(mut input: impl BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let head = input.fill_buf()?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(input))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
-    } else {
-        Box::new(input)
-    })
 }
 
 /// Imports the tarball at `path` into `blobs`, returning the images it holds.
@@ -103,40 +92,28 @@ pub fn import(blobs: &Blobs, path: &Path) -> Result<Vec<Imported>, Error> {
         }
         let name = entry.path().map_err(read)?.to_string_lossy().into_owned();
         let name = name.trim_start_matches("./").to_owned();
-        if name == "index.json" {
+        let blob_err = |source| Error::Blob {
+            path: path.to_owned(),
+            name: name.clone(),
+            source,
+        };
+        let mut whole = || -> Result<Vec<u8>, Error> {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).map_err(read)?;
-            index = Some(bytes);
+            Ok(bytes)
+        };
+        if name == "index.json" {
+            index = Some(whole()?);
         } else if name == "oci-layout" {
             has_layout_marker = true;
         } else if name == "manifest.json" {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(read)?;
-            docker_manifest = Some(bytes);
+            docker_manifest = Some(whole()?);
         } else if is_docker_save_file(&name) {
-            let stored = blobs
-                .put_unnamed(&mut entry)
-                .map_err(|source| Error::Blob {
-                    path: path.to_owned(),
-                    name: name.clone(),
-                    source,
-                })?;
+            let stored = blobs.put_unnamed(&mut entry).map_err(blob_err)?;
             loose.insert(name, stored);
         } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
-            let digest: Digest = format!("sha256:{hex}")
-                .parse()
-                .map_err(|source| Error::Blob {
-                    path: path.to_owned(),
-                    name: name.clone(),
-                    source,
-                })?;
-            blobs
-                .put(&digest, &mut entry)
-                .map_err(|source| Error::Blob {
-                    path: path.to_owned(),
-                    name: name.clone(),
-                    source,
-                })?;
+            let digest: Digest = format!("sha256:{hex}").parse().map_err(blob_err)?;
+            blobs.put(&digest, &mut entry).map_err(blob_err)?;
         }
     }
     let Some(index) = index.filter(|_| has_layout_marker) else {

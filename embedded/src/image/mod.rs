@@ -22,3 +22,18 @@ pub mod unpack;
 pub use blobs::{Blobs, Digest};
 pub use names::Names;
 pub use reference::{canonical, normalize};
+
+use std::io::{self, BufRead, Read};
+
+/// A tarball stream as it reads uncompressed: gzip and zstd are told by their magic
+/// bytes (image tarballs and layers both come either way), anything else is plain.
+fn decompressed<'a>(mut input: impl BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let head = input.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
+    } else {
+        Box::new(input)
+    })
+}

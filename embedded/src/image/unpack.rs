@@ -7,9 +7,10 @@
 //! directory. Both need root, as the runtime does. Entries that would land outside the
 //! directory (absolute paths, `..`) are refused.
 
+use super::decompressed;
 use rustix::fs::{mknodat, setxattr, FileType, Mode, XattrFlags, CWD};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 /// The whiteout prefix.
@@ -39,17 +40,6 @@ pub enum Error {
         /// The entry's path.
         path: String,
     },
-}
-
-fn decompressed<'a>(mut input: impl BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let head = input.fill_buf()?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(input))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
-    } else {
-        Box::new(input)
-    })
 }
 
 /// A relative path made only of normal components, or `None`.
