@@ -121,14 +121,7 @@ async fn follow_pods(t: &Target, rv: &str, seen: Arc<Mutex<Seen>>) -> Result<()>
             {
                 s.bound.entry(name.to_string()).or_insert(now);
             }
-            let conditions = pod.pointer("/status/conditions").and_then(Value::as_array);
-            let has = |kind: &str, status: &str| {
-                conditions.is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == kind && c["status"] == status)
-                })
-            };
-            if has("Ready", "True") {
+            if is_ready(pod) {
                 s.ready.entry(name.to_string()).or_insert(now);
             }
         }
@@ -203,32 +196,25 @@ async fn post(c: &mut Conn, path: &str, body: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The nodes, as listed.
-async fn nodes(c: &mut Conn) -> Result<Vec<Value>> {
+/// Whether a pod or node has the condition Ready=True.
+fn is_ready(obj: &Value) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+async fn ready_nodes(c: &mut Conn) -> Result<usize> {
     let (code, body) = c.call("GET", "/api/v1/nodes", None).await?;
     if code != 200 {
         bail!("listing nodes answered {code}");
     }
-    let mut v: Value = serde_json::from_slice(&body)?;
-    Ok(match v["items"].take() {
-        Value::Array(items) => items,
-        _ => Vec::new(),
-    })
-}
-
-async fn ready_nodes(c: &mut Conn) -> Result<usize> {
-    Ok(nodes(c)
-        .await?
-        .iter()
-        .filter(|n| {
-            n.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        })
-        .count())
+    let v: Value = serde_json::from_slice(&body)?;
+    Ok(v["items"]
+        .as_array()
+        .map_or(0, |items| items.iter().filter(|n| is_ready(n)).count()))
 }
 
 /// Creates `per * clients` bare pods named `<prefix><client>-<i>`, `clients` at a time.
