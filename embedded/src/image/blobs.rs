@@ -33,6 +33,14 @@ impl Digest {
     pub fn hex(&self) -> &str {
         &self.hex
     }
+
+    /// The digest a sha256 hasher has computed (for callers hashing a stream as it
+    /// passes, such as a layer's uncompressed content).
+    pub(crate) fn from_hasher(hasher: Sha256) -> Digest {
+        Digest {
+            hex: hex::encode(hasher.finalize()),
+        }
+    }
 }
 
 impl fmt::Display for Digest {
@@ -112,10 +120,20 @@ impl Blobs {
     /// Opens (creating if needed) the store at `root`, and removes what a crash may have
     /// left half-written in its ingest directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Blobs, Error> {
+        Blobs::open_with(root, true)
+    }
+
+    /// Opens the store at `root`; `clean` removes the ingest directory's leftovers,
+    /// which only the store's sole user may do (another process may be writing there).
+    pub fn open_with(root: impl Into<PathBuf>, clean: bool) -> Result<Blobs, Error> {
         let blobs = Blobs { root: root.into() };
         let sha = blobs.root.join("sha256");
         fs::create_dir_all(&sha).map_err(io_err("creating", &sha))?;
         let ingest = blobs.ingest_dir();
+        if !clean {
+            fs::create_dir_all(&ingest).map_err(io_err("creating", &ingest))?;
+            return Ok(blobs);
+        }
         match fs::remove_dir_all(&ingest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -1,4 +1,5 @@
-//! The image store: references as Docker spells them, and content-addressed blobs.
+//! The image store: references as Docker spells them, content-addressed blobs, and the
+//! node's [`ImageStore`] built on them.
 //!
 //! - `reference.rs`: image names normalized as Docker does (`busybox` is
 //!   `docker.io/library/busybox:latest`);
@@ -10,18 +11,23 @@
 //!   replaced whole;
 //! - `platform.rs`: which manifest of a multi-platform image the node runs;
 //! - `unpack.rs`: a layer into its own directory, OCI whiteouts turned into overlayfs
-//!   ones, so layers serve as overlay lower directories.
+//!   ones, so layers serve as overlay lower directories;
+//! - `store.rs`: [`ImageStore`], the above under one directory as the node uses them:
+//!   import, resolve a name for the node's platform, layers unpacked once and verified
+//!   against their diff_ids, list, remove, prune; and the kubelet's image GC decision.
 
 pub mod blobs;
 pub mod import;
 pub mod names;
 pub mod platform;
 pub mod reference;
+pub mod store;
 pub mod unpack;
 
 pub use blobs::{Blobs, Digest};
 pub use names::Names;
 pub use reference::{canonical, normalize};
+pub use store::{Image, ImageStore, ListedImage};
 
 use std::io::{self, BufRead, Read};
 

@@ -68,13 +68,24 @@ fn through_symlink(dir: &Path, rel: &Path) -> bool {
 /// Unpacks the layer `layer` (a tar stream: plain, gzip or zstd) into `dir`, which it
 /// creates. Ownership, modes, times and extended attributes are kept.
 pub fn unpack(layer: impl Read, dir: &Path) -> Result<(), Error> {
+    let input = decompressed(BufReader::new(layer)).map_err(|source| Error::Io {
+        dir: dir.to_owned(),
+        what: "reading".into(),
+        source,
+    })?;
+    unpack_tar(input, dir)
+}
+
+/// [`unpack`] for a stream already decompressed: the caller that checks a layer's
+/// diff_id hashes the uncompressed stream itself, and a second sniff for compression
+/// could mistake a tar whose first bytes happen to look like a magic number.
+pub fn unpack_tar(tar: impl Read, dir: &Path) -> Result<(), Error> {
     let io_err = |what: String| {
         let dir = dir.to_owned();
         move |source| Error::Io { dir, what, source }
     };
     fs::create_dir_all(dir).map_err(io_err("creating it".into()))?;
-    let input = decompressed(BufReader::new(layer)).map_err(io_err("reading".into()))?;
-    let mut archive = tar::Archive::new(input);
+    let mut archive = tar::Archive::new(tar);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
