@@ -22,3 +22,10 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub const KUBERNETES_VERSION: &str = "v1.37.0";
 /// The largest request body accepted, as etcd's default request limit.
 pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
+/// The container runtime's name in container IDs (`skiff://<id>`) and in a node's
+/// `containerRuntimeVersion` (`skiff://<version>`).
+pub const RUNTIME_NAME: &str = "skiff";
+/// Where the kubelet writes container logs.
+pub const POD_LOG_DIR: &str = "/var/log/pods";
+/// Pods a node runs at most, as upstream's kubelet default.
+pub const MAX_PODS: u32 = 110;

@@ -2,7 +2,8 @@
 //! store, the container runtime (youki's libcontainer behind a per-container shim) and the
 //! WebAssembly runtime (wasmtime), behind one `Runtime` trait the kubelet calls.
 //!
-//! Built so far: [`image`], references and the content-addressed blob store. Layers,
-//! snapshots, import, pulls and the runtimes are still to come (the node issue).
+//! Start at [`image`] (the store: blobs, names, layers) and [`container`] (a container's
+//! folder, its shim, and the pod's shared namespaces).
 
+pub mod container;
 pub mod image;
