@@ -15,8 +15,16 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane (and, later, a node) on this machine.
+    /// Run the control plane and a node on this machine.
     Server(Box<ServerArgs>),
+    /// Manage the node's images: import tarballs, list, remove, prune.
+    Images(ImagesArgs),
+    /// Run one container under its shim (the agent starts these; not for users).
+    #[command(hide = true)]
+    Shim {
+        /// The container's folder.
+        dir: PathBuf,
+    },
     /// Register simulated nodes that run no containers but move their pods through
     /// their lifecycle (for testing and measuring the control plane at scale).
     SimNodes(SimNodesArgs),
@@ -85,6 +93,56 @@ pub struct ServerArgs {
     /// Log filter (tracing's syntax, e.g. "info,skiff_server=debug") [default: info]
     #[arg(long, env = "SKIFF_LOG")]
     pub log: Option<String>,
+    /// The node's name [default: the hostname]
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The node's address [default: the address of the default route's interface]
+    #[arg(long, env = "SKIFF_NODE_IP")]
+    pub node_ip: Option<String>,
+    /// A label of the node, key=value (repeatable)
+    #[arg(long = "node-label", env = "SKIFF_NODE_LABEL", value_delimiter = ',')]
+    pub node_label: Vec<String>,
+    /// A taint of the node, key=value:Effect (repeatable)
+    #[arg(long = "node-taint", env = "SKIFF_NODE_TAINT", value_delimiter = ',')]
+    pub node_taint: Vec<String>,
+    /// Resources kept for Kubernetes daemons, e.g. cpu=200m,memory=256Mi
+    #[arg(long, env = "SKIFF_KUBE_RESERVED")]
+    pub kube_reserved: Option<String>,
+    /// Resources kept for the system, e.g. cpu=100m,memory=128Mi
+    #[arg(long, env = "SKIFF_SYSTEM_RESERVED")]
+    pub system_reserved: Option<String>,
+}
+
+/// Flags of `skiff images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Folder holding state [default: /var/lib/skiff]
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ImagesCommand,
+}
+
+/// `skiff images` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Import image tarballs (docker save or OCI layout; plain, .gz or .zst)
+    Import {
+        /// The tarballs.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the images
+    Ls,
+    /// Remove images by name (their content goes at the next prune)
+    Rm {
+        /// The image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Delete the content of images no name refers to
+    Prune,
 }
 
 /// Flags of `skiff sim-nodes`.

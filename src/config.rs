@@ -30,6 +30,14 @@ struct FileConfig {
     scheduler_strategy: Option<String>,
     node_monitor_grace_period: Option<u64>,
     log: Option<String>,
+    node_name: Option<String>,
+    node_ip: Option<String>,
+    #[serde(default)]
+    node_label: Vec<String>,
+    #[serde(default)]
+    node_taint: Vec<String>,
+    kube_reserved: Option<String>,
+    system_reserved: Option<String>,
 }
 
 /// A file mode written as a string ("0644") or a number (644).
@@ -88,8 +96,101 @@ fn parse_port_range(s: &str) -> Result<(u16, u16)> {
     Ok((lo, hi))
 }
 
+/// What `skiff server` runs: the control plane, the node unless disabled, and the log
+/// filter.
+#[derive(Debug)]
+pub struct Settings {
+    /// The control plane.
+    pub server: skiff_server::Config,
+    /// The node in this process, unless `--disable-agent`.
+    pub agent: Option<skiff_agent::kubelet::Config>,
+    /// The log filter.
+    pub log: String,
+}
+
+/// The host's name, for the node's default name.
+fn hostname() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the hostname")?
+        .trim()
+        .to_ascii_lowercase();
+    if name.is_empty() {
+        bail!("the hostname is empty; set --node-name");
+    }
+    Ok(name)
+}
+
+/// The address of the interface the default route leaves by; without a default route,
+/// the first address that is not loopback; then loopback.
+fn default_node_ip() -> IpAddr {
+    // Connecting a UDP socket sends nothing; it only picks the route and its source.
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr());
+    if let Ok(addr) = routed {
+        return addr.ip();
+    }
+    first_local_address().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn first_local_address() -> Option<IpAddr> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let mut last: Option<IpAddr> = None;
+    for line in trie.lines() {
+        let t = line.trim_start_matches([' ', '|', '-', '+']);
+        if let Ok(ip) = t.trim().parse::<IpAddr>() {
+            last = Some(ip);
+        } else if t.contains("/32 host LOCAL") {
+            if let Some(ip) = last.filter(|ip| !ip.is_loopback()) {
+                return Some(ip);
+            }
+        }
+    }
+    None
+}
+
+fn parse_reserved(
+    flag: &str,
+    s: Option<&str>,
+    into: &mut std::collections::BTreeMap<
+        String,
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    >,
+) -> Result<()> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use skiff_agent::kubelet::container::{bytes, millicpu};
+    for part in s
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--{flag} {part:?} is not resource=quantity"))?;
+        let q = Quantity(v.to_string());
+        let (total, one) = match k {
+            "cpu" => (into.get(k).and_then(millicpu).unwrap_or(0), millicpu(&q)),
+            "memory" | "ephemeral-storage" | "pid" => {
+                (into.get(k).and_then(bytes).unwrap_or(0), bytes(&q))
+            }
+            other => bail!("--{flag}: unknown resource {other:?} (cpu, memory, ephemeral-storage)"),
+        };
+        let one = one.ok_or_else(|| anyhow!("--{flag} {part:?}: {v:?} is not a quantity"))?;
+        let sum = total + one;
+        into.insert(
+            k.to_string(),
+            Quantity(if k == "cpu" {
+                format!("{sum}m")
+            } else {
+                sum.to_string()
+            }),
+        );
+    }
+    Ok(())
+}
+
 /// The server configuration and the log filter.
-pub fn server_config(args: ServerArgs) -> Result<(skiff_server::Config, String)> {
+pub fn server_config(args: ServerArgs) -> Result<Settings> {
     let explicit = args.config.is_some();
     let path = args
         .config
@@ -158,7 +259,7 @@ pub fn server_config(args: ServerArgs) -> Result<(skiff_server::Config, String)>
                 .or(file.service_node_port_range)
                 .unwrap_or_else(|| defaults::SERVICE_NODE_PORT_RANGE.into()),
         )?,
-        disable_agent: args.disable_agent.or(file.disable_agent).unwrap_or(false),
+        node_name: None,
         disable_scheduler: args
             .disable_scheduler
             .or(file.disable_scheduler)
@@ -189,11 +290,76 @@ pub fn server_config(args: ServerArgs) -> Result<(skiff_server::Config, String)>
             ),
         },
     };
+    let mut config = config;
     if config.https_port == 0 {
         bail!("--https-listen-port must not be 0");
     }
     let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
-    Ok((config, log))
+    let disable_agent = args.disable_agent.or(file.disable_agent).unwrap_or(false);
+    let agent = if disable_agent {
+        None
+    } else {
+        let node_name = match args.node_name.or(file.node_name) {
+            Some(n) => n,
+            None => hostname()?,
+        };
+        let node_ip = match args.node_ip.or(file.node_ip) {
+            Some(ip) => parse_ip("node-ip", &ip)?,
+            None => default_node_ip(),
+        };
+        let mut labels = std::collections::BTreeMap::new();
+        let label_args = if args.node_label.is_empty() {
+            file.node_label
+        } else {
+            args.node_label
+        };
+        for l in label_args {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--node-label {l:?} is not key=value"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let mut taints = Vec::new();
+        let taint_args = if args.node_taint.is_empty() {
+            file.node_taint
+        } else {
+            args.node_taint
+        };
+        for t in taint_args {
+            taints.push(skiff_agent::kubelet::node::parse_taint(&t).ok_or_else(|| {
+                anyhow!("--node-taint {t:?} is not key=value:Effect (NoSchedule, PreferNoSchedule or NoExecute)")
+            })?);
+        }
+        let mut reserved = std::collections::BTreeMap::new();
+        parse_reserved(
+            "kube-reserved",
+            args.kube_reserved.or(file.kube_reserved).as_deref(),
+            &mut reserved,
+        )?;
+        parse_reserved(
+            "system-reserved",
+            args.system_reserved.or(file.system_reserved).as_deref(),
+            &mut reserved,
+        )?;
+        config.node_name = Some(node_name.clone());
+        Some(skiff_agent::kubelet::Config {
+            node_name,
+            node_ip,
+            data_dir: config.data_dir.clone(),
+            pod_log_dir: PathBuf::from(defaults::POD_LOG_DIR),
+            labels,
+            taints,
+            control_plane: true,
+            reserved,
+            shim_exe: std::env::current_exe()
+                .context("finding skiff's own binary for the container shim")?,
+        })
+    };
+    Ok(Settings {
+        server: config,
+        agent,
+        log,
+    })
 }
 
 #[cfg(test)]
@@ -216,11 +382,11 @@ mod tests {
         let file = dir.path().join("c.yaml");
         std::fs::write(&file, "https-listen-port: 7443\ntls-san: [a.example, 10.0.0.1]\nwrite-kubeconfig-mode: \"0644\"\ndata-dir: /tmp/x\n").unwrap();
         let f = file.to_str().unwrap();
-        let (c, _) = server_config(args(&["--config", f])).unwrap();
+        let c = server_config(args(&["--config", f])).unwrap().server;
         assert_eq!(c.https_port, 7443);
         assert_eq!(c.tls_sans, vec!["a.example", "10.0.0.1"]);
         assert_eq!(c.write_kubeconfig_mode, 0o644);
-        let (c, _) = server_config(args(&[
+        let c = server_config(args(&[
             "--config",
             f,
             "--https-listen-port",
@@ -228,7 +394,8 @@ mod tests {
             "--tls-san",
             "b",
         ]))
-        .unwrap();
+        .unwrap()
+        .server;
         assert_eq!(c.https_port, 8443);
         assert_eq!(c.tls_sans, vec!["b"]);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));

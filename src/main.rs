@@ -1,5 +1,5 @@
 //! The `skiff` binary: parses arguments, sets up logging, and hands over to the server
-//! (or, later, the agent). Nothing else happens here.
+//! and the agent, the image store, or a container's shim. Nothing else happens here.
 
 mod cli;
 mod config;
@@ -14,6 +14,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server(*args),
+        Command::Images(args) => images(args),
+        Command::Shim { dir } => shim(&dir),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Kubectl { args } => kubectl(args),
     };
@@ -40,13 +42,148 @@ fn init_logging(filter: &str) -> Result<()> {
 }
 
 fn server(args: cli::ServerArgs) -> Result<ExitCode> {
-    let (config, log) = config::server_config(args)?;
-    init_logging(&log)?;
+    let settings = config::server_config(args)?;
+    init_logging(&settings.log)?;
+    let (config, agent) = (settings.server, settings.agent);
     run_until_signal(|cancel| async move {
-        skiff_server::run(config, cancel).await?;
+        let Some(agent) = agent else {
+            skiff_server::run(config, cancel).await?;
+            return Ok(());
+        };
+        // The node in this process: it starts once the API serves, with the client the
+        // server issues it, and talks to the API over HTTPS like any other node.
+        let (node_tx, node_rx) = tokio::sync::oneshot::channel();
+        let mut server = tokio::spawn(skiff_server::run_with_node(
+            config,
+            cancel.clone(),
+            Some(node_tx),
+        ));
+        let agent_cancel = cancel.clone();
+        let mut node = tokio::spawn(async move {
+            match node_rx.await {
+                Ok(client) => skiff_agent::kubelet::run(client, agent, agent_cancel).await,
+                Err(_) => Ok(()),
+            }
+        });
+        let first = tokio::select! {
+            r = &mut server => r.map(|r| r.map_err(anyhow::Error::from)),
+            r = &mut node => r.map(|r| r.context("the node failed")),
+        };
+        cancel.cancel();
+        let (a, b) = (server.await, node.await);
+        first.context("a component panicked")??;
+        a.context("the server panicked")??;
+        b.context("the node panicked")?.context("the node failed")?;
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `skiff shim DIR`: one container's shim. Single-threaded on purpose (libcontainer
+/// forks); it logs to its stderr, which the agent points at the container's folder.
+fn shim(dir: &std::path::Path) -> Result<ExitCode> {
+    let filter = std::env::var("SKIFF_LOG").unwrap_or_else(|_| "warn".into());
+    // Its own file, not fd 2: the container's init is forked from the shim and logs
+    // through the same subscriber after its stderr has become the container's.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("shim.log"))
+        .with_context(|| format!("opening {}", dir.join("shim.log").display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(log))
+        .init();
+    let code = skiff_embedded::container::shim::main(dir);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// `skiff images …`: the node's image store, used directly (the node need not run).
+fn images(args: cli::ImagesArgs) -> Result<ExitCode> {
+    use skiff_embedded::image::ImageStore;
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| std::path::PathBuf::from(skiff_core::defaults::DATA_DIR));
+    let root = data_dir.join("agent").join("image-store");
+    let mut store = ImageStore::open(&root)
+        .with_context(|| format!("opening the image store in {}", root.display()))?;
+    match args.command {
+        cli::ImagesCommand::Import { files } => {
+            for f in files {
+                let names = store
+                    .import(&f)
+                    .with_context(|| format!("importing {}", f.display()))?;
+                for n in names {
+                    println!("imported {n}");
+                }
+            }
+        }
+        cli::ImagesCommand::Ls => {
+            println!("{:<60} {:<20} {:>10}", "IMAGE", "IMAGE ID", "SIZE");
+            for i in store.list().context("listing the images")? {
+                let id = i.config_digest.to_string();
+                let short = id
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(13)
+                    .collect::<String>();
+                println!("{:<60} {:<20} {:>10}", i.name, short, human_size(i.size));
+            }
+        }
+        cli::ImagesCommand::Rm { names } => {
+            let mut missing = Vec::new();
+            for n in names {
+                if store.remove(&n).with_context(|| format!("removing {n}"))? {
+                    println!("removed {n}");
+                } else {
+                    missing.push(n);
+                }
+            }
+            if !missing.is_empty() {
+                anyhow::bail!("no such image: {}", missing.join(", "));
+            }
+        }
+        cli::ImagesCommand::Prune => {
+            // The images of containers on this node stay, named or not: their layers
+            // are mounted.
+            let containers = skiff_embedded::container::Containers::new(
+                data_dir.join("agent").join("containers"),
+                "/proc/self/exe",
+            );
+            let mut in_use = Vec::new();
+            for id in containers.list().context("listing the containers")? {
+                let labels = containers.labels(&id).unwrap_or_default();
+                let image = labels.get(skiff_agent::kubelet::worker::labels::IMAGE_ID);
+                if let Some(digest) = image
+                    .and_then(|i| i.rsplit_once('@'))
+                    .and_then(|(_, d)| d.parse().ok())
+                {
+                    in_use.push(digest);
+                }
+            }
+            let freed = store.prune(&in_use).context("pruning the image store")?;
+            println!("freed {}", human_size(freed));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
 }
 
 /// Runs `fut` on a fresh runtime until it ends or SIGTERM/Ctrl-C cancels it.

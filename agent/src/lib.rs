@@ -1,6 +1,7 @@
-//! `skiff-agent`: the node. It joins a server with a token and talks to it only over
-//! HTTPS. The kubelet, pod network, service proxy and cluster DNS come with the node
-//! issue; what is here now is [`sim`], simulated nodes that exercise the control plane
-//! at scale without running containers.
+//! `skiff-agent`: the node. It talks to the server only over HTTPS, even when both run
+//! in one process. Start at [`kubelet`]: the node's registration and heartbeat and the
+//! pods bound to it, run as real containers. [`sim`] holds simulated nodes that exercise
+//! the control plane at scale without running containers.
 
+pub mod kubelet;
 pub mod sim;

@@ -43,8 +43,9 @@ pub struct Config {
     pub cluster_cidr: Ipv4Net,
     /// The NodePort range, inclusive.
     pub service_node_port_range: (u16, u16),
-    /// Do not run the node components in this process.
-    pub disable_agent: bool,
+    /// The name of the node that runs in this process, if one does: the server issues
+    /// it a client certificate (`system:node:<name>`) once the API serves.
+    pub node_name: Option<String>,
     /// Do not run the scheduler.
     pub disable_scheduler: bool,
     /// Do not run the controllers.
@@ -124,6 +125,16 @@ impl Config {
 
 /// Runs the control plane until `cancel` fires or a component fails.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    run_with_node(config, cancel, None).await
+}
+
+/// As [`run`]; once the API serves, sends `node` a loopback HTTPS client with the
+/// identity of the node named in [`Config::node_name`], for the agent in this process.
+pub async fn run_with_node(
+    config: Config,
+    cancel: CancellationToken,
+    node: Option<tokio::sync::oneshot::Sender<kube::Client>>,
+) -> Result<(), Error> {
     let dir = config.server_dir();
     let pki = tls::Pki::prepare(&config)?;
     let backend = store::sqlite::Sqlite::open(&dir.join("db").join("state.db"))
@@ -187,6 +198,17 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             })?;
         let (cfg, c) = (config.controllers.clone(), cancel.clone());
         tasks.spawn(async move { controllers::run(client, cfg, c).await.map_err(Error::from) });
+    }
+    if let (Some(name), Some(node)) = (&config.node_name, node) {
+        let client = pki
+            .node_client(&loopback, name)
+            .await
+            .map_err(|source| Error::Client {
+                component: "node",
+                source,
+            })?;
+        // A dropped receiver means the agent is not waiting any more.
+        let _ = node.send(client);
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {

@@ -174,6 +174,35 @@ impl Pki {
         .await
     }
 
+    /// A loopback client for the node in this process: `system:node:<name>` in group
+    /// `system:nodes`, as a joined agent's certificate will name it.
+    pub async fn node_client(
+        &self,
+        server: &str,
+        name: &str,
+    ) -> Result<kube::Client, skiff_core::client::Error> {
+        let user = format!("system:node:{name}");
+        let pair = self
+            .ca
+            .load_or_issue(
+                &self.dir,
+                &format!("client-node-{name}"),
+                &Usage::Client {
+                    user: user.clone(),
+                    groups: vec!["system:nodes".to_string()],
+                },
+            )
+            .map_err(|e| skiff_core::client::Error::Certificate(Box::new(e)))?;
+        skiff_core::client::from_cert(
+            server,
+            &self.ca.pair.cert_pem,
+            &pair.cert_pem,
+            &pair.key_pem,
+            &user,
+        )
+        .await
+    }
+
     /// Writes the admin kubeconfig.
     pub fn write_admin_kubeconfig(
         &self,

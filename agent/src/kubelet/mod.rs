@@ -1,0 +1,135 @@
+//! The kubelet: registers the node, keeps its Lease, and runs the pods bound to it as
+//! real containers through [`skiff_embedded`]'s image store and runtime.
+//!
+//! Start at [`run`]. Then `node.rs` (the Node object and its heartbeat), `pods.rs` (the
+//! watch and one worker per pod), `worker.rs` (a pod's lifecycle), `container.rs` (a pod's
+//! container as the runtime runs it), `volumes.rs` (volumes and `/etc` files) and
+//! `status.rs` (the pod's status as upstream writes it).
+
+pub mod container;
+pub mod node;
+pub mod pods;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_embedded::container::Containers;
+use skiff_embedded::image::ImageStore;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Errors that stop the kubelet.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API failed for good.
+    #[error("{what}")]
+    Api {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The image store could not be opened.
+    #[error("opening the image store")]
+    Images(#[source] skiff_embedded::image::store::Error),
+    /// The runtime's folders could not be read.
+    #[error("container runtime: {0}")]
+    Runtime(String),
+}
+
+/// Everything the kubelet is told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's name.
+    pub node_name: String,
+    /// The node's address.
+    pub node_ip: IpAddr,
+    /// skiff's data folder (`agent/` below it is the node's).
+    pub data_dir: PathBuf,
+    /// Where container logs go (`/var/log/pods`).
+    pub pod_log_dir: PathBuf,
+    /// Labels of the node.
+    pub labels: BTreeMap<String, String>,
+    /// Taints of the node.
+    pub taints: Vec<Taint>,
+    /// The node runs the control plane too.
+    pub control_plane: bool,
+    /// Resources kept from pods (kube-reserved plus system-reserved).
+    pub reserved: BTreeMap<String, Quantity>,
+    /// The binary whose `shim` subcommand runs a container.
+    pub shim_exe: PathBuf,
+}
+
+/// What every part of the kubelet shares.
+pub struct Kubelet {
+    /// The API client (the node's identity).
+    pub client: kube::Client,
+    /// The configuration.
+    pub config: Config,
+    /// The node's name.
+    pub node_name: String,
+    /// The node's address.
+    pub node_ip: IpAddr,
+    /// The host's facts.
+    pub host: node::Host,
+    /// The image store (its methods block: call them on a blocking thread).
+    pub images: Arc<Mutex<ImageStore>>,
+    /// The container runtime.
+    pub containers: Containers,
+}
+
+impl Kubelet {
+    fn agent_dir(&self) -> PathBuf {
+        self.config.data_dir.join("agent")
+    }
+
+    /// Where each pod's folder is.
+    pub fn pods_dir(&self) -> PathBuf {
+        self.agent_dir().join("pods")
+    }
+}
+
+/// Runs the kubelet until `cancel` fires. Containers keep running after it returns.
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let agent = config.data_dir.join("agent");
+    let store_dir = agent.join("image-store");
+    let import_dir = agent.join("images");
+    let images = tokio::task::spawn_blocking(move || {
+        let mut store = ImageStore::open(&store_dir)?;
+        if import_dir.is_dir() {
+            let names = store.import_dir(&import_dir)?;
+            if !names.is_empty() {
+                tracing::info!(images = ?names, "imported image tarballs");
+            }
+        }
+        Ok::<_, skiff_embedded::image::store::Error>(store)
+    })
+    .await
+    .map_err(|e| Error::Runtime(e.to_string()))?
+    .map_err(Error::Images)?;
+    let host = node::Host::read(&config.data_dir);
+    let k = Arc::new(Kubelet {
+        client,
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip,
+        host,
+        images: Arc::new(Mutex::new(images)),
+        containers: Containers::new(agent.join("containers"), config.shim_exe.clone()),
+        config,
+    });
+    let uid = node::register(&k).await?;
+    let beat = tokio::spawn(node::heartbeat(k.clone(), uid, cancel.clone()));
+    let result = pods::run(k, cancel).await;
+    beat.abort();
+    result
+}

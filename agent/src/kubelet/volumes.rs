@@ -1,0 +1,538 @@
+//! A pod's volumes and its `/etc` files on the node, under the pod's folder.
+//!
+//! configMap, secret and downwardAPI volumes are written as upstream's atomic writer
+//! does: the files live in a timestamped folder, `..data` is a symlink to it, and each
+//! key is a symlink through `..data`; an update writes a new folder and swaps `..data`
+//! with one rename, so a running container sees the old set or the new one, never a mix.
+//! Every sync rewrites them when their content changed, so updates reach running pods.
+
+use super::Kubelet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
+use kube::api::Api;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` bound into every container.
+pub fn etc_files(
+    dir: &Path,
+    pod: &Pod,
+    _node: &str,
+    node_ip: IpAddr,
+) -> io::Result<Vec<(String, PathBuf)>> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let host_network = spec.host_network == Some(true);
+    let name = spec
+        .hostname
+        .clone()
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    let hostname = if host_network {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or(name)
+    } else {
+        name
+    };
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    let own_ip = if host_network {
+        Some(node_ip.to_string())
+    } else {
+        pod.status.as_ref().and_then(|s| s.pod_ip.clone())
+    };
+    if let Some(ip) = own_ip {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    for alias in spec.host_aliases.iter().flatten() {
+        hosts.push_str(&format!(
+            "{}\t{}\n",
+            alias.ip,
+            alias.hostnames.clone().unwrap_or_default().join("\t")
+        ));
+    }
+    write_if_changed(&etc.join("hosts"), hosts.as_bytes())?;
+    write_if_changed(&etc.join("hostname"), format!("{hostname}\n").as_bytes())?;
+    write_if_changed(&etc.join("resolv.conf"), resolv_conf(pod)?.as_bytes())?;
+    Ok(vec![
+        ("/etc/hosts".to_string(), etc.join("hosts")),
+        ("/etc/hostname".to_string(), etc.join("hostname")),
+        ("/etc/resolv.conf".to_string(), etc.join("resolv.conf")),
+    ])
+}
+
+/// The host's resolver configuration (systemd-resolved's real file when the host's
+/// points at its stub), with the pod's `dnsConfig` added. Cluster DNS comes with the
+/// network.
+fn resolv_conf(pod: &Pod) -> io::Result<String> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host = if host.contains("127.0.0.53") {
+        std::fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or(host)
+    } else {
+        host
+    };
+    let mut out: String = host
+        .lines()
+        .filter(|l| {
+            l.starts_with("nameserver") || l.starts_with("search") || l.starts_with("options")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some(dns) = pod.spec.as_ref().and_then(|s| s.dns_config.as_ref()) {
+        for ns in dns.nameservers.iter().flatten() {
+            out.push_str(&format!("nameserver {ns}\n"));
+        }
+        if let Some(search) = &dns.searches {
+            out.push_str(&format!("search {}\n", search.join(" ")));
+        }
+        for o in dns.options.iter().flatten() {
+            match &o.value {
+                Some(v) => out.push_str(&format!(
+                    "options {}:{v}\n",
+                    o.name.clone().unwrap_or_default()
+                )),
+                None => out.push_str(&format!("options {}\n", o.name.clone().unwrap_or_default())),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(content) {
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Makes or refreshes every volume of the pod; returns their host folders by name.
+pub async fn prepare(
+    k: &Kubelet,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = volume(k, pod, &ns, dir, v)
+            .await
+            .map_err(|e| format!("volume {:?}: {e}", v.name))?;
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+async fn volume(
+    k: &Kubelet,
+    pod: &Pod,
+    ns: &str,
+    dir: &Path,
+    v: &Volume,
+) -> Result<PathBuf, String> {
+    let path = dir.join("volumes").join(&v.name);
+    let io = |e: io::Error| e.to_string();
+    if let Some(empty) = &v.empty_dir {
+        if !path.exists() {
+            std::fs::create_dir_all(&path).map_err(io)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+            if empty.medium.as_deref() == Some("Memory") {
+                let size = empty
+                    .size_limit
+                    .as_ref()
+                    .and_then(super::container::bytes)
+                    .map(|b| format!(",size={b}"))
+                    .unwrap_or_default();
+                let data = std::ffi::CString::new(format!("mode=1777{size}"))
+                    .map_err(|e| e.to_string())?;
+                rustix::mount::mount(
+                    "tmpfs",
+                    &path,
+                    "tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    data.as_c_str(),
+                )
+                .map_err(|e| format!("mounting tmpfs: {e}"))?;
+            }
+        }
+        return Ok(path);
+    }
+    if let Some(host) = &v.host_path {
+        let p = PathBuf::from(&host.path);
+        match host.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => {
+                std::fs::create_dir_all(&p).map_err(io)?;
+            }
+            "FileOrCreate" if !p.exists() => {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::File::create(&p).map_err(io)?;
+            }
+            "Directory" if !p.is_dir() => {
+                return Err(format!("hostPath {} is not a directory", host.path))
+            }
+            "File" if !p.is_file() => return Err(format!("hostPath {} is not a file", host.path)),
+            "Socket" | "CharDevice" | "BlockDevice" if !p.exists() => {
+                return Err(format!("hostPath {} does not exist", host.path))
+            }
+            _ => {}
+        }
+        return Ok(p);
+    }
+    if let Some(cm) = &v.config_map {
+        let api: Api<ConfigMap> = Api::namespaced(k.client.clone(), ns);
+        let name = cm.name.clone();
+        let files = match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+            Some(obj) => {
+                let mut data: BTreeMap<String, Vec<u8>> = obj
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                data.extend(
+                    obj.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
+                select(
+                    &data,
+                    cm.items.as_deref(),
+                    cm.default_mode,
+                    &format!("configmap {name:?}"),
+                )?
+            }
+            None if cm.optional == Some(true) => Vec::new(),
+            None => return Err(format!("configmap {name:?} not found")),
+        };
+        write_atomic(&path, &files).map_err(io)?;
+        return Ok(path);
+    }
+    if let Some(s) = &v.secret {
+        let api: Api<Secret> = Api::namespaced(k.client.clone(), ns);
+        let name = s.secret_name.clone().unwrap_or_default();
+        let files = match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+            Some(obj) => {
+                let data: BTreeMap<String, Vec<u8>> = obj
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                select(
+                    &data,
+                    s.items.as_deref(),
+                    s.default_mode,
+                    &format!("secret {name:?}"),
+                )?
+            }
+            None if s.optional == Some(true) => Vec::new(),
+            None => return Err(format!("secret {name:?} not found")),
+        };
+        write_atomic(&path, &files).map_err(io)?;
+        return Ok(path);
+    }
+    if let Some(d) = &v.downward_api {
+        let fields = super::worker::downward_fields(pod, &k.node_name, k.node_ip);
+        let mut files = Vec::new();
+        for item in d.items.iter().flatten() {
+            let value = if let Some(f) = &item.field_ref {
+                match f.field_path.as_str() {
+                    "metadata.labels" => kv_lines(pod.metadata.labels.as_ref()),
+                    "metadata.annotations" => kv_lines(pod.metadata.annotations.as_ref()),
+                    other => fields
+                        .get(other)
+                        .cloned()
+                        .ok_or_else(|| format!("unsupported fieldPath {other:?}"))?,
+                }
+            } else {
+                return Err("resourceFieldRef in downwardAPI volumes is not supported yet".into());
+            };
+            let mode = item.mode.or(d.default_mode).unwrap_or(0o644);
+            files.push((item.path.clone(), value.into_bytes(), mode as u32));
+        }
+        write_atomic(&path, &files).map_err(io)?;
+        return Ok(path);
+    }
+    Err("this volume type is not supported yet".into())
+}
+
+fn kv_lines(m: Option<&BTreeMap<String, String>>) -> String {
+    m.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v:?}\n"))
+        .collect()
+}
+
+/// The files of a configMap or secret volume: every key, or the listed items.
+fn select(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: Option<i32>,
+    what: &str,
+) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
+    let mode = default_mode.unwrap_or(0o644) as u32;
+    match items {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| {
+                let v = data
+                    .get(&i.key)
+                    .ok_or_else(|| format!("{what} has no key {:?}", i.key))?;
+                Ok((i.path.clone(), v.clone(), i.mode.map_or(mode, |m| m as u32)))
+            })
+            .collect(),
+        _ => Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), mode))
+            .collect()),
+    }
+}
+
+/// Writes `files` (relative path, content, mode) into `dir` as the atomic writer does.
+pub fn write_atomic(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> io::Result<()> {
+    for (rel, _, _) in files {
+        if rel.starts_with('/')
+            || rel.split('/').any(|c| c == ".." || c.is_empty())
+            || rel.starts_with("..")
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid path {rel:?}"),
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let data_link = dir.join("..data");
+    // Unchanged: nothing to do.
+    if let Ok(current) = std::fs::read_link(&data_link) {
+        let current = dir.join(current);
+        let same = files.iter().all(|(rel, content, mode)| {
+            let p = current.join(rel);
+            std::fs::read(&p).ok().as_deref() == Some(content.as_slice())
+                && std::fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o7777 == *mode)
+        }) && count_files(&current) == files.len();
+        if same {
+            return Ok(());
+        }
+    }
+    let stamp = format!(
+        "..{}",
+        jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f")
+    );
+    let target = dir.join(&stamp);
+    std::fs::create_dir_all(&target)?;
+    for (rel, content, mode) in files {
+        let p = target.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, content)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+    }
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link)?;
+    let old = std::fs::read_link(&data_link).ok();
+    std::fs::rename(&tmp_link, &data_link)?;
+    // The top-level names point through ..data; stale ones go.
+    let mut tops: Vec<String> = files
+        .iter()
+        .filter_map(|(rel, _, _)| rel.split('/').next().map(str::to_string))
+        .collect();
+    tops.sort();
+    tops.dedup();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{top}"), &link)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !tops.contains(&name) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    if let Some(old) = old {
+        if old != Path::new(&stamp) {
+            let _ = std::fs::remove_dir_all(dir.join(old));
+        }
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Values for `env` entries that read ConfigMaps and Secrets, and the variables of
+/// `envFrom`, in order.
+pub async fn env_refs(
+    k: &Kubelet,
+    pod: &Pod,
+    c: &Container,
+) -> Result<(BTreeMap<String, String>, Vec<(String, String)>), String> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let cms: Api<ConfigMap> = Api::namespaced(k.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(k.client.clone(), &ns);
+    let mut refs = BTreeMap::new();
+    for var in c.env.iter().flatten() {
+        let Some(from) = &var.value_from else {
+            continue;
+        };
+        if let Some(r) = &from.config_map_key_ref {
+            let found = cms.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+            match found.and_then(|cm| cm.data.and_then(|d| d.get(&r.key).cloned())) {
+                Some(v) => {
+                    refs.insert(var.name.clone(), v);
+                }
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in ConfigMap {}/{}",
+                        r.key, ns, r.name
+                    ))
+                }
+            }
+        } else if let Some(r) = &from.secret_key_ref {
+            let found = secrets.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+            match found.and_then(|s| s.data.and_then(|d| d.get(&r.key).cloned())) {
+                Some(v) => {
+                    refs.insert(var.name.clone(), String::from_utf8_lossy(&v.0).into_owned());
+                }
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in Secret {}/{}",
+                        r.key, ns, r.name
+                    ))
+                }
+            }
+        }
+    }
+    let mut from = Vec::new();
+    for src in c.env_from.iter().flatten() {
+        let prefix = src.prefix.clone().unwrap_or_default();
+        if let Some(r) = &src.config_map_ref {
+            match cms.get_opt(&r.name).await.map_err(|e| e.to_string())? {
+                Some(cm) => from.extend(
+                    cm.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), v)),
+                ),
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("configmap {:?} not found", r.name)),
+            }
+        }
+        if let Some(r) = &src.secret_ref {
+            match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())? {
+                Some(s) => from.extend(s.data.unwrap_or_default().into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into_owned(),
+                    )
+                })),
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("secret {:?} not found", r.name)),
+            }
+        }
+    }
+    Ok((refs, from))
+}
+
+/// Unmounts the pod's memory-backed volumes; the caller removes the folder.
+pub fn remove(dir: &Path) -> io::Result<()> {
+    let volumes = dir.join("volumes");
+    let Ok(entries) = std::fs::read_dir(&volumes) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        // A tmpfs sits on another device than the folder holding it.
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(m), Ok(parent)) = (e.metadata(), std::fs::metadata(&volumes)) else {
+            continue;
+        };
+        if m.dev() != parent.dev() {
+            rustix::mount::unmount(e.path(), rustix::mount::UnmountFlags::DETACH)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writer_swaps_whole_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("cm");
+        write_atomic(
+            &v,
+            &[
+                ("a".into(), b"1".to_vec(), 0o644),
+                ("b".into(), b"2".to_vec(), 0o600),
+            ],
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(v.join("a")).unwrap(), b"1");
+        assert_eq!(
+            std::fs::metadata(v.join("b")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let first = std::fs::read_link(v.join("..data")).unwrap();
+        write_atomic(
+            &v,
+            &[
+                ("a".into(), b"1".to_vec(), 0o644),
+                ("b".into(), b"2".to_vec(), 0o600),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_link(v.join("..data")).unwrap(),
+            first,
+            "unchanged: not rewritten"
+        );
+        write_atomic(&v, &[("a".into(), b"new".to_vec(), 0o644)]).unwrap();
+        assert_eq!(std::fs::read(v.join("a")).unwrap(), b"new");
+        assert!(
+            std::fs::symlink_metadata(v.join("b")).is_err(),
+            "a removed key goes"
+        );
+        assert!(!v.join(&first).exists(), "the old set goes");
+        assert!(write_atomic(&v, &[("../x".into(), vec![], 0o644)]).is_err());
+    }
+}

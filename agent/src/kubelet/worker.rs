@@ -1,0 +1,790 @@
+//! One pod's worker: a task that drives the pod from what the API says it should be to
+//! running containers, and reports what they do. It wakes on a change of the pod, on a
+//! container's exit, and when a back-off ends.
+//!
+//! Each sync: the pod's namespaces and files, its volumes, then its init containers one
+//! at a time in order, then its app containers, each restarted by the restart policy
+//! with upstream's back-off; then the status, written when it changed. A pod being
+//! deleted has its containers stopped (SIGTERM, the grace period, SIGKILL), its
+//! namespaces and folders removed, and is then deleted from the API for good.
+
+use super::container::{self, PodContext};
+use super::status::{self, Run, RunState, Waiting};
+use super::volumes;
+use super::Kubelet;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use skiff_embedded::container::runtime::NewContainer;
+use skiff_embedded::container::{sandbox, Status};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Labels the kubelet keeps beside each container (in its `meta.json`).
+pub mod labels {
+    /// The pod's uid.
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    /// The pod's name.
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    /// The pod's namespace.
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    /// The container's name.
+    pub const CONTAINER: &str = "io.kubernetes.container.name";
+    /// Which run of the container (0 first).
+    pub const ATTEMPT: &str = "io.kubernetes.container.attempt";
+    /// The image ID it runs.
+    pub const IMAGE_ID: &str = "io.kubernetes.container.image-id";
+}
+
+/// A container run the worker knows of (from disk at start, or started since).
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The runtime id.
+    pub id: String,
+    /// The container's name.
+    pub name: String,
+    /// Which run.
+    pub attempt: u32,
+    /// The image ID.
+    pub image_id: String,
+}
+
+/// How often a pod is synced even when nothing woke it.
+const RESYNC: Duration = Duration::from_secs(10);
+/// How long a container may take to die after SIGKILL before the worker gives up on it.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+struct Worker {
+    k: Arc<Kubelet>,
+    uid: String,
+    records: Vec<Record>,
+    /// Why a container is not running, by name, when it is the kubelet's doing.
+    waiting: HashMap<String, Waiting>,
+    /// Image IDs by container name.
+    image_ids: HashMap<String, String>,
+    /// Failures to start, by runtime id.
+    failures: HashMap<String, String>,
+    /// Pull back-off per image: failures so far and when to try again.
+    pull_backoff: HashMap<String, (u32, tokio::time::Instant)>,
+    sandbox: Option<sandbox::Namespaces>,
+    volumes: BTreeMap<String, std::path::PathBuf>,
+    last_status: Option<serde_json::Value>,
+    wake: mpsc::UnboundedSender<()>,
+}
+
+/// Runs the worker of pod `uid` until the pod is gone and cleaned up.
+pub async fn run(
+    k: Arc<Kubelet>,
+    uid: String,
+    mut pod: watch::Receiver<Option<Pod>>,
+    records: Vec<Record>,
+) {
+    let (wake, mut woken) = mpsc::unbounded_channel();
+    let mut w = Worker {
+        k,
+        uid,
+        records,
+        waiting: HashMap::new(),
+        image_ids: HashMap::new(),
+        failures: HashMap::new(),
+        pull_backoff: HashMap::new(),
+        sandbox: None,
+        volumes: BTreeMap::new(),
+        last_status: None,
+        wake,
+    };
+    for r in w.records.clone() {
+        w.watch_exit(&r.id);
+    }
+    loop {
+        let current = pod.borrow_and_update().clone();
+        let Some(p) = current.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
+            let current = pod.borrow().clone();
+            w.terminate(current.as_ref()).await;
+            return;
+        };
+        let next = match w.sync(&p).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(pod = %pod_key(&p), error = %e, "syncing the pod");
+                Duration::from_secs(2)
+            }
+        };
+        let next = next.min(RESYNC);
+        tokio::select! {
+            changed = pod.changed() => {
+                if changed.is_err() {
+                    // The kubelet is stopping: leave the containers running.
+                    return;
+                }
+            }
+            _ = woken.recv() => {}
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl Worker {
+    fn pod_dir(&self) -> std::path::PathBuf {
+        self.k.pods_dir().join(&self.uid)
+    }
+
+    fn log_dir(&self, pod: &Pod) -> std::path::PathBuf {
+        self.k.config.pod_log_dir.join(format!(
+            "{}_{}_{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            self.uid
+        ))
+    }
+
+    fn watch_exit(&self, id: &str) {
+        let (containers, id, wake) = (self.k.containers.clone(), id.to_string(), self.wake.clone());
+        tokio::spawn(async move {
+            if let Err(e) = containers.wait(&id).await {
+                tracing::warn!(container = %id, error = %e, "watching a container");
+            }
+            let _ = wake.send(());
+        });
+    }
+
+    /// The latest run of `name` and the one before.
+    fn runs(&self, name: &str) -> (Option<Run>, Option<Run>) {
+        let mut mine: Vec<&Record> = self.records.iter().filter(|r| r.name == name).collect();
+        mine.sort_by_key(|r| std::cmp::Reverse(r.attempt));
+        let current = mine.first().map(|r| self.observe(r));
+        let previous = mine.get(1).map(|r| self.observe(r));
+        (current, previous)
+    }
+
+    fn observe(&self, r: &Record) -> Run {
+        let parse = |s: &str| s.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
+        let state = if let Some(message) = self.failures.get(&r.id) {
+            RunState::Failed(message.clone())
+        } else {
+            match self.k.containers.status(&r.id) {
+                Ok(None) => RunState::Starting,
+                Ok(Some(Status::Running(s))) => RunState::Running {
+                    started_at: parse(&s.started_at),
+                },
+                Ok(Some(Status::Exited(s, e))) => RunState::Exited {
+                    started_at: parse(&s.started_at),
+                    finished_at: parse(&e.finished_at),
+                    exit_code: e.exit_code,
+                    signal: e.signal,
+                    oom_killed: e.oom_killed,
+                },
+                Ok(Some(Status::Failed(m))) => RunState::Failed(m),
+                Err(e) => RunState::Failed(e.to_string()),
+            }
+        };
+        Run {
+            id: r.id.clone(),
+            attempt: r.attempt,
+            state,
+        }
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Result<Duration, String> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let host_network = spec.host_network == Some(true);
+        let mut next = RESYNC;
+        if self.sandbox.is_none() {
+            let dir = self.pod_dir();
+            let hostname = spec
+                .hostname
+                .clone()
+                .or_else(|| pod.metadata.name.clone())
+                .unwrap_or_default();
+            let ns =
+                tokio::task::spawn_blocking(move || sandbox::create(&dir, &hostname, host_network))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("making the pod's namespaces: {}", chain(&e)))?;
+            self.sandbox = Some(ns);
+        }
+        let etc = volumes::etc_files(&self.pod_dir(), pod, &self.k.node_name, self.k.node_ip)
+            .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
+        match volumes::prepare(&self.k, pod, &self.pod_dir()).await {
+            Ok(v) => self.volumes = v,
+            Err(e) => {
+                // Every container waits on its volumes.
+                for c in spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(&spec.containers)
+                {
+                    self.waiting.insert(
+                        c.name.clone(),
+                        Waiting {
+                            reason: "CreateContainerConfigError".into(),
+                            message: Some(e.clone()),
+                        },
+                    );
+                }
+                self.report(pod, false, false).await;
+                return Ok(Duration::from_secs(2));
+            }
+        }
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let fields = downward_fields(pod, &self.k.node_name, self.k.node_ip);
+
+        // Init containers, one at a time, each to success.
+        let mut init_done = true;
+        let mut init_failed = false;
+        for c in spec.init_containers.iter().flatten() {
+            let (current, _) = self.runs(&c.name);
+            match current.as_ref().map(|r| &r.state) {
+                Some(s) if s.succeeded() => continue,
+                Some(RunState::Running { .. }) | Some(RunState::Starting) => {}
+                Some(_) if policy == "Never" => init_failed = true,
+                _ => {
+                    if let Some(wait) = self
+                        .maybe_start(pod, c, current.as_ref(), &etc, &fields)
+                        .await
+                    {
+                        next = next.min(wait);
+                    }
+                }
+            }
+            init_done = false;
+            break;
+        }
+        if init_done {
+            for c in &spec.containers {
+                let (current, _) = self.runs(&c.name);
+                let restart = match current.as_ref().map(|r| &r.state) {
+                    None => true,
+                    Some(RunState::Running { .. }) | Some(RunState::Starting) => false,
+                    Some(s) => policy == "Always" || (policy == "OnFailure" && !s.succeeded()),
+                };
+                if restart {
+                    if let Some(wait) = self
+                        .maybe_start(pod, c, current.as_ref(), &etc, &fields)
+                        .await
+                    {
+                        next = next.min(wait);
+                    }
+                } else {
+                    self.waiting.remove(&c.name);
+                }
+            }
+        }
+        self.report(pod, init_done, init_failed).await;
+        Ok(next)
+    }
+
+    /// Starts the next run of `c` unless a back-off holds it; returns how long to wait
+    /// when one does.
+    async fn maybe_start(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        current: Option<&Run>,
+        etc: &[(String, std::path::PathBuf)],
+        fields: &BTreeMap<String, String>,
+    ) -> Option<Duration> {
+        let key = pod_key(pod);
+        // Restart back-off.
+        if let Some(run) = current {
+            let finished = match &run.state {
+                RunState::Exited { finished_at, .. } => Some(*finished_at),
+                _ => None,
+            };
+            let delay =
+                status::backoff(run.attempt + u32::from(matches!(run.state, RunState::Failed(_))));
+            let since = finished.unwrap_or_else(Timestamp::now);
+            let ready_at = since + jiff::SignedDuration::try_from(delay).unwrap_or_default();
+            let now = Timestamp::now();
+            if ready_at > now && !delay.is_zero() {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: Some(format!(
+                            "back-off {}s restarting failed container={} pod={}_{}({})",
+                            delay.as_secs(),
+                            c.name,
+                            pod.metadata.name.as_deref().unwrap_or_default(),
+                            pod.metadata.namespace.as_deref().unwrap_or_default(),
+                            self.uid
+                        )),
+                    },
+                );
+                let left = ready_at.duration_since(now);
+                return Some(Duration::try_from(left).unwrap_or(Duration::from_secs(1)));
+            }
+        }
+        // The image.
+        let reference = c.image.clone().unwrap_or_default();
+        if let Some((_, until)) = self.pull_backoff.get(&reference) {
+            if *until > tokio::time::Instant::now() {
+                return Some(until.duration_since(tokio::time::Instant::now()));
+            }
+        }
+        let images = self.k.images.clone();
+        let r2 = reference.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            let mut store = images
+                .lock()
+                .map_err(|_| "the image store's lock is poisoned".to_string())?;
+            let mut found = store.resolve(&r2).map_err(|e| chain(&e))?;
+            if found.is_none() {
+                // `skiff images import` may have added it since.
+                store.reload_names().map_err(|e| chain(&e))?;
+                found = store.resolve(&r2).map_err(|e| chain(&e))?;
+            }
+            let Some(image) = found else {
+                return Ok(None);
+            };
+            let layers = store.layers(&image).map_err(|e| chain(&e))?;
+            Ok::<_, String>(Some((image, layers)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let (image, layers) = match resolved {
+            Ok(Some(found)) => {
+                self.pull_backoff.remove(&reference);
+                found
+            }
+            Ok(None) | Err(_) => {
+                let message = match resolved {
+                    Err(e) => format!("failed to prepare image {reference:?}: {e}"),
+                    _ => format!(
+                        "failed to pull image {reference:?}: not found in the node's image store (import it with `skiff images import`)"
+                    ),
+                };
+                let (failures, _) = self
+                    .pull_backoff
+                    .get(&reference)
+                    .cloned()
+                    .unwrap_or((0, tokio::time::Instant::now()));
+                let delay = status::backoff(failures + 1);
+                self.pull_backoff.insert(
+                    reference.clone(),
+                    (failures + 1, tokio::time::Instant::now() + delay),
+                );
+                let reason = if failures == 0 {
+                    "ErrImagePull"
+                } else {
+                    "ImagePullBackOff"
+                };
+                let message = if failures == 0 {
+                    message
+                } else {
+                    format!("Back-off pulling image {reference:?}: {message}")
+                };
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: reason.into(),
+                        message: Some(message),
+                    },
+                );
+                return Some(if failures == 0 {
+                    Duration::from_millis(500)
+                } else {
+                    delay
+                });
+            }
+        };
+        let image_id = format!(
+            "{}@{}",
+            image
+                .name
+                .split(['@'])
+                .next()
+                .unwrap_or(&image.name)
+                .rsplit_once(':')
+                .map_or(image.name.as_str(), |(n, _)| n),
+            image.manifest
+        );
+        self.image_ids.insert(c.name.clone(), image_id.clone());
+
+        let attempt = current.map_or(0, |r| r.attempt + 1);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let ns = self
+            .sandbox
+            .clone()
+            .unwrap_or_else(|| sandbox::paths(&self.pod_dir(), true));
+        let env_refs = match volumes::env_refs(&self.k, pod, c).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: Some(e),
+                    },
+                );
+                return Some(Duration::from_secs(2));
+            }
+        };
+        let ctx = PodContext {
+            net: ns.net.clone(),
+            ipc: ns.ipc.clone(),
+            uts: ns.uts.clone(),
+            etc_files: etc.to_vec(),
+            volumes: self.volumes.clone(),
+            cgroup_parent: format!("/skiff/pod{}", self.uid),
+            fields: fields.clone(),
+            env_from_refs: env_refs.0,
+            env_from: env_refs.1,
+        };
+        let config = match container::config(pod, c, &image.config, &ctx, &id) {
+            Ok(config) => config,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: Some(e.0),
+                    },
+                );
+                return Some(Duration::from_secs(2));
+            }
+        };
+        let labels = BTreeMap::from([
+            (labels::POD_UID.to_string(), self.uid.clone()),
+            (
+                labels::POD_NAME.to_string(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            ),
+            (
+                labels::POD_NAMESPACE.to_string(),
+                pod.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            (labels::CONTAINER.to_string(), c.name.clone()),
+            (labels::ATTEMPT.to_string(), attempt.to_string()),
+            (labels::IMAGE_ID.to_string(), image_id.clone()),
+        ]);
+        let log_path = self
+            .log_dir(pod)
+            .join(&c.name)
+            .join(format!("{attempt}.log"));
+        // Keep the latest run and the one before it (for `kubectl logs --previous`).
+        let old: Vec<String> = self
+            .records
+            .iter()
+            .filter(|r| r.name == c.name && r.attempt + 1 < attempt)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in old {
+            if let Err(e) = self.k.containers.remove(&id) {
+                tracing::warn!(container = %id, error = %e, "removing an old run");
+            }
+            self.records.retain(|r| r.id != id);
+        }
+        self.records.push(Record {
+            id: id.clone(),
+            name: c.name.clone(),
+            attempt,
+            image_id,
+        });
+        self.waiting.remove(&c.name);
+        let started = self
+            .k
+            .containers
+            .start(NewContainer {
+                id: &id,
+                config: &config,
+                lowers: layers,
+                log_path,
+                labels: &labels,
+            })
+            .await;
+        match started {
+            Ok(_) => {
+                tracing::info!(pod = %key, container = %c.name, attempt, "container started");
+                self.watch_exit(&id);
+                None
+            }
+            Err(e) => {
+                let message = chain(&e);
+                tracing::warn!(pod = %key, container = %c.name, error = %message, "container failed to start");
+                self.failures.insert(id, message);
+                Some(Duration::from_millis(100))
+            }
+        }
+    }
+
+    async fn report(&mut self, pod: &Pod, init_done: bool, init_failed: bool) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let status_of = |w: &Worker, c: &Container, init: bool| {
+            let (current, previous) = w.runs(&c.name);
+            let waiting = w
+                .waiting
+                .get(&c.name)
+                .filter(|_| current.as_ref().is_none_or(|r| r.state.is_done()));
+            let waiting_init = (!init && !init_done && current.is_none()).then(|| Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            });
+            let image_id = w.image_ids.get(&c.name).cloned().or_else(|| {
+                w.records
+                    .iter()
+                    .rev()
+                    .find(|r| r.name == c.name)
+                    .map(|r| r.image_id.clone())
+            });
+            status::container_status(&status::Inputs {
+                name: &c.name,
+                image: c.image.as_deref().unwrap_or_default(),
+                image_id: image_id.as_deref().unwrap_or_default(),
+                current: current.as_ref(),
+                previous: previous.as_ref(),
+                waiting: waiting.or(waiting_init.as_ref()),
+                ready: true,
+            })
+        };
+        let init_statuses: Vec<_> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| status_of(self, c, true))
+            .collect();
+        let statuses: Vec<_> = spec
+            .containers
+            .iter()
+            .map(|c| status_of(self, c, false))
+            .collect();
+        let phase = status::phase(init_done, init_failed, &statuses, &policy);
+        let now = Timestamp::now();
+        let old = pod.status.clone().unwrap_or_default();
+        let previous = old.conditions.clone().unwrap_or_default();
+        let all_ready =
+            !statuses.is_empty() && statuses.iter().all(|s| s.ready) && phase == "Running";
+        let mut conditions: Vec<PodCondition> = vec![
+            status::condition(
+                "PodReadyToStartContainers",
+                self.sandbox.is_some(),
+                None,
+                now,
+                &previous,
+            ),
+            status::condition(
+                "Initialized",
+                init_done,
+                Some("ContainersNotInitialized"),
+                now,
+                &previous,
+            ),
+            status::condition(
+                "Ready",
+                all_ready,
+                Some("ContainersNotReady"),
+                now,
+                &previous,
+            ),
+            status::condition(
+                "ContainersReady",
+                all_ready,
+                Some("ContainersNotReady"),
+                now,
+                &previous,
+            ),
+        ];
+        conditions.extend(
+            previous
+                .iter()
+                .filter(|c| c.type_ == "PodScheduled")
+                .cloned(),
+        );
+        let host_ip = self.k.node_ip.to_string();
+        let pod_ip = (spec.host_network == Some(true)).then(|| host_ip.clone());
+        let status = PodStatus {
+            phase: Some(phase.to_string()),
+            conditions: Some(conditions),
+            container_statuses: Some(statuses),
+            init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+            host_ip: Some(host_ip.clone()),
+            host_ips: Some(vec![k8s_openapi::api::core::v1::HostIP { ip: host_ip }]),
+            pod_ip: pod_ip.clone(),
+            pod_ips: pod_ip.map(|ip| vec![k8s_openapi::api::core::v1::PodIP { ip }]),
+            start_time: old.start_time.clone().or(Some(Time(now))),
+            qos_class: old.qos_class.clone(),
+            ..PodStatus::default()
+        };
+        let Ok(value) = serde_json::to_value(&status) else {
+            return;
+        };
+        // Transition times aside, nothing changed: nothing to write.
+        if self.last_status.as_ref() == Some(&value) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.k.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let patch = Patch::Merge(serde_json::json!({ "status": value }));
+        match api
+            .patch_status(&name, &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(_) => self.last_status = Some(value),
+            Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "writing the pod's status"),
+        }
+    }
+
+    /// Stops every container (SIGTERM, the grace period, SIGKILL), removes what the pod
+    /// had on the node, and deletes the pod from the API if it is still there.
+    async fn terminate(&mut self, pod: Option<&Pod>) {
+        let grace = pod
+            .and_then(|p| p.metadata.deletion_grace_period_seconds)
+            .or_else(|| pod.and_then(|p| p.spec.as_ref()?.termination_grace_period_seconds))
+            .unwrap_or(30)
+            .max(0) as u64;
+        let running: Vec<String> = self
+            .records
+            .iter()
+            .filter(|r| {
+                matches!(
+                    self.k.containers.status(&r.id),
+                    Ok(Some(Status::Running(_))) | Ok(None)
+                )
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        for id in &running {
+            if let Err(e) = self.k.containers.signal(id, rustix::process::Signal::TERM) {
+                tracing::warn!(container = %id, error = %e, "sending SIGTERM");
+            }
+        }
+        let waits = futures::future::join_all(running.iter().map(|id| self.k.containers.wait(id)));
+        if tokio::time::timeout(Duration::from_secs(grace), waits)
+            .await
+            .is_err()
+        {
+            for id in &running {
+                let _ = self.k.containers.signal(id, rustix::process::Signal::KILL);
+            }
+            let waits =
+                futures::future::join_all(running.iter().map(|id| self.k.containers.wait(id)));
+            let _ = tokio::time::timeout(KILL_WAIT, waits).await;
+        }
+        for r in &self.records {
+            if let Err(e) = self.k.containers.remove(&r.id) {
+                tracing::warn!(container = %r.id, error = %e, "removing a container");
+            }
+        }
+        let dir = self.pod_dir();
+        let removed = tokio::task::spawn_blocking(move || {
+            sandbox::remove(&dir).map_err(|e| chain(&e))?;
+            volumes::remove(&dir).map_err(|e| e.to_string())?;
+            std::fs::remove_dir_all(&dir).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e.to_string())
+                }
+            })
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = removed.map_err(|e| e.to_string()) {
+            tracing::warn!(pod = %self.uid, error = %e, "removing the pod's folder");
+        }
+        let Some(pod) = pod else {
+            return;
+        };
+        let _ = std::fs::remove_dir_all(self.log_dir(pod));
+        let api: Api<Pod> = Api::namespaced(
+            self.k.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match api.delete(&name, &params).await {
+            Ok(_) => tracing::info!(pod = %pod_key(pod), "pod deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "deleting the pod"),
+        }
+    }
+}
+
+/// The downward API's field values of a pod on this node.
+pub fn downward_fields(
+    pod: &Pod,
+    node: &str,
+    node_ip: std::net::IpAddr,
+) -> BTreeMap<String, String> {
+    let m = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let mut f = BTreeMap::from([
+        (
+            "metadata.name".to_string(),
+            m.name.clone().unwrap_or_default(),
+        ),
+        (
+            "metadata.namespace".to_string(),
+            m.namespace.clone().unwrap_or_default(),
+        ),
+        (
+            "metadata.uid".to_string(),
+            m.uid.clone().unwrap_or_default(),
+        ),
+        ("spec.nodeName".to_string(), node.to_string()),
+        (
+            "spec.serviceAccountName".to_string(),
+            spec.and_then(|s| s.service_account_name.clone())
+                .unwrap_or_default(),
+        ),
+        ("status.hostIP".to_string(), node_ip.to_string()),
+        ("status.hostIPs".to_string(), node_ip.to_string()),
+    ]);
+    let pod_ip = if spec.and_then(|s| s.host_network) == Some(true) {
+        node_ip.to_string()
+    } else {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default()
+    };
+    f.insert("status.podIP".into(), pod_ip.clone());
+    f.insert("status.podIPs".into(), pod_ip);
+    for (k, v) in m.labels.iter().flatten() {
+        f.insert(format!("metadata.labels['{k}']"), v.clone());
+    }
+    for (k, v) in m.annotations.iter().flatten() {
+        f.insert(format!("metadata.annotations['{k}']"), v.clone());
+    }
+    f
+}
+
+/// An error and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
