@@ -8,3 +8,4 @@ pub mod client;
 pub mod defaults;
 pub mod kubeconfig;
 pub mod pki;
+pub mod tls;

@@ -1,9 +1,6 @@
 //! The server's certificates and TLS configuration.
 
 use crate::Config;
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use skiff_core::kubeconfig::Kubeconfig;
 use skiff_core::pki::{Ca, CertPair, Usage};
 use std::net::IpAddr;
@@ -15,21 +12,9 @@ pub enum Error {
     /// The PKI failed.
     #[error(transparent)]
     Pki(#[from] skiff_core::pki::Error),
-    /// A PEM file did not parse.
-    #[error("parsing {what}")]
-    Pem {
-        /// Which file.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: rustls_pki_types::pem::Error,
-    },
-    /// rustls refused the configuration.
-    #[error("building the TLS configuration")]
-    Rustls(#[from] rustls::Error),
-    /// The client verifier could not be built.
-    #[error("building the client certificate verifier")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] skiff_core::tls::Error),
 }
 
 /// The server's PKI: CA, serving certificate, admin client certificate.
@@ -134,7 +119,11 @@ impl Pki {
                 groups: vec!["system:masters".into()],
             },
         )?;
-        let server_config = server_config(&ca.pair.cert_pem, &serving)?;
+        let server_config = skiff_core::tls::server_config(
+            &ca.pair.cert_pem,
+            &serving,
+            skiff_core::tls::ClientAuth::Optional,
+        )?;
         Ok(Pki {
             ca,
             admin,
@@ -223,38 +212,4 @@ impl Pki {
         }
         .write(&config.write_kubeconfig, config.write_kubeconfig_mode)
     }
-}
-
-fn server_config(ca_pem: &str, serving: &CertPair) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|source| Error::Pem {
-            what: "CA certificate",
-            source,
-        })?;
-        roots.add(cert)?;
-    }
-    // Anonymous clients may connect (health and version are public); everything else
-    // answers them 401.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let chain = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| Error::Pem {
-            what: "serving certificate",
-            source,
-        })?;
-    let key =
-        PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|source| Error::Pem {
-            what: "serving key",
-            source,
-        })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }

@@ -196,18 +196,7 @@ pub async fn serve(
 
 /// The user a client certificate names (CN = user, O = groups).
 fn user_of(der: &[u8]) -> Option<User> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let name = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())?
-        .to_string();
-    let groups = cert
-        .subject()
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(String::from))
-        .collect();
+    let (name, groups) = skiff_core::tls::identity(der)?;
     Some(User { name, groups })
 }
 
