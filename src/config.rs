@@ -38,6 +38,7 @@ struct FileConfig {
     node_taint: Vec<String>,
     kube_reserved: Option<String>,
     system_reserved: Option<String>,
+    kubelet_port: Option<u16>,
 }
 
 /// A file mode written as a string ("0644") or a number (644).
@@ -259,7 +260,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
                 .or(file.service_node_port_range)
                 .unwrap_or_else(|| defaults::SERVICE_NODE_PORT_RANGE.into()),
         )?,
-        node_name: None,
+        node: None,
         disable_scheduler: args
             .disable_scheduler
             .or(file.disable_scheduler)
@@ -341,7 +342,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
             args.system_reserved.or(file.system_reserved).as_deref(),
             &mut reserved,
         )?;
-        config.node_name = Some(node_name.clone());
+        config.node = Some((node_name.clone(), node_ip));
         Some(skiff_agent::kubelet::Config {
             node_name,
             node_ip,
@@ -351,6 +352,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
             taints,
             control_plane: true,
             reserved,
+            kubelet_port: args.kubelet_port.or(file.kubelet_port).unwrap_or(10250),
             shim_exe: std::env::current_exe()
                 .context("finding skiff's own binary for the container shim")?,
         })

@@ -61,7 +61,7 @@ fn server(args: cli::ServerArgs) -> Result<ExitCode> {
         let agent_cancel = cancel.clone();
         let mut node = tokio::spawn(async move {
             match node_rx.await {
-                Ok(client) => skiff_agent::kubelet::run(client, agent, agent_cancel).await,
+                Ok(creds) => skiff_agent::kubelet::run(creds, agent, agent_cancel).await,
                 Err(_) => Ok(()),
             }
         });

@@ -48,3 +48,18 @@ pub async fn from_file(path: &Path) -> Result<kube::Client, Error> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     Ok(kube::Client::try_from(config)?)
 }
+
+/// What a node needs from the cluster: an API client with its identity
+/// (`system:node:<name>`), the CA, and the certificate its own API serves with.
+pub struct NodeCredentials {
+    /// The API client.
+    pub client: kube::Client,
+    /// The cluster CA (PEM), which the node's API trusts for its clients.
+    pub ca_pem: String,
+    /// The node API's serving certificate and key.
+    pub serving: crate::pki::CertPair,
+}
+
+/// The common name of the API server's client certificate towards nodes; the node's API
+/// lets in no one else.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";

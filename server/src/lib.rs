@@ -43,9 +43,9 @@ pub struct Config {
     pub cluster_cidr: Ipv4Net,
     /// The NodePort range, inclusive.
     pub service_node_port_range: (u16, u16),
-    /// The name of the node that runs in this process, if one does: the server issues
-    /// it a client certificate (`system:node:<name>`) once the API serves.
-    pub node_name: Option<String>,
+    /// The node that runs in this process, if one does (its name and address): the
+    /// server issues its credentials once the API serves.
+    pub node: Option<(String, IpAddr)>,
     /// Do not run the scheduler.
     pub disable_scheduler: bool,
     /// Do not run the controllers.
@@ -128,12 +128,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     run_with_node(config, cancel, None).await
 }
 
-/// As [`run`]; once the API serves, sends `node` a loopback HTTPS client with the
-/// identity of the node named in [`Config::node_name`], for the agent in this process.
+/// As [`run`]; once the API serves, sends `node` the credentials of the node in
+/// [`Config::node`] (a loopback HTTPS client with its identity, and its API's serving
+/// certificate), for the agent in this process.
 pub async fn run_with_node(
     config: Config,
     cancel: CancellationToken,
-    node: Option<tokio::sync::oneshot::Sender<kube::Client>>,
+    node: Option<tokio::sync::oneshot::Sender<skiff_core::client::NodeCredentials>>,
 ) -> Result<(), Error> {
     let dir = config.server_dir();
     let pki = tls::Pki::prepare(&config)?;
@@ -153,6 +154,7 @@ pub async fn run_with_node(
         service_lock: tokio::sync::Mutex::new(()),
         server_address: SocketAddr::new(config.advertised(), config.https_port).to_string(),
         max_body: skiff_core::defaults::MAX_REQUEST_BYTES,
+        kubelet_tls: pki.kubelet_client_config()?,
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await
@@ -199,9 +201,9 @@ pub async fn run_with_node(
         let (cfg, c) = (config.controllers.clone(), cancel.clone());
         tasks.spawn(async move { controllers::run(client, cfg, c).await.map_err(Error::from) });
     }
-    if let (Some(name), Some(node)) = (&config.node_name, node) {
+    if let (Some((name, ip)), Some(node)) = (&config.node, node) {
         let client = pki
-            .node_client(&loopback, name)
+            .node_credentials(&loopback, name, &[*ip])
             .await
             .map_err(|source| Error::Client {
                 component: "node",

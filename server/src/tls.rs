@@ -163,14 +163,17 @@ impl Pki {
         .await
     }
 
-    /// A loopback client for the node in this process: `system:node:<name>` in group
-    /// `system:nodes`, as a joined agent's certificate will name it.
-    pub async fn node_client(
+    /// The credentials of the node in this process: a loopback client as
+    /// `system:node:<name>` in group `system:nodes` (as a joined agent's certificate will
+    /// name it) and a serving certificate for its API at `addresses`.
+    pub async fn node_credentials(
         &self,
         server: &str,
         name: &str,
-    ) -> Result<kube::Client, skiff_core::client::Error> {
+        addresses: &[IpAddr],
+    ) -> Result<skiff_core::client::NodeCredentials, skiff_core::client::Error> {
         let user = format!("system:node:{name}");
+        let cert_err = |e| skiff_core::client::Error::Certificate(Box::new(e));
         let pair = self
             .ca
             .load_or_issue(
@@ -181,15 +184,46 @@ impl Pki {
                     groups: vec!["system:nodes".to_string()],
                 },
             )
-            .map_err(|e| skiff_core::client::Error::Certificate(Box::new(e)))?;
-        skiff_core::client::from_cert(
+            .map_err(cert_err)?;
+        let mut sans = vec![name.to_string(), "localhost".into(), "127.0.0.1".into()];
+        sans.extend(addresses.iter().map(|a| a.to_string()));
+        let serving = self
+            .ca
+            .load_or_issue(
+                &self.dir,
+                &format!("serving-node-{name}"),
+                &Usage::Server { sans },
+            )
+            .map_err(cert_err)?;
+        let client = skiff_core::client::from_cert(
             server,
             &self.ca.pair.cert_pem,
             &pair.cert_pem,
             &pair.key_pem,
             &user,
         )
-        .await
+        .await?;
+        Ok(skiff_core::client::NodeCredentials {
+            client,
+            ca_pem: self.ca.pair.cert_pem.clone(),
+            serving,
+        })
+    }
+
+    /// The TLS client the API server reaches nodes' APIs with.
+    pub fn kubelet_client_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let pair = self.ca.load_or_issue(
+            &self.dir,
+            "client-kube-apiserver-kubelet",
+            &Usage::Client {
+                user: skiff_core::client::KUBELET_CLIENT_USER.to_string(),
+                groups: vec!["system:masters".to_string()],
+            },
+        )?;
+        Ok(skiff_core::tls::client_config(
+            &self.ca.pair.cert_pem,
+            &pair,
+        )?)
     }
 
     /// Writes the admin kubeconfig.

@@ -6,6 +6,7 @@
 //! container as the runtime runs it), `volumes.rs` (volumes and `/etc` files) and
 //! `status.rs` (the pod's status as upstream writes it).
 
+pub mod api;
 pub mod container;
 pub mod node;
 pub mod pods;
@@ -41,6 +42,18 @@ pub enum Error {
     /// The runtime's folders could not be read.
     #[error("container runtime: {0}")]
     Runtime(String),
+    /// The node's API could not listen.
+    #[error("listening for the node's API on port {port}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node's API TLS configuration could not be built.
+    #[error("the node's API TLS configuration")]
+    Tls(#[from] skiff_core::tls::Error),
 }
 
 /// Everything the kubelet is told.
@@ -64,6 +77,8 @@ pub struct Config {
     pub reserved: BTreeMap<String, Quantity>,
     /// The binary whose `shim` subcommand runs a container.
     pub shim_exe: PathBuf,
+    /// The port of the node's API (0: any free port, published in the Node).
+    pub kubelet_port: u16,
 }
 
 /// What every part of the kubelet shares.
@@ -82,6 +97,8 @@ pub struct Kubelet {
     pub images: Arc<Mutex<ImageStore>>,
     /// The container runtime.
     pub containers: Containers,
+    /// The port the node's API listens on.
+    pub api_port: u16,
 }
 
 impl Kubelet {
@@ -97,10 +114,29 @@ impl Kubelet {
 
 /// Runs the kubelet until `cancel` fires. Containers keep running after it returns.
 pub async fn run(
-    client: kube::Client,
+    creds: skiff_core::client::NodeCredentials,
     config: Config,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
+    let tls = skiff_core::tls::server_config(
+        &creds.ca_pem,
+        &creds.serving,
+        skiff_core::tls::ClientAuth::Required,
+    )?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.kubelet_port))
+        .await
+        .map_err(|source| Error::Listen {
+            port: config.kubelet_port,
+            source,
+        })?;
+    let api_port = listener
+        .local_addr()
+        .map_err(|source| Error::Listen {
+            port: config.kubelet_port,
+            source,
+        })?
+        .port();
+    let client = creds.client;
     let agent = config.data_dir.join("agent");
     let store_dir = agent.join("image-store");
     let import_dir = agent.join("images");
@@ -125,11 +161,14 @@ pub async fn run(
         host,
         images: Arc::new(Mutex::new(images)),
         containers: Containers::new(agent.join("containers"), config.shim_exe.clone()),
+        api_port,
         config,
     });
+    let api = tokio::spawn(api::serve(k.clone(), listener, tls, cancel.clone()));
     let uid = node::register(&k).await?;
     let beat = tokio::spawn(node::heartbeat(k.clone(), uid, cancel.clone()));
     let result = pods::run(k, cancel).await;
     beat.abort();
+    api.abort();
     result
 }

@@ -149,6 +149,7 @@ pub fn resources(
 pub fn status(
     k: &super::Config,
     host: &Host,
+    api_port: u16,
     now: Timestamp,
     previous: Option<&NodeStatus>,
 ) -> NodeStatus {
@@ -187,7 +188,11 @@ pub fn status(
             now,
             previous.and_then(|s| s.conditions.as_deref()),
         )),
-        daemon_endpoints: None,
+        daemon_endpoints: Some(k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+            kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                port: i32::from(api_port),
+            }),
+        }),
         ..NodeStatus::default()
     }
 }
@@ -262,7 +267,7 @@ pub async fn register(k: &Kubelet) -> Result<String, Error> {
 
 async fn write_status(k: &Kubelet, previous: Option<&NodeStatus>) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(k.client.clone());
-    let status = status(&k.config, &k.host, Timestamp::now(), previous);
+    let status = status(&k.config, &k.host, k.api_port, Timestamp::now(), previous);
     let patch = Patch::Merge(serde_json::json!({ "status": status }));
     nodes
         .patch_status(&k.config.node_name, &PatchParams::default(), &patch)
@@ -388,6 +393,7 @@ mod tests {
                 ("memory".into(), Quantity("1Gi".into())),
             ]),
             shim_exe: "/proc/self/exe".into(),
+            kubelet_port: 10250,
         }
     }
 
@@ -404,7 +410,7 @@ mod tests {
             storage_bytes: 10 << 30,
             ..Host::default()
         };
-        let s = status(&c, &host, Timestamp::UNIX_EPOCH, None);
+        let s = status(&c, &host, 10250, Timestamp::UNIX_EPOCH, None);
         assert_eq!(s.capacity.as_ref().unwrap()["cpu"].0, "2");
         assert_eq!(s.allocatable.as_ref().unwrap()["cpu"].0, "1500m");
         assert_eq!(

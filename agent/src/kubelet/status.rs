@@ -383,10 +383,16 @@ mod tests {
         let ok = container_status(&inputs(Some(&done), None, None));
         let bad = container_status(&inputs(Some(&failed), None, None));
         let new = container_status(&inputs(None, None, None));
-        assert_eq!(phase(true, false, std::slice::from_ref(&ok), "Never"), "Succeeded");
+        assert_eq!(
+            phase(true, false, std::slice::from_ref(&ok), "Never"),
+            "Succeeded"
+        );
         assert_eq!(phase(true, false, &[ok.clone(), bad], "Never"), "Failed");
         assert_eq!(phase(true, false, &[ok, new.clone()], "Never"), "Pending");
-        assert_eq!(phase(false, false, std::slice::from_ref(&new), "Always"), "Pending");
+        assert_eq!(
+            phase(false, false, std::slice::from_ref(&new), "Always"),
+            "Pending"
+        );
         assert_eq!(phase(false, true, &[new], "Never"), "Failed");
     }
 

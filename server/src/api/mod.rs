@@ -10,6 +10,7 @@ pub mod admission;
 pub mod allocator;
 pub mod discovery;
 pub mod handlers;
+pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -58,6 +59,8 @@ pub struct Api {
     pub server_address: String,
     /// The largest request body accepted.
     pub max_body: usize,
+    /// How the API server reaches nodes' APIs (logs, exec, port-forward).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
 }
 
 /// A whole answer of a handler.
@@ -406,6 +409,9 @@ async fn resource(
                 ));
             }
             Reply::raw(200, handlers::encode_list(r, &listed))
+        }
+        (&Method::GET, true) if sub.as_deref() == Some("log") => {
+            return nodeproxy::pod_log(api, &t, &q).await;
         }
         (&Method::GET, true) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {

@@ -1,0 +1,226 @@
+//! Pod subresources that the node running the pod serves: `pods/log` (exec, attach and
+//! port-forward follow). The API server checks the request, finds the pod's node, and
+//! relays to that node's API over mutual TLS as `kube-apiserver-kubelet-client`,
+//! streaming the answer back as it comes.
+
+use super::{handlers, request::Target, status::ApiError, status::ApiResult, Api, Body};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// The node API's port when a Node does not publish one.
+const DEFAULT_KUBELET_PORT: u64 = 10250;
+/// How long reaching a node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Query parameters of `pods/log` passed on to the node, each checked first.
+const LOG_PARAMS: &[&str] = &[
+    "follow",
+    "previous",
+    "timestamps",
+    "tailLines",
+    "limitBytes",
+    "sinceSeconds",
+    "sinceTime",
+    "insecureSkipTLSVerifyBackend",
+];
+
+fn container_names(pod: &Value, field: &str) -> Vec<String> {
+    pod["spec"][field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// `GET pods/log`.
+pub async fn pod_log(
+    api: &Api,
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response<Body>> {
+    let entry = handlers::get(api, t)?;
+    let pod: Value = serde_json::from_slice(&entry.value)
+        .map_err(|e| ApiError::internal(format!("stored pod is not JSON: {e}")))?;
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let namespace = pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let containers = container_names(&pod, "containers");
+    let mut all = containers.clone();
+    all.extend(container_names(&pod, "initContainers"));
+    all.extend(container_names(&pod, "ephemeralContainers"));
+    let container = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if all.contains(c) => c.clone(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )))
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                all.join(" ")
+            )))
+        }
+    };
+    for (key, check) in [("tailLines", 0i64), ("limitBytes", 1), ("sinceSeconds", 1)] {
+        if let Some(v) = q.get(key) {
+            match v.parse::<i64>() {
+                Ok(n) if n >= check => {}
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "{key} must be an integer of at least {check}, not {v:?}"
+                    )))
+                }
+            }
+        }
+    }
+    if q.contains_key("sinceSeconds") && q.contains_key("sinceTime") {
+        return Err(ApiError::bad_request(
+            "at most one of sinceTime or sinceSeconds may be specified",
+        ));
+    }
+    if let Some(v) = q.get("sinceTime") {
+        if v.parse::<jiff::Timestamp>().is_err() {
+            return Err(ApiError::bad_request(format!(
+                "sinceTime {v:?} is not an RFC 3339 time"
+            )));
+        }
+    }
+    let path = format!(
+        "/containerLogs/{}/{}/{}",
+        enc(&namespace),
+        enc(&name),
+        enc(&container)
+    );
+    let query: Vec<(&str, &str)> = LOG_PARAMS
+        .iter()
+        .filter_map(|k| q.get(*k).map(|v| (*k, v.as_str())))
+        .collect();
+    let node = node_of(api, &pod, &name)?;
+    relay(api, &node, &path, &query).await
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The `host:port` of the API of the node the pod runs on.
+fn node_of(api: &Api, pod: &Value, name: &str) -> ApiResult<String> {
+    let node_name = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
+        })?;
+    let nodes = crate::registry::find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
+    let entry = api
+        .store
+        .get(&nodes.key(None, node_name))
+        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
+    let node: Value = serde_json::from_slice(&entry.value)
+        .map_err(|e| ApiError::internal(format!("stored node is not JSON: {e}")))?;
+    let addresses = node["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let address = ["InternalIP", "ExternalIP", "Hostname"]
+        .iter()
+        .find_map(|kind| {
+            addresses
+                .iter()
+                .find(|a| a["type"] == *kind)
+                .and_then(|a| a["address"].as_str())
+        })
+        .ok_or_else(|| ApiError::unavailable(format!("node {node_name} publishes no address")))?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_KUBELET_PORT);
+    Ok(match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(a)) => format!("[{a}]:{port}"),
+        _ => format!("{address}:{port}"),
+    })
+}
+
+/// GETs `path` from the node at `addr` and streams its answer back.
+async fn relay(
+    api: &Api,
+    addr: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> ApiResult<Response<Body>> {
+    let unreachable =
+        |e: String| ApiError::unavailable(format!("reaching the node at {addr}: {e}"));
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let server_name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone());
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        connector.connect(server_name, tcp).await
+    })
+    .await
+    .map_err(|_| unreachable("timed out".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "node connection ended");
+        }
+    });
+    let mut uri = path.to_string();
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish(),
+        );
+    }
+    let req = Request::get(uri)
+        .header(header::HOST, addr)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let (parts, body) = resp.into_parts();
+    // Frames pass through as they arrive; a broken node connection ends the stream.
+    let stream = futures::stream::unfold(body, |mut body| async move {
+        match body.frame().await {
+            Some(Ok(frame)) => Some((Ok::<_, Infallible>(frame), body)),
+            _ => None,
+        }
+    });
+    let mut out = Response::new(StreamBody::new(stream).boxed());
+    *out.status_mut() = parts.status;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("text/plain"));
+    out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    Ok(out)
+}
