@@ -19,6 +19,12 @@ pub enum Command {
     Server(Box<ServerArgs>),
     /// Manage the node's images: import tarballs, list, remove, prune.
     Images(ImagesArgs),
+    /// Stop every container this node runs and unmount what it mounted (data stays)
+    Killall {
+        /// Folder holding state [default: /var/lib/skiff]
+        #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Run one container under its shim (the agent starts these; not for users).
     #[command(hide = true)]
     Shim {

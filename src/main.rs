@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server(*args),
         Command::Images(args) => images(args),
         Command::Shim { dir } => shim(&dir),
+        Command::Killall { data_dir } => killall(data_dir),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Kubectl { args } => kubectl(args),
     };
@@ -99,6 +100,17 @@ fn shim(dir: &std::path::Path) -> Result<ExitCode> {
         .init();
     let code = skiff_embedded::container::shim::main(dir);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// `skiff killall`: every container of the node stopped, its mounts undone.
+fn killall(data_dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
+    init_logging("warn")?;
+    let data_dir =
+        data_dir.unwrap_or_else(|| std::path::PathBuf::from(skiff_core::defaults::DATA_DIR));
+    let killed = skiff_agent::kubelet::killall(&data_dir)
+        .with_context(|| format!("stopping the containers of {}", data_dir.display()))?;
+    println!("stopped {killed} containers");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `skiff images …`: the node's image store, used directly (the node need not run).

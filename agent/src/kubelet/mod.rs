@@ -172,3 +172,33 @@ pub async fn run(
     api.abort();
     result
 }
+
+/// The cgroup folder of pod `uid`; its containers' are below it.
+pub fn pod_cgroup(uid: &str) -> String {
+    format!("/skiff/pod{uid}")
+}
+
+/// Stops everything the node runs, as K3s's killall script does: every container and
+/// shim is killed, roots, namespaces and memory volumes are unmounted, cgroups removed.
+/// The node's data stays; a restarted node restarts the pods' containers. Returns how
+/// many containers were running.
+pub fn killall(data_dir: &std::path::Path) -> Result<usize, Error> {
+    let agent = data_dir.join("agent");
+    let containers = Containers::new(agent.join("containers"), "/proc/self/exe");
+    let killed = containers
+        .kill_all()
+        .map_err(|e| Error::Runtime(worker::chain(&e)))?;
+    let pods = agent.join("pods");
+    for entry in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        if let Err(e) = skiff_embedded::container::sandbox::remove(&dir) {
+            tracing::warn!(pod = %uid, error = %worker::chain(&e), "unbinding the pod's namespaces");
+        }
+        if let Err(e) = volumes::remove(&dir) {
+            tracing::warn!(pod = %uid, error = %e, "unmounting the pod's volumes");
+        }
+        skiff_embedded::container::cgroups::remove(&pod_cgroup(&uid));
+    }
+    Ok(killed)
+}

@@ -441,7 +441,7 @@ impl Worker {
             uts: ns.uts.clone(),
             etc_files: etc.to_vec(),
             volumes: self.volumes.clone(),
-            cgroup_parent: format!("/skiff/pod{}", self.uid),
+            cgroup_parent: super::pod_cgroup(&self.uid),
             fields: fields.clone(),
             env_from_refs: env_refs.0,
             env_from: env_refs.1,
@@ -688,7 +688,9 @@ impl Worker {
             }
         }
         let dir = self.pod_dir();
+        let cgroup = super::pod_cgroup(&self.uid);
         let removed = tokio::task::spawn_blocking(move || {
+            skiff_embedded::container::cgroups::remove(&cgroup);
             sandbox::remove(&dir).map_err(|e| chain(&e))?;
             volumes::remove(&dir).map_err(|e| e.to_string())?;
             std::fs::remove_dir_all(&dir).or_else(|e| {

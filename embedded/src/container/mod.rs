@@ -7,6 +7,7 @@
 //! - `runtime.rs`: [`Containers`], the agent's side: prepares a container's folder, starts
 //!   its shim, reads its state, signals and removes it, and lists what is there after a
 //!   restart;
+//! - `cgroups.rs`: removing a pod's cgroup folders in every hierarchy;
 //! - `sandbox.rs`: a pod's shared namespaces (network, IPC, UTS), bound to files so they
 //!   outlive every process.
 //!
@@ -14,6 +15,7 @@
 //! needs), `meta.json` (the kubelet's labels), and what the shim writes: `state.json`
 //! once the container runs, `exit.json` once it has exited.
 
+pub mod cgroups;
 pub mod log;
 pub mod runtime;
 pub mod sandbox;

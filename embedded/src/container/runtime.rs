@@ -284,6 +284,45 @@ impl Containers {
         Ok(())
     }
 
+    /// Kills every container and its shim at once (SIGKILL), then unmounts their roots
+    /// and removes their cgroups; the folders stay, so a restarted node sees them as
+    /// ended. Returns how many were running.
+    pub fn kill_all(&self) -> Result<usize> {
+        use rustix::process::{kill_process, Pid, Signal};
+        let mut pids = Vec::new();
+        let ids = self.list()?;
+        for id in &ids {
+            let dir = self.dir(id);
+            match self.status(id) {
+                Ok(Some(Status::Running(s))) => pids.extend([s.pid, s.shim_pid]),
+                Ok(None) => pids.extend(self.shim_of(&dir)),
+                _ => {}
+            }
+        }
+        for pid in &pids {
+            if let Some(p) = Pid::from_raw(*pid) {
+                let _ = kill_process(p, Signal::KILL);
+            }
+        }
+        // Killed processes leave /proc once reaped; give them a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pids
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for id in &ids {
+            let dir = self.dir(id);
+            let _ = rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+            if let Ok(Some(shim)) = read_json::<ShimConfig>(&dir.join(SHIM_FILE)) {
+                super::cgroups::remove(&shim.cgroups_path);
+            }
+        }
+        Ok(pids.len() / 2)
+    }
+
     /// Removes an exited container's folder (its log stays).
     pub fn remove(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
