@@ -10,8 +10,10 @@
 //! - [`durability`]: acknowledged writes survive SIGKILL;
 //! - [`deletion`]: graceful deletion rules at the API;
 //! - [`churn`]: the database stays bounded under sustained updates;
+//! - [`node`]: the in-process node running real containers (needs root);
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
-//!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`].
+//!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`];
+//! - [`images`]: busybox container images, built as OCI image-layout tarballs to import.
 //!
 //! The current kubectl and the Python client come from a venv the CI script creates:
 //! `python3 -m venv /var/tmp/skiff-venv && /var/tmp/skiff-venv/bin/pip install
@@ -27,8 +29,10 @@ mod daemonset;
 mod deletion;
 mod durability;
 mod harness;
+mod images;
 mod jobs;
 mod kubectl;
+mod node;
 mod nodes;
 mod python;
 mod scheduling;
