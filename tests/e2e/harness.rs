@@ -481,6 +481,8 @@ pub struct Server {
     child: Option<Child>,
     starts: u32,
     extra: Vec<String>,
+    /// Runs its node (the kubelet and real containers) in-process.
+    node: bool,
 }
 
 impl Server {
@@ -491,6 +493,17 @@ impl Server {
 
     /// Like [`Server::start`], with more `skiff server` flags (kept across restarts).
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_inner(extra, false)
+    }
+
+    /// A server that runs its node: real containers, with busybox imported from the
+    /// node's air-gap folder at start as `busybox` (`docker.io/library/busybox:latest`).
+    /// Dropping it stops the node's containers (`skiff killall`) and removes their logs.
+    pub fn start_node(extra: &[&str]) -> Server {
+        Server::start_inner(extra, true)
+    }
+
+    fn start_inner(extra: &[&str], node: bool) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -502,7 +515,25 @@ impl Server {
             child: None,
             starts: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            node,
         };
+        if node {
+            let images = server.data_dir().join("agent").join("images");
+            std::fs::create_dir_all(&images).expect("creating the air-gap folder");
+            crate::images::busybox(&images, "docker.io/library/busybox:latest");
+            let name = server.node_name();
+            server.extra.extend(
+                [
+                    "--node-name",
+                    &name,
+                    "--node-ip",
+                    "127.0.0.1",
+                    "--kubelet-port",
+                    "0",
+                ]
+                .map(String::from),
+            );
+        }
         // Another test may grab the port between our probe and the server's bind; try
         // a few ports before giving up.
         let mut last = String::new();
@@ -515,6 +546,53 @@ impl Server {
             }
         }
         panic!("the server did not start on any free port: {last}")
+    }
+
+    /// The node's name (unique per test server).
+    pub fn node_name(&self) -> String {
+        let tail = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let tail: String = tail.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        format!("node-{tail}")
+    }
+
+    /// Stops the node's containers and removes what they left outside the test folder
+    /// (their logs under /var/log/pods).
+    fn stop_containers(&self) {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("killall")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "skiff killall failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("skiff killall did not run: {e}"),
+        }
+        let pods = self.data_dir().join("agent").join("pods");
+        let uids: Vec<String> = std::fs::read_dir(&pods)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for e in std::fs::read_dir("/var/log/pods")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if uids.iter().any(|u| name.ends_with(&format!("_{u}"))) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// The test's directory (the data directory and kubeconfig are below it).
@@ -588,7 +666,8 @@ impl Server {
             .args(["--bind-address", "127.0.0.1"])
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig())
-            .args(["--config", "/dev/null", "--disable-agent"])
+            .args(["--config", "/dev/null"])
+            .args((!self.node).then_some("--disable-agent"))
             .args(&self.extra)
             .env("SKIFF_LOG", "info")
             .env("NO_COLOR", "1")
@@ -782,6 +861,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        if self.node {
+            self.stop_containers();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- skiff server log (last lines) -----\n{}",

@@ -1,0 +1,389 @@
+//! The node: `skiff server` with its in-process agent runs pods as real containers
+//! (libcontainer behind a shim per container), from busybox built by [`crate::images`]
+//! and imported from the node's air-gap folder at start. Driven with kubectl 1.32.
+//! These tests need root, as CI is.
+
+use crate::harness::{wait_until, Kubectl, Server};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Convergence on a debug build on a busy 2-core machine.
+const SOON: Duration = Duration::from_secs(60);
+const KUBECTL: Kubectl = Kubectl::V132;
+
+fn apply(s: &Server, manifest: &Value) {
+    s.kubectl(KUBECTL)
+        .stdin(manifest.to_string())
+        .run(&["apply", "-f", "-"])
+        .ok();
+}
+
+fn pod(s: &Server, name: &str) -> Result<Value, String> {
+    let out = s.kubectl(KUBECTL).run(&["get", "pod", name, "-o", "json"]);
+    if !out.status.success() {
+        return Err(out.stderr.clone());
+    }
+    serde_json::from_str(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Waits until `check` holds for the pod, returning it.
+#[track_caller]
+fn wait_pod(s: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    wait_until(SOON, &format!("pod {name}: {what}"), || {
+        let p = pod(s, name)?;
+        if check(&p) {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    })
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn simple_pod(name: &str, restart: &str, script: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]
+        }
+    })
+}
+
+/// The node registers and goes Ready; a pod runs, `kubectl logs` shows its output, and
+/// it ends Succeeded; a missing image gives ErrImagePull then ImagePullBackOff.
+#[test]
+fn a_pod_runs_and_kubectl_logs_shows_its_output() {
+    let s = Server::start_node(&[]);
+    let node = s.node_name();
+    let n = wait_until(SOON, "the node Ready", || {
+        let out = s
+            .kubectl(KUBECTL)
+            .run(&["get", "node", &node, "-o", "json"]);
+        let n: Value = serde_json::from_str(&out.stdout).map_err(|_| out.stderr.clone())?;
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if ready {
+            Ok(n)
+        } else {
+            Err(n["status"].to_string())
+        }
+    });
+    assert!(n["status"]["nodeInfo"]["containerRuntimeVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with("skiff://"));
+    assert_eq!(
+        n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
+        "true"
+    );
+    assert_eq!(n["status"]["capacity"]["pods"], "110");
+
+    apply(
+        &s,
+        &simple_pod(
+            "hello",
+            "Never",
+            "echo hello from a container; echo second line; hostname",
+        ),
+    );
+    let p = wait_pod(&s, "hello", "Succeeded", |p| phase(p) == "Succeeded");
+    let st = &p["status"]["containerStatuses"][0];
+    assert_eq!(st["state"]["terminated"]["reason"], "Completed", "{st}");
+    assert!(st["containerID"].as_str().unwrap().starts_with("skiff://"));
+    assert!(st["imageID"].as_str().unwrap().contains("@sha256:"), "{st}");
+    let logs = s.kubectl(KUBECTL).run(&["logs", "hello"]);
+    assert_eq!(logs.ok(), "hello from a container\nsecond line\nhello\n");
+    let tail = s.kubectl(KUBECTL).run(&["logs", "hello", "--tail=1"]);
+    assert_eq!(tail.ok(), "hello\n");
+
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nosuch"},
+            "spec": {"containers": [{"name": "c", "image": "registry.invalid/nosuch:1"}]}
+        }),
+    );
+    wait_pod(&s, "nosuch", "ErrImagePull", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    wait_pod(&s, "nosuch", "ImagePullBackOff", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+}
+
+/// A crashing container reaches CrashLoopBackOff with its restartCount climbing, and
+/// `kubectl logs --previous` reads the run before; a memory limit produces OOMKilled.
+#[test]
+fn crash_loop_back_off_and_oom_killed() {
+    let s = Server::start_node(&[]);
+    apply(&s, &simple_pod("crash", "Always", "echo run; exit 3"));
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": "busybox",
+                // tail buffers a line that never ends: memory grows until the limit.
+                "command": ["sh", "-c", "tail /dev/zero"],
+                "resources": {"limits": {"memory": "16Mi"}}
+            }]}
+        }),
+    );
+    let p = wait_pod(&s, "hog", "OOMKilled", |p| phase(p) == "Failed");
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137, "{t}");
+
+    let p = wait_pod(&s, "crash", "CrashLoopBackOff after two restarts", |p| {
+        let st = &p["status"]["containerStatuses"][0];
+        st["restartCount"].as_i64().unwrap_or(0) >= 2
+            && st["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let st = &p["status"]["containerStatuses"][0];
+    assert_eq!(st["lastState"]["terminated"]["exitCode"], 3, "{st}");
+    assert_eq!(phase(&p), "Running", "a restarting pod is Running");
+    let previous = s.kubectl(KUBECTL).run(&["logs", "crash", "--previous"]);
+    assert_eq!(previous.ok(), "run\n");
+}
+
+/// A 3-replica Deployment is all Running and Ready; deleting it stops its containers.
+#[test]
+fn a_deployment_runs_and_goes() {
+    let s = Server::start_node(&[]);
+    s.kubectl(KUBECTL)
+        .run(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=3",
+            "--",
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ])
+        .ok();
+    wait_until(SOON, "3 ready replicas", || {
+        let d = s
+            .kubectl(KUBECTL)
+            .run(&["get", "deployment", "web", "-o", "json"]);
+        let d: Value = serde_json::from_str(&d.stdout).map_err(|e| e.to_string())?;
+        if d["status"]["readyReplicas"] == 3 {
+            Ok(())
+        } else {
+            Err(d["status"].to_string())
+        }
+    });
+    let containers = s.data_dir().join("agent/containers");
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 3);
+    s.kubectl(KUBECTL)
+        .run(&["delete", "deployment", "web"])
+        .ok();
+    wait_until(SOON, "the pods and their containers gone", || {
+        let out = s.kubectl(KUBECTL).run(&["get", "pods", "-o", "name"]);
+        let left = std::fs::read_dir(&containers)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if out.stdout.trim().is_empty() && left == 0 {
+            Ok(())
+        } else {
+            Err(format!("pods: {:?}, container folders: {left}", out.stdout))
+        }
+    });
+}
+
+/// Init containers run in order before the app container, which sees their work in a
+/// shared emptyDir, a configMap and a secret as files, and env from both; a configMap
+/// update reaches the running pod.
+#[test]
+fn init_containers_volumes_and_env() {
+    let s = Server::start_node(&[]);
+    s.kubectl(KUBECTL)
+        .run(&[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=color=blue",
+        ])
+        .ok();
+    s.kubectl(KUBECTL)
+        .run(&[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=token=s3cret",
+        ])
+        .ok();
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ordered"},
+            "spec": {
+                "initContainers": [
+                    {"name": "one", "image": "busybox", "command": ["sh", "-c", "echo one >> /work/trace"],
+                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                    {"name": "two", "image": "busybox", "command": ["sh", "-c", "echo two >> /work/trace"],
+                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+                ],
+                "containers": [{
+                    "name": "main", "image": "busybox",
+                    "command": ["sh", "-c", "cat /work/trace; echo color=$COLOR token=$TOKEN name=$MY_NAME; cat /cfg/color; echo; cat /sec/token; echo; while true; do sleep 1; done"],
+                    "env": [
+                        {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                        {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                    ],
+                    "volumeMounts": [
+                        {"name": "work", "mountPath": "/work"},
+                        {"name": "cfg", "mountPath": "/cfg"},
+                        {"name": "sec", "mountPath": "/sec"}
+                    ]
+                }],
+                "volumes": [
+                    {"name": "work", "emptyDir": {}},
+                    {"name": "cfg", "configMap": {"name": "settings"}},
+                    {"name": "sec", "secret": {"secretName": "creds"}}
+                ]
+            }
+        }),
+    );
+    let p = wait_pod(&s, "ordered", "Running and Ready", |p| {
+        phase(p) == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    for (i, st) in p["status"]["initContainerStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            st["state"]["terminated"]["reason"], "Completed",
+            "init {i}: {st}"
+        );
+    }
+    let logs = wait_until(SOON, "the app's output", || {
+        let out = s.kubectl(KUBECTL).run(&["logs", "ordered"]);
+        if out.stdout.lines().count() >= 5 {
+            Ok(out.stdout.clone())
+        } else {
+            Err(out.stdout.clone())
+        }
+    });
+    assert_eq!(
+        logs,
+        "one\ntwo\ncolor=blue token=s3cret name=ordered\nblue\ns3cret\n"
+    );
+
+    s.kubectl(KUBECTL)
+        .stdin(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"color": "green"}}).to_string())
+        .run(&["apply", "-f", "-"])
+        .ok();
+    let file = wait_until(SOON, "the update in the pod's volume", || {
+        let dirs: Vec<_> = std::fs::read_dir(s.data_dir().join("agent/pods"))
+            .unwrap()
+            .flatten()
+            .collect();
+        let f = dirs[0].path().join("volumes/cfg/color");
+        match std::fs::read_to_string(&f) {
+            Ok(c) if c == "green" => Ok(f),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(file.exists());
+}
+
+/// Killing skiff and starting it again leaves the containers running: the same
+/// container, restartCount unchanged, and its log goes on.
+#[test]
+fn containers_outlive_a_killed_skiff() {
+    let mut s = Server::start_node(&[]);
+    apply(
+        &s,
+        &simple_pod(
+            "ticker",
+            "Always",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+        ),
+    );
+    let before = wait_pod(&s, "ticker", "Running", |p| phase(p) == "Running");
+    let id = before["status"]["containerStatuses"][0]["containerID"].clone();
+    s.kill();
+    let lines_then = {
+        let logs = std::fs::read_dir("/var/log/pods")
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().contains("_ticker_"))
+            .expect("the pod's log folder")
+            .path()
+            .join("main/0.log");
+        std::fs::read_to_string(&logs).unwrap().lines().count()
+    };
+    s.start_again();
+    let after = wait_pod(&s, "ticker", "Running after the restart", |p| {
+        phase(p) == "Running"
+    });
+    let st = &after["status"]["containerStatuses"][0];
+    assert_eq!(st["containerID"], id, "the same container");
+    assert_eq!(st["restartCount"], 0);
+    let started = Instant::now();
+    wait_until(SOON, "the log to go on", || {
+        let out = s.kubectl(KUBECTL).run(&["logs", "ticker"]);
+        let n = out.stdout.lines().count();
+        if n > lines_then + 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} lines, {lines_then} before"))
+        }
+    });
+    assert!(started.elapsed() < SOON);
+}
+
+/// Deleting a pod sends SIGTERM (a container that handles it ends at once) and, past
+/// the grace period, SIGKILL; then the pod object goes.
+#[test]
+fn graceful_deletion_honours_sigterm_and_the_grace_period() {
+    let s = Server::start_node(&[]);
+    apply(
+        &s,
+        &simple_pod(
+            "polite",
+            "Always",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ),
+    );
+    let mut stubborn = simple_pod(
+        "stubborn",
+        "Always",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    );
+    stubborn["spec"]["terminationGracePeriodSeconds"] = json!(2);
+    apply(&s, &stubborn);
+    wait_pod(&s, "polite", "Running", |p| phase(p) == "Running");
+    wait_pod(&s, "stubborn", "Running", |p| phase(p) == "Running");
+
+    let t = Instant::now();
+    s.kubectl(KUBECTL).run(&["delete", "pod", "polite"]).ok();
+    let polite = t.elapsed();
+    assert!(
+        polite < Duration::from_secs(4),
+        "SIGTERM ended it: {polite:?}"
+    );
+
+    let t = Instant::now();
+    s.kubectl(KUBECTL).run(&["delete", "pod", "stubborn"]).ok();
+    let stubborn = t.elapsed();
+    assert!(
+        stubborn >= Duration::from_secs(2) && stubborn < Duration::from_secs(15),
+        "SIGKILL after the 2 s grace period: {stubborn:?}"
+    );
+}
