@@ -25,6 +25,15 @@ pub enum Command {
         #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Run a process in a running container (the node runs these; not for users).
+    #[command(hide = true)]
+    ContainerExec {
+        /// The container's folder.
+        dir: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
     /// Run one container under its shim (the agent starts these; not for users).
     #[command(hide = true)]
     Shim {

@@ -16,6 +16,10 @@ fn main() -> ExitCode {
         Command::Server(args) => server(*args),
         Command::Images(args) => images(args),
         Command::Shim { dir } => shim(&dir),
+        Command::ContainerExec { dir, args } => {
+            let code = skiff_embedded::container::exec::main(&dir, args);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+        }
         Command::Killall { data_dir } => killall(data_dir),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Kubectl { args } => kubectl(args),

@@ -387,3 +387,57 @@ fn graceful_deletion_honours_sigterm_and_the_grace_period() {
         "SIGKILL after the 2 s grace period: {stubborn:?}"
     );
 }
+
+/// `kubectl exec` returns output and exit codes and passes stdin, with both kubectl
+/// versions; `kubectl cp` copies a file in and out (tar over exec).
+#[test]
+fn exec_and_cp() {
+    let s = Server::start_node(&[]);
+    apply(
+        &s,
+        &simple_pod("box", "Always", "while true; do sleep 1; done"),
+    );
+    wait_pod(&s, "box", "Running", |p| phase(p) == "Running");
+    for k in [Kubectl::V132, Kubectl::Current] {
+        let out = s.kubectl(k).run(&[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; hostname",
+        ]);
+        assert_eq!(out.ok(), "out\nbox\n");
+        assert!(out.stderr.contains("err"), "{out:?}");
+        let out = s
+            .kubectl(k)
+            .run(&["exec", "box", "--", "sh", "-c", "exit 3"]);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let out = s.kubectl(k).stdin("line one\nline two\n").run(&[
+            "exec",
+            "-i",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "wc -l; cat >/dev/null",
+        ]);
+        assert_eq!(out.ok().trim(), "2");
+        let out = s.kubectl(k).run(&["exec", "box", "--", "no-such-command"]);
+        assert!(!out.status.success());
+        assert!(out.stderr.contains("no-such-command"), "{out:?}");
+    }
+    let local = s.write_file("in.txt", "copied in\n");
+    s.kubectl(KUBECTL)
+        .run(&["cp", local.to_str().unwrap(), "box:/tmp/in.txt"])
+        .ok();
+    let out = s
+        .kubectl(KUBECTL)
+        .run(&["exec", "box", "--", "cat", "/tmp/in.txt"]);
+    assert_eq!(out.ok(), "copied in\n");
+    let back = s.dir().join("back.txt");
+    s.kubectl(KUBECTL)
+        .run(&["cp", "box:/tmp/in.txt", back.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+}

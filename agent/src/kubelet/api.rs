@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-type Body = BoxBody<Bytes, Infallible>;
+/// The body of the node API's answers.
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How often a followed log is looked at for more.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -91,6 +92,11 @@ fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
 /// A Kubernetes `Status` answer.
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({
@@ -108,10 +114,10 @@ fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
 
 async fn route(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let query: HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let query: HashMap<String, String> = form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
     let parts: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -121,20 +127,51 @@ async fn route(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
                 .into_owned()
         })
         .collect();
-    match (
-        req.method().as_str(),
-        parts
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice(),
-    ) {
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let bad = |m: String| status(400, "BadRequest", &m);
+    match (req.method().as_str(), parts.as_slice()) {
         ("GET", ["healthz"]) => Response::new(full("ok")),
         ("GET", ["containerLogs", ns, pod, container]) => {
-            logs(k, ns, pod, container, &query).unwrap_or_else(|m| status(400, "BadRequest", &m))
+            logs(k, ns, pod, container, &query).unwrap_or_else(bad)
+        }
+        ("GET" | "POST", ["exec", ns, pod, container]) => {
+            let Some((_, id, _)) = runs(k, ns, pod, container).into_iter().next() else {
+                return bad(format!("container {container} not found in pod {pod}"));
+            };
+            if !matches!(k.containers.status(&id), Ok(Some(Status::Running(_)))) {
+                return bad(format!(
+                    "unable to upgrade connection: container not found (\"{container}\")"
+                ));
+            }
+            let exec = super::stream::ExecRequest::from_query(&raw_query);
+            super::stream::exec(k, id, exec, req).unwrap_or_else(bad)
         }
         _ => status(404, "NotFound", &format!("the node's API has no {path}")),
     }
+}
+
+/// The runs of a container on disk, latest first: (attempt, id, pod uid).
+fn runs(k: &Kubelet, ns: &str, pod: &str, container: &str) -> Vec<(u32, String, String)> {
+    let mut runs: Vec<(u32, String, String)> = Vec::new();
+    for id in k.containers.list().unwrap_or_default() {
+        let l = k.containers.labels(&id).unwrap_or_default();
+        if l.get(labels::POD_NAMESPACE).map(String::as_str) == Some(ns)
+            && l.get(labels::POD_NAME).map(String::as_str) == Some(pod)
+            && l.get(labels::CONTAINER).map(String::as_str) == Some(container)
+        {
+            let attempt = l
+                .get(labels::ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            runs.push((
+                attempt,
+                id,
+                l.get(labels::POD_UID).cloned().unwrap_or_default(),
+            ));
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.0));
+    runs
 }
 
 /// Options of a log request.
@@ -187,26 +224,7 @@ fn logs(
             .map_err(|_| bad("limitBytes is not a number".into()))?,
     };
     let previous = flag(q, "previous");
-    // The runs of this container on disk, latest first.
-    let mut runs: Vec<(u32, String, String)> = Vec::new();
-    for id in k.containers.list().unwrap_or_default() {
-        let l = k.containers.labels(&id).unwrap_or_default();
-        if l.get(labels::POD_NAMESPACE).map(String::as_str) == Some(ns)
-            && l.get(labels::POD_NAME).map(String::as_str) == Some(pod)
-            && l.get(labels::CONTAINER).map(String::as_str) == Some(container)
-        {
-            let attempt = l
-                .get(labels::ATTEMPT)
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(0);
-            runs.push((
-                attempt,
-                id,
-                l.get(labels::POD_UID).cloned().unwrap_or_default(),
-            ));
-        }
-    }
-    runs.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let runs = runs(k, ns, pod, container);
     let run = if previous { runs.get(1) } else { runs.first() };
     let Some((attempt, id, uid)) = run.cloned() else {
         return Err(bad(if previous {

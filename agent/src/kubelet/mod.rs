@@ -11,6 +11,7 @@ pub mod container;
 pub mod node;
 pub mod pods;
 pub mod status;
+pub mod stream;
 pub mod volumes;
 pub mod worker;
 

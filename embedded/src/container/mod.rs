@@ -3,6 +3,7 @@
 //! - `spec.rs`: the OCI runtime spec from a [`ContainerConfig`];
 //! - `shim.rs`: the shim process (`skiff shim DIR`): mounts the root, runs the container,
 //!   writes its CRI log, records its exit;
+//! - `exec.rs`: a process run in a running container (`skiff container-exec`);
 //! - `log.rs`: the CRI log format and its rotation;
 //! - `runtime.rs`: [`Containers`], the agent's side: prepares a container's folder, starts
 //!   its shim, reads its state, signals and removes it, and lists what is there after a
@@ -16,6 +17,7 @@
 //! once the container runs, `exit.json` once it has exited.
 
 pub mod cgroups;
+pub mod exec;
 pub mod log;
 pub mod runtime;
 pub mod sandbox;

@@ -284,6 +284,19 @@ impl Containers {
         Ok(())
     }
 
+    /// The command that runs `args` in the running container `id` (see `exec.rs`);
+    /// the caller sets its stdio and waits for it. Its exit code is the process's.
+    pub fn exec_command(&self, id: &str, args: &[String]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.shim_exe);
+        cmd.arg("container-exec")
+            .arg(self.dir(id))
+            .arg("--")
+            .args(args)
+            .env("SKIFF_LOG", "error")
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// Kills every container and its shim at once (SIGKILL), then unmounts their roots
     /// and removes their cgroups; the folders stay, so a restarted node sees them as
     /// ended. Returns how many were running.

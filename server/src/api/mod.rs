@@ -413,6 +413,11 @@ async fn resource(
         (&Method::GET, true) if sub.as_deref() == Some("log") => {
             return nodeproxy::pod_log(api, &t, &q).await;
         }
+        (&Method::GET | &Method::POST, true)
+            if matches!(sub.as_deref(), Some("exec" | "attach")) =>
+        {
+            return nodeproxy::pod_stream(api, &t, req).await;
+        }
         (&Method::GET, true) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 let params = watch::WatchParams::from_query(r, &q, table)?;

@@ -38,12 +38,13 @@ fn container_names(pod: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// `GET pods/log`.
-pub async fn pod_log(
+/// The pod `t` names and the container a request means (`container`, or the pod's
+/// only one): pod, name, namespace, container.
+fn pod_container(
     api: &Api,
     t: &Target,
-    q: &HashMap<String, String>,
-) -> ApiResult<Response<Body>> {
+    container: Option<&str>,
+) -> ApiResult<(Value, String, String, String)> {
     let entry = handlers::get(api, t)?;
     let pod: Value = serde_json::from_slice(&entry.value)
         .map_err(|e| ApiError::internal(format!("stored pod is not JSON: {e}")))?;
@@ -59,8 +60,8 @@ pub async fn pod_log(
     let mut all = containers.clone();
     all.extend(container_names(&pod, "initContainers"));
     all.extend(container_names(&pod, "ephemeralContainers"));
-    let container = match q.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if all.contains(c) => c.clone(),
+    let container = match container.filter(|c| !c.is_empty()) {
+        Some(c) if all.iter().any(|a| a == c) => c.to_string(),
         Some(c) => {
             return Err(ApiError::bad_request(format!(
                 "container {c} is not valid for pod {name}"
@@ -74,6 +75,17 @@ pub async fn pod_log(
             )))
         }
     };
+    Ok((pod, name, namespace, container))
+}
+
+/// `GET pods/log`.
+pub async fn pod_log(
+    api: &Api,
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response<Body>> {
+    let (pod, name, namespace, container) =
+        pod_container(api, t, q.get("container").map(String::as_str))?;
     for (key, check) in [("tailLines", 0i64), ("limitBytes", 1), ("sinceSeconds", 1)] {
         if let Some(v) = q.get(key) {
             match v.parse::<i64>() {
@@ -110,6 +122,97 @@ pub async fn pod_log(
         .collect();
     let node = node_of(api, &pod, &name)?;
     relay(api, &node, &path, &query).await
+}
+
+/// `pods/exec` and `pods/attach`: the client's WebSocket upgrade, relayed to the node
+/// (which answers the upgrade), then bytes both ways until either side closes.
+pub async fn pod_stream(
+    api: &Api,
+    t: &Target,
+    req: Request<hyper::body::Incoming>,
+) -> ApiResult<Response<Body>> {
+    let sub = t.subresource.clone().unwrap_or_default();
+    let raw = req.uri().query().unwrap_or("").to_string();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    let container_param = pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.as_str());
+    let (pod, name, namespace, container) = pod_container(api, t, container_param)?;
+    if sub == "exec" && !pairs.iter().any(|(k, _)| k == "command") {
+        return Err(ApiError::bad_request(
+            "you must specify at least one command for the container",
+        ));
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return Err(ApiError::bad_request(
+            "Upgrade request required (this server speaks WebSocket, not SPDY)",
+        ));
+    }
+    let addr = node_of(api, &pod, &name)?;
+    let path = format!(
+        "/{sub}/{}/{}/{}?{raw}",
+        enc(&namespace),
+        enc(&name),
+        enc(&container)
+    );
+    let mut backend = Request::get(path).header(header::HOST, addr.as_str());
+    for h in [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        for v in req.headers().get_all(&h) {
+            backend = backend.header(&h, v);
+        }
+    }
+    let backend = backend
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut sender = connect(api, &addr).await?;
+    let resp = sender
+        .send_request(backend)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reaching the node at {addr}: {e}")))?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(passthrough(resp));
+    }
+    let mut out = Response::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed());
+    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    for h in [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        if let Some(v) = resp.headers().get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    tokio::spawn(async move {
+        let (client, node) = tokio::join!(hyper::upgrade::on(req), hyper::upgrade::on(resp));
+        match (client, node) {
+            (Ok(client), Ok(node)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut node = hyper_util::rt::TokioIo::new(node);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut node).await {
+                    tracing::debug!(error = %e, "relayed stream ended");
+                }
+            }
+            (c, n) => tracing::debug!(client = ?c.err(), node = ?n.err(), "upgrade failed"),
+        }
+    });
+    Ok(out)
 }
 
 fn enc(s: &str) -> String {
@@ -155,13 +258,11 @@ fn node_of(api: &Api, pod: &Value, name: &str) -> ApiResult<String> {
     })
 }
 
-/// GETs `path` from the node at `addr` and streams its answer back.
-async fn relay(
+/// An HTTP/1.1 connection (upgrades allowed) to the node's API at `addr`.
+async fn connect(
     api: &Api,
     addr: &str,
-    path: &str,
-    query: &[(&str, &str)],
-) -> ApiResult<Response<Body>> {
+) -> ApiResult<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
     let unreachable =
         |e: String| ApiError::unavailable(format!("reaching the node at {addr}: {e}"));
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -180,32 +281,19 @@ async fn relay(
     .await
     .map_err(|_| unreachable("timed out".into()))?
     .map_err(|e| unreachable(e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "node connection ended");
         }
     });
-    let mut uri = path.to_string();
-    if !query.is_empty() {
-        uri.push('?');
-        uri.push_str(
-            &form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(query)
-                .finish(),
-        );
-    }
-    let req = Request::get(uri)
-        .header(header::HOST, addr)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(sender)
+}
+
+/// The node's answer, streamed back as it comes: status, content type and body.
+fn passthrough(resp: Response<hyper::body::Incoming>) -> Response<Body> {
     let (parts, body) = resp.into_parts();
     // Frames pass through as they arrive; a broken node connection ends the stream.
     let stream = futures::stream::unfold(body, |mut body| async move {
@@ -222,5 +310,33 @@ async fn relay(
         .cloned()
         .unwrap_or(HeaderValue::from_static("text/plain"));
     out.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    Ok(out)
+    out
+}
+
+/// GETs `path` from the node at `addr` and streams its answer back.
+async fn relay(
+    api: &Api,
+    addr: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> ApiResult<Response<Body>> {
+    let mut sender = connect(api, addr).await?;
+    let mut uri = path.to_string();
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish(),
+        );
+    }
+    let req = Request::get(uri)
+        .header(header::HOST, addr)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reaching the node at {addr}: {e}")))?;
+    Ok(passthrough(resp))
 }

@@ -1,0 +1,283 @@
+//! `kubectl exec` on the node: the WebSocket remote-command protocol
+//! (`v5.channel.k8s.io`, and `v4.channel.k8s.io` for older clients). Every binary
+//! message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the final status
+//! (a `Status` object, with the exit code for a non-zero exit), 4 terminal resize, and
+//! in v5, 255 to close a stream (the client closing stdin).
+
+use super::Kubelet;
+use futures::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The subprotocols spoken, best first.
+const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// What an exec request asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// Whether the client sends stdin.
+    pub stdin: bool,
+    /// Whether it wants stdout.
+    pub stdout: bool,
+    /// Whether it wants stderr.
+    pub stderr: bool,
+}
+
+impl ExecRequest {
+    /// From the query string (`command` repeats).
+    pub fn from_query(query: &str) -> ExecRequest {
+        let mut r = ExecRequest::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let on = v == "true" || v == "1";
+            match k.as_ref() {
+                "command" => r.command.push(v.into_owned()),
+                "stdin" => r.stdin = on,
+                "stdout" => r.stdout = on,
+                "stderr" => r.stderr = on,
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// The final status message of a command that exited with `code`.
+pub fn exit_status(command: &[String], code: i32) -> serde_json::Value {
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!(
+            "command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"
+        ),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+/// Answers the WebSocket upgrade and runs the command in container `id`; `Err` is a
+/// message for a 400 answer.
+pub fn exec(
+    k: &Arc<Kubelet>,
+    id: String,
+    exec: ExecRequest,
+    req: Request<Incoming>,
+) -> Result<Response<super::api::Body>, String> {
+    if exec.command.is_empty() {
+        return Err("you must specify at least one command for the container".into());
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (upgrade, key) else {
+        return Err("exec needs a WebSocket upgrade (SPDY is not served)".into());
+    };
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        return Err(format!(
+            "none of the offered subprotocols {offered:?} is spoken; use one of {PROTOCOLS:?}"
+        ));
+    };
+    let v5 = protocol.starts_with("v5");
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let k = k.clone();
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec upgrade failed");
+                return;
+            }
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        run(&k, &id, exec, v5, ws).await;
+    });
+    let mut resp = Response::new(super::api::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(protocol),
+    );
+    Ok(resp)
+}
+
+async fn run<S>(
+    k: &Kubelet,
+    id: &str,
+    exec: ExecRequest,
+    v5: bool,
+    ws: tokio_tungstenite::WebSocketStream<S>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = ws.split();
+    let mut cmd = k.containers.exec_command(id, &exec.command);
+    cmd.stdin(if exec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(if exec.stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stderr(if exec.stderr {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "message": format!("starting the command: {e}"), "reason": "InternalError"});
+            let mut msg = vec![3u8];
+            msg.extend(status.to_string().into_bytes());
+            let _ = tx.send(Message::binary(msg)).await;
+            close(&mut tx).await;
+            return;
+        }
+    };
+    let mut stdin = child.stdin.take();
+    // Output of both streams, tagged with its channel, through one queue.
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let mut readers = Vec::new();
+    for (channel, pipe) in [
+        (
+            1u8,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+        (
+            2u8,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let out_tx = out_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match pipe.read(&mut buf[1..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        buf[0] = channel;
+                        if out_tx.send(buf[..=n].to_vec()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(out_tx);
+    let mut output_open = true;
+    let code = loop {
+        tokio::select! {
+            out = out_rx.recv(), if output_open => match out {
+                Some(msg) => {
+                    if tx.send(Message::binary(msg)).await.is_err() {
+                        let _ = child.kill().await;
+                        return;
+                    }
+                }
+                None => output_open = false,
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
+                    0 => {
+                        if let Some(w) = stdin.as_mut() {
+                            if w.write_all(&data[1..]).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    255 if v5 && data.get(1) == Some(&0) => stdin = None,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client is gone: so is the command.
+                    let _ = child.kill().await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+            status = child.wait(), if !output_open => {
+                break status.ok().and_then(|s| s.code()).unwrap_or(255);
+            }
+        }
+    };
+    for r in readers {
+        let _ = r.await;
+    }
+    let mut msg = vec![3u8];
+    msg.extend(exit_status(&exec.command, code).to_string().into_bytes());
+    let _ = tx.send(Message::binary(msg)).await;
+    close(&mut tx).await;
+}
+
+/// Closes with code 1000: clients take a close without a code (1005) as an error.
+async fn close<S>(tx: &mut S)
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding::CloseCode, CloseFrame};
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = tx.send(Message::Close(Some(frame))).await;
+    let _ = tx.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_status() {
+        let r =
+            ExecRequest::from_query("command=sh&command=-c&command=echo+hi&stdin=true&stdout=1");
+        assert_eq!(r.command, ["sh", "-c", "echo hi"]);
+        assert!(r.stdin && r.stdout && !r.stderr);
+        assert_eq!(exit_status(&r.command, 0)["status"], "Success");
+        let s = exit_status(&r.command, 3);
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+    }
+}
