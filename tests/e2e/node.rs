@@ -441,3 +441,48 @@ fn exec_and_cp() {
         .ok();
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
 }
+
+/// A failing liveness probe restarts the container; a readiness probe gates Ready (an
+/// exec probe on a file, and an httpGet probe on busybox's httpd in the pod).
+#[test]
+fn probes_restart_and_gate_readiness() {
+    let s = Server::start_node(&[]);
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; httpd -p 8080 -h /www; while true; do sleep 1; done"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1},
+                "livenessProbe": {"httpGet": {"port": "http", "path": "/index.html"}, "periodSeconds": 1, "failureThreshold": 2}
+            }]}
+        }),
+    );
+    wait_pod(&s, "probed", "Running, not Ready", |p| {
+        phase(p) == "Running" && p["status"]["containerStatuses"][0]["ready"] == false
+    });
+    s.kubectl(KUBECTL)
+        .run(&["exec", "probed", "--", "touch", "/tmp/ready"])
+        .ok();
+    wait_pod(&s, "probed", "Ready once the readiness probe passes", |p| {
+        p["status"]["containerStatuses"][0]["ready"] == true
+            && p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    });
+    // Breaking the liveness probe's page restarts the container.
+    s.kubectl(KUBECTL)
+        .run(&["exec", "probed", "--", "rm", "/www/index.html"])
+        .ok();
+    let p = wait_pod(&s, "probed", "restarted by its liveness probe", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    });
+    let st = &p["status"]["containerStatuses"][0];
+    assert!(st["lastState"]["terminated"].is_object(), "{st}");
+}

@@ -10,6 +10,7 @@ pub mod api;
 pub mod container;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod status;
 pub mod stream;
 pub mod volumes;

@@ -9,11 +9,12 @@
 //! namespaces and folders removed, and is then deleted from the API for good.
 
 use super::container::{self, PodContext};
+use super::probe::{self, Tracker};
 use super::status::{self, Run, RunState, Waiting};
 use super::volumes;
 use super::Kubelet;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use skiff_embedded::container::runtime::NewContainer;
@@ -73,6 +74,18 @@ struct Worker {
     volumes: BTreeMap<String, std::path::PathBuf>,
     last_status: Option<serde_json::Value>,
     wake: mpsc::UnboundedSender<()>,
+    /// Probe state by container run id.
+    probes: HashMap<String, Probes>,
+}
+
+/// The probes of one container run.
+#[derive(Default)]
+struct Probes {
+    startup: Option<Tracker>,
+    liveness: Option<Tracker>,
+    readiness: Option<Tracker>,
+    /// A failed liveness or startup probe has it being restarted.
+    killed: bool,
 }
 
 /// Runs the worker of pod `uid` until the pod is gone and cleaned up.
@@ -95,6 +108,7 @@ pub async fn run(
         volumes: BTreeMap::new(),
         last_status: None,
         wake,
+        probes: HashMap::new(),
     };
     for r in w.records.clone() {
         w.watch_exit(&r.id);
@@ -282,6 +296,9 @@ impl Worker {
                     }
                 } else {
                     self.waiting.remove(&c.name);
+                }
+                if let Some(wait) = self.probe(pod, c).await {
+                    next = next.min(wait);
                 }
             }
         }
@@ -523,6 +540,154 @@ impl Worker {
         }
     }
 
+    /// Runs the container's probes that are due; returns when the next one is. A failed
+    /// startup or liveness probe stops the container (SIGTERM, then SIGKILL after the
+    /// grace period), and the restart policy brings it back.
+    async fn probe(&mut self, pod: &Pod, c: &Container) -> Option<Duration> {
+        if c.liveness_probe.is_none() && c.readiness_probe.is_none() && c.startup_probe.is_none() {
+            return None;
+        }
+        let (Some(run), _) = self.runs(&c.name) else {
+            return None;
+        };
+        if !matches!(run.state, RunState::Running { .. }) {
+            self.probes.remove(&run.id);
+            return None;
+        }
+        let now = tokio::time::Instant::now().into_std();
+        let set = self.probes.entry(run.id.clone()).or_insert_with(|| Probes {
+            startup: c.startup_probe.as_ref().map(|p| Tracker::new(p, now)),
+            liveness: c.liveness_probe.as_ref().map(|p| Tracker::new(p, now)),
+            readiness: c.readiness_probe.as_ref().map(|p| Tracker::new(p, now)),
+            killed: false,
+        });
+        if set.killed {
+            return None;
+        }
+        let started = set.startup.as_ref().is_none_or(|t| t.result == Some(true));
+        let mut due: Vec<(&'static str, Probe)> = Vec::new();
+        let pick = |t: &Option<Tracker>, p: &Option<Probe>| {
+            t.as_ref()
+                .zip(p.as_ref())
+                .filter(|(t, _)| t.next <= now)
+                .map(|(_, p)| p.clone())
+        };
+        if !started {
+            due.extend(pick(&set.startup, &c.startup_probe).map(|p| ("startup", p)));
+        } else {
+            due.extend(pick(&set.liveness, &c.liveness_probe).map(|p| ("liveness", p)));
+            due.extend(pick(&set.readiness, &c.readiness_probe).map(|p| ("readiness", p)));
+        }
+        let target = probe::Target {
+            netns: self.sandbox.as_ref().and_then(|s| s.net.clone()),
+            ports: c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone().map(|n| (n, p.container_port)))
+                .collect(),
+        };
+        let mut kill = None;
+        for (kind, p) in due {
+            let outcome = match probe::check_network(&p, &target).await {
+                Some(r) => r,
+                None => self.exec_probe(&run.id, &p).await,
+            };
+            let Some(set) = self.probes.get_mut(&run.id) else {
+                break;
+            };
+            let tracker = match kind {
+                "startup" => set.startup.as_mut(),
+                "liveness" => set.liveness.as_mut(),
+                _ => set.readiness.as_mut(),
+            };
+            let Some(t) = tracker else { continue };
+            if let Err(why) = &outcome {
+                tracing::info!(pod = %pod_key(pod), container = %c.name, probe = kind, reason = %why, "probe failed");
+            }
+            t.record(&p, outcome.is_ok(), tokio::time::Instant::now().into_std());
+            if kind != "readiness" && t.result == Some(false) {
+                kill = Some(kind);
+            }
+        }
+        if let Some(kind) = kill {
+            tracing::info!(pod = %pod_key(pod), container = %c.name, probe = kind, "container failed its probe; restarting it");
+            if let Some(set) = self.probes.get_mut(&run.id) {
+                set.killed = true;
+            }
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64;
+            let (containers, id) = (self.k.containers.clone(), run.id.clone());
+            let _ = containers.signal(&id, rustix::process::Signal::TERM);
+            tokio::spawn(async move {
+                if tokio::time::timeout(Duration::from_secs(grace), containers.wait(&id))
+                    .await
+                    .is_err()
+                {
+                    let _ = containers.signal(&id, rustix::process::Signal::KILL);
+                }
+            });
+            return None;
+        }
+        let set = self.probes.get(&run.id)?;
+        let now = tokio::time::Instant::now().into_std();
+        [&set.startup, &set.liveness, &set.readiness]
+            .into_iter()
+            .flatten()
+            .map(|t| t.next.saturating_duration_since(now))
+            .min()
+    }
+
+    async fn exec_probe(&self, id: &str, p: &Probe) -> Result<(), String> {
+        let Some(cmd) = p
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone())
+            .filter(|c| !c.is_empty())
+        else {
+            return Err("the probe has no handler (exec, httpGet, tcpSocket)".into());
+        };
+        let mut child = self
+            .k
+            .containers
+            .exec_command(id, &cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the probe: {e}"))?;
+        match tokio::time::timeout(probe::timeout(p), child.wait()).await {
+            Ok(Ok(s)) if s.success() => Ok(()),
+            Ok(Ok(s)) => Err(format!("command {cmd:?} exited with {s}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(format!("command {cmd:?} timed out"))
+            }
+        }
+    }
+
+    /// Whether the latest run of `c` is ready: running, and its readiness probe (if
+    /// any) has succeeded.
+    fn ready(&self, c: &Container, current: Option<&Run>) -> bool {
+        let Some(run) = current else { return false };
+        match self.probes.get(&run.id) {
+            Some(set) => {
+                !set.killed
+                    && set.startup.as_ref().is_none_or(|t| t.result == Some(true))
+                    && set
+                        .readiness
+                        .as_ref()
+                        .is_none_or(|t| t.result == Some(true))
+            }
+            None => c.readiness_probe.is_none() && c.startup_probe.is_none(),
+        }
+    }
+
     async fn report(&mut self, pod: &Pod, init_done: bool, init_failed: bool) {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
@@ -553,7 +718,7 @@ impl Worker {
                 current: current.as_ref(),
                 previous: previous.as_ref(),
                 waiting: waiting.or(waiting_init.as_ref()),
-                ready: true,
+                ready: w.ready(c, current.as_ref()),
             })
         };
         let init_statuses: Vec<_> = spec

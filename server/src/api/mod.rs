@@ -413,9 +413,7 @@ async fn resource(
         (&Method::GET, true) if sub.as_deref() == Some("log") => {
             return nodeproxy::pod_log(api, &t, &q).await;
         }
-        (&Method::GET | &Method::POST, true)
-            if matches!(sub.as_deref(), Some("exec" | "attach")) =>
-        {
+        (&Method::GET | &Method::POST, true) if sub.as_deref() == Some("exec") => {
             return nodeproxy::pod_stream(api, &t, req).await;
         }
         (&Method::GET, true) => {

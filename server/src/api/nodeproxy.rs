@@ -1,5 +1,5 @@
-//! Pod subresources that the node running the pod serves: `pods/log` (exec, attach and
-//! port-forward follow). The API server checks the request, finds the pod's node, and
+//! Pod subresources that the node running the pod serves: `pods/log` and `pods/exec`
+//! (attach and port-forward are still to come). The API server checks the request, finds the pod's node, and
 //! relays to that node's API over mutual TLS as `kube-apiserver-kubelet-client`,
 //! streaming the answer back as it comes.
 
@@ -124,7 +124,7 @@ pub async fn pod_log(
     relay(api, &node, &path, &query).await
 }
 
-/// `pods/exec` and `pods/attach`: the client's WebSocket upgrade, relayed to the node
+/// `pods/exec`: the client's WebSocket upgrade, relayed to the node
 /// (which answers the upgrade), then bytes both ways until either side closes.
 pub async fn pod_stream(
     api: &Api,

@@ -32,7 +32,9 @@
 //! - VolumeMount.bindMountOptions is not in k8s-pb
 //! - VolumeMountStatus.volumeStatus is not in k8s-pb
 
-use super::{Card::Map as P, Card::Repeated as R, Card::Single as S, Field as F, Message as M, Type as T};
+use super::{
+    Card::Map as P, Card::Repeated as R, Card::Single as S, Field as F, Message as M, Type as T,
+};
 
 /// apiVersion, kind, and the message of each kind.
 pub(super) static KINDS: &[(&str, &str, &M)] = &[
@@ -46,7 +48,11 @@ pub(super) static KINDS: &[(&str, &str, &M)] = &[
     ("v1", "Node", &CORE_V1_NODE),
     ("v1", "Event", &CORE_V1_EVENT),
     ("v1", "PersistentVolume", &CORE_V1_PERSISTENT_VOLUME),
-    ("v1", "PersistentVolumeClaim", &CORE_V1_PERSISTENT_VOLUME_CLAIM),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        &CORE_V1_PERSISTENT_VOLUME_CLAIM,
+    ),
     ("v1", "LimitRange", &CORE_V1_LIMIT_RANGE),
     ("v1", "ResourceQuota", &CORE_V1_RESOURCE_QUOTA),
     ("v1", "Binding", &CORE_V1_BINDING),
@@ -54,2422 +60,11767 @@ pub(super) static KINDS: &[(&str, &str, &M)] = &[
     ("apps/v1", "ReplicaSet", &APPS_V1_REPLICA_SET),
     ("apps/v1", "DaemonSet", &APPS_V1_DAEMON_SET),
     ("apps/v1", "StatefulSet", &APPS_V1_STATEFUL_SET),
-    ("apps/v1", "ControllerRevision", &APPS_V1_CONTROLLER_REVISION),
+    (
+        "apps/v1",
+        "ControllerRevision",
+        &APPS_V1_CONTROLLER_REVISION,
+    ),
     ("batch/v1", "Job", &BATCH_V1_JOB),
     ("batch/v1", "CronJob", &BATCH_V1_CRON_JOB),
     ("coordination.k8s.io/v1", "Lease", &COORDINATION_V1_LEASE),
-    ("discovery.k8s.io/v1", "EndpointSlice", &DISCOVERY_V1_ENDPOINT_SLICE),
+    (
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        &DISCOVERY_V1_ENDPOINT_SLICE,
+    ),
     ("events.k8s.io/v1", "Event", &EVENTS_V1_EVENT),
     ("networking.k8s.io/v1", "Ingress", &NETWORKING_V1_INGRESS),
-    ("networking.k8s.io/v1", "IngressClass", &NETWORKING_V1_INGRESS_CLASS),
-    ("networking.k8s.io/v1", "NetworkPolicy", &NETWORKING_V1_NETWORK_POLICY),
+    (
+        "networking.k8s.io/v1",
+        "IngressClass",
+        &NETWORKING_V1_INGRESS_CLASS,
+    ),
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        &NETWORKING_V1_NETWORK_POLICY,
+    ),
     ("rbac.authorization.k8s.io/v1", "Role", &RBAC_V1_ROLE),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole", &RBAC_V1_CLUSTER_ROLE),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", &RBAC_V1_ROLE_BINDING),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", &RBAC_V1_CLUSTER_ROLE_BINDING),
-    ("storage.k8s.io/v1", "StorageClass", &STORAGE_V1_STORAGE_CLASS),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        &RBAC_V1_CLUSTER_ROLE,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        &RBAC_V1_ROLE_BINDING,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        &RBAC_V1_CLUSTER_ROLE_BINDING,
+    ),
+    (
+        "storage.k8s.io/v1",
+        "StorageClass",
+        &STORAGE_V1_STORAGE_CLASS,
+    ),
     ("node.k8s.io/v1", "RuntimeClass", &NODE_V1_RUNTIME_CLASS),
-    ("policy/v1", "PodDisruptionBudget", &POLICY_V1_POD_DISRUPTION_BUDGET),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        &POLICY_V1_POD_DISRUPTION_BUDGET,
+    ),
     ("policy/v1", "Eviction", &POLICY_V1_EVICTION),
     ("autoscaling/v1", "Scale", &AUTOSCALING_V1_SCALE),
-    ("autoscaling/v1", "HorizontalPodAutoscaler", &AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", &AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER),
-    ("scheduling.k8s.io/v1", "PriorityClass", &SCHEDULING_V1_PRIORITY_CLASS),
-    ("authentication.k8s.io/v1", "TokenRequest", &AUTHENTICATION_V1_TOKEN_REQUEST),
+    (
+        "autoscaling/v1",
+        "HorizontalPodAutoscaler",
+        &AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER,
+    ),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        &AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER,
+    ),
+    (
+        "scheduling.k8s.io/v1",
+        "PriorityClass",
+        &SCHEDULING_V1_PRIORITY_CLASS,
+    ),
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        &AUTHENTICATION_V1_TOKEN_REQUEST,
+    ),
     ("v1", "DeleteOptions", &META_V1_DELETE_OPTIONS),
     ("meta.k8s.io/v1", "DeleteOptions", &META_V1_DELETE_OPTIONS),
 ];
 
-static APPS_V1_CONTROLLER_REVISION: M = M { name: "api.apps.v1.ControllerRevision", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "data", card: S, ty: T::RawJson, keep_zero: false },
-    F { tag: 3, json: "revision", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static APPS_V1_DAEMON_SET: M = M { name: "api.apps.v1.DaemonSet", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&APPS_V1_DAEMON_SET_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&APPS_V1_DAEMON_SET_STATUS), keep_zero: false },
-] };
-
-static APPS_V1_DAEMON_SET_CONDITION: M = M { name: "api.apps.v1.DaemonSetCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static APPS_V1_DAEMON_SET_SPEC: M = M { name: "api.apps.v1.DaemonSetSpec", fields: &[
-    F { tag: 1, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "template", card: S, ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC), keep_zero: false },
-    F { tag: 3, json: "updateStrategy", card: S, ty: T::Message(&APPS_V1_DAEMON_SET_UPDATE_STRATEGY), keep_zero: false },
-    F { tag: 4, json: "minReadySeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "revisionHistoryLimit", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static APPS_V1_DAEMON_SET_STATUS: M = M { name: "api.apps.v1.DaemonSetStatus", fields: &[
-    F { tag: 1, json: "currentNumberScheduled", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "numberMisscheduled", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "desiredNumberScheduled", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "numberReady", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 5, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "updatedNumberScheduled", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 7, json: "numberAvailable", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 8, json: "numberUnavailable", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 9, json: "collisionCount", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 10, json: "conditions", card: R, ty: T::Message(&APPS_V1_DAEMON_SET_CONDITION), keep_zero: false },
-] };
-
-static APPS_V1_DAEMON_SET_UPDATE_STRATEGY: M = M { name: "api.apps.v1.DaemonSetUpdateStrategy", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "rollingUpdate", card: S, ty: T::Message(&APPS_V1_ROLLING_UPDATE_DAEMON_SET), keep_zero: false },
-] };
-
-static APPS_V1_DEPLOYMENT: M = M { name: "api.apps.v1.Deployment", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&APPS_V1_DEPLOYMENT_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&APPS_V1_DEPLOYMENT_STATUS), keep_zero: false },
-] };
-
-static APPS_V1_DEPLOYMENT_CONDITION: M = M { name: "api.apps.v1.DeploymentCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "lastUpdateTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 7, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static APPS_V1_DEPLOYMENT_SPEC: M = M { name: "api.apps.v1.DeploymentSpec", fields: &[
-    F { tag: 1, json: "replicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "template", card: S, ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC), keep_zero: false },
-    F { tag: 4, json: "strategy", card: S, ty: T::Message(&APPS_V1_DEPLOYMENT_STRATEGY), keep_zero: false },
-    F { tag: 5, json: "minReadySeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "revisionHistoryLimit", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 7, json: "paused", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 9, json: "progressDeadlineSeconds", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static APPS_V1_DEPLOYMENT_STATUS: M = M { name: "api.apps.v1.DeploymentStatus", fields: &[
-    F { tag: 1, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 2, json: "replicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 3, json: "updatedReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 7, json: "readyReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "availableReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 5, json: "unavailableReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 9, json: "terminatingReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "conditions", card: R, ty: T::Message(&APPS_V1_DEPLOYMENT_CONDITION), keep_zero: false },
-    F { tag: 8, json: "collisionCount", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static APPS_V1_DEPLOYMENT_STRATEGY: M = M { name: "api.apps.v1.DeploymentStrategy", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "rollingUpdate", card: S, ty: T::Message(&APPS_V1_ROLLING_UPDATE_DEPLOYMENT), keep_zero: false },
-] };
-
-static APPS_V1_REPLICA_SET: M = M { name: "api.apps.v1.ReplicaSet", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&APPS_V1_REPLICA_SET_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&APPS_V1_REPLICA_SET_STATUS), keep_zero: false },
-] };
-
-static APPS_V1_REPLICA_SET_CONDITION: M = M { name: "api.apps.v1.ReplicaSetCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static APPS_V1_REPLICA_SET_SPEC: M = M { name: "api.apps.v1.ReplicaSetSpec", fields: &[
-    F { tag: 1, json: "replicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "minReadySeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 2, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "template", card: S, ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC), keep_zero: false },
-] };
-
-static APPS_V1_REPLICA_SET_STATUS: M = M { name: "api.apps.v1.ReplicaSetStatus", fields: &[
-    F { tag: 1, json: "replicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "fullyLabeledReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "readyReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 5, json: "availableReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 7, json: "terminatingReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "conditions", card: R, ty: T::Message(&APPS_V1_REPLICA_SET_CONDITION), keep_zero: false },
-] };
-
-static APPS_V1_ROLLING_UPDATE_DAEMON_SET: M = M { name: "api.apps.v1.RollingUpdateDaemonSet", fields: &[
-    F { tag: 1, json: "maxUnavailable", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 2, json: "maxSurge", card: S, ty: T::IntOrString, keep_zero: false },
-] };
-
-static APPS_V1_ROLLING_UPDATE_DEPLOYMENT: M = M { name: "api.apps.v1.RollingUpdateDeployment", fields: &[
-    F { tag: 1, json: "maxUnavailable", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 2, json: "maxSurge", card: S, ty: T::IntOrString, keep_zero: false },
-] };
-
-static APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY: M = M { name: "api.apps.v1.RollingUpdateStatefulSetStrategy", fields: &[
-    F { tag: 1, json: "partition", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "maxUnavailable", card: S, ty: T::IntOrString, keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET: M = M { name: "api.apps.v1.StatefulSet", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&APPS_V1_STATEFUL_SET_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&APPS_V1_STATEFUL_SET_STATUS), keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET_CONDITION: M = M { name: "api.apps.v1.StatefulSetCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET_ORDINALS: M = M { name: "api.apps.v1.StatefulSetOrdinals", fields: &[
-    F { tag: 1, json: "start", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY: M = M { name: "api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy", fields: &[
-    F { tag: 1, json: "whenDeleted", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "whenScaled", card: S, ty: T::String, keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET_SPEC: M = M { name: "api.apps.v1.StatefulSetSpec", fields: &[
-    F { tag: 1, json: "replicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "template", card: S, ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC), keep_zero: false },
-    F { tag: 4, json: "volumeClaimTemplates", card: R, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM), keep_zero: false },
-    F { tag: 5, json: "serviceName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "podManagementPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "updateStrategy", card: S, ty: T::Message(&APPS_V1_STATEFUL_SET_UPDATE_STRATEGY), keep_zero: false },
-    F { tag: 8, json: "revisionHistoryLimit", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 9, json: "minReadySeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 10, json: "persistentVolumeClaimRetentionPolicy", card: S, ty: T::Message(&APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY), keep_zero: false },
-    F { tag: 11, json: "ordinals", card: S, ty: T::Message(&APPS_V1_STATEFUL_SET_ORDINALS), keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET_STATUS: M = M { name: "api.apps.v1.StatefulSetStatus", fields: &[
-    F { tag: 1, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 2, json: "replicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "readyReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "currentReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 5, json: "updatedReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "currentRevision", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "updateRevision", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "collisionCount", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 10, json: "conditions", card: R, ty: T::Message(&APPS_V1_STATEFUL_SET_CONDITION), keep_zero: false },
-    F { tag: 11, json: "availableReplicas", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static APPS_V1_STATEFUL_SET_UPDATE_STRATEGY: M = M { name: "api.apps.v1.StatefulSetUpdateStrategy", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "rollingUpdate", card: S, ty: T::Message(&APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY), keep_zero: false },
-] };
-
-static AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: M = M { name: "api.authentication.v1.BoundObjectReference", fields: &[
-    F { tag: 1, json: "kind", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "apiVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "uid", card: S, ty: T::String, keep_zero: false },
-] };
-
-static AUTHENTICATION_V1_TOKEN_REQUEST: M = M { name: "api.authentication.v1.TokenRequest", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_STATUS), keep_zero: false },
-] };
-
-static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: M = M { name: "api.authentication.v1.TokenRequestSpec", fields: &[
-    F { tag: 1, json: "audiences", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "expirationSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "boundObjectRef", card: S, ty: T::Message(&AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: M = M { name: "api.authentication.v1.TokenRequestStatus", fields: &[
-    F { tag: 1, json: "token", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "expirationTimestamp", card: S, ty: T::Time, keep_zero: false },
-] };
-
-static AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE: M = M { name: "api.autoscaling.v1.CrossVersionObjectReference", fields: &[
-    F { tag: 1, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "apiVersion", card: S, ty: T::String, keep_zero: false },
-] };
-
-static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER: M = M { name: "api.autoscaling.v1.HorizontalPodAutoscaler", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS), keep_zero: false },
-] };
-
-static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC: M = M { name: "api.autoscaling.v1.HorizontalPodAutoscalerSpec", fields: &[
-    F { tag: 1, json: "scaleTargetRef", card: S, ty: T::Message(&AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "minReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "maxReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "targetCPUUtilizationPercentage", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS: M = M { name: "api.autoscaling.v1.HorizontalPodAutoscalerStatus", fields: &[
-    F { tag: 1, json: "observedGeneration", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "lastScaleTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 3, json: "currentReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "desiredReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 5, json: "currentCPUUtilizationPercentage", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static AUTOSCALING_V1_SCALE: M = M { name: "api.autoscaling.v1.Scale", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&AUTOSCALING_V1_SCALE_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&AUTOSCALING_V1_SCALE_STATUS), keep_zero: false },
-] };
-
-static AUTOSCALING_V1_SCALE_SPEC: M = M { name: "api.autoscaling.v1.ScaleSpec", fields: &[
-    F { tag: 1, json: "replicas", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static AUTOSCALING_V1_SCALE_STATUS: M = M { name: "api.autoscaling.v1.ScaleStatus", fields: &[
-    F { tag: 1, json: "replicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "selector", card: S, ty: T::String, keep_zero: false },
-] };
-
-static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE: M = M { name: "api.autoscaling.v2.ContainerResourceMetricSource", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "target", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET), keep_zero: false },
-    F { tag: 3, json: "container", card: S, ty: T::String, keep_zero: true },
-] };
-
-static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS: M = M { name: "api.autoscaling.v2.ContainerResourceMetricStatus", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "current", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS), keep_zero: false },
-    F { tag: 3, json: "container", card: S, ty: T::String, keep_zero: true },
-] };
-
-static AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE: M = M { name: "api.autoscaling.v2.CrossVersionObjectReference", fields: &[
-    F { tag: 1, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "apiVersion", card: S, ty: T::String, keep_zero: false },
-] };
-
-static AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE: M = M { name: "api.autoscaling.v2.ExternalMetricSource", fields: &[
-    F { tag: 1, json: "metric", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER), keep_zero: false },
-    F { tag: 2, json: "target", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_EXTERNAL_METRIC_STATUS: M = M { name: "api.autoscaling.v2.ExternalMetricStatus", fields: &[
-    F { tag: 1, json: "metric", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER), keep_zero: false },
-    F { tag: 2, json: "current", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER: M = M { name: "api.autoscaling.v2.HorizontalPodAutoscaler", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR: M = M { name: "api.autoscaling.v2.HorizontalPodAutoscalerBehavior", fields: &[
-    F { tag: 1, json: "scaleUp", card: S, ty: T::Message(&AUTOSCALING_V2_HPA_SCALING_RULES), keep_zero: false },
-    F { tag: 2, json: "scaleDown", card: S, ty: T::Message(&AUTOSCALING_V2_HPA_SCALING_RULES), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION: M = M { name: "api.autoscaling.v2.HorizontalPodAutoscalerCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC: M = M { name: "api.autoscaling.v2.HorizontalPodAutoscalerSpec", fields: &[
-    F { tag: 1, json: "scaleTargetRef", card: S, ty: T::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "minReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "maxReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "metrics", card: R, ty: T::Message(&AUTOSCALING_V2_METRIC_SPEC), keep_zero: false },
-    F { tag: 5, json: "behavior", card: S, ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS: M = M { name: "api.autoscaling.v2.HorizontalPodAutoscalerStatus", fields: &[
-    F { tag: 1, json: "observedGeneration", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "lastScaleTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 3, json: "currentReplicas", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "desiredReplicas", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 5, json: "currentMetrics", card: R, ty: T::Message(&AUTOSCALING_V2_METRIC_STATUS), keep_zero: false },
-    F { tag: 6, json: "conditions", card: R, ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_HPA_SCALING_POLICY: M = M { name: "api.autoscaling.v2.HpaScalingPolicy", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "value", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "periodSeconds", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static AUTOSCALING_V2_HPA_SCALING_RULES: M = M { name: "api.autoscaling.v2.HpaScalingRules", fields: &[
-    F { tag: 3, json: "stabilizationWindowSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 1, json: "selectPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "policies", card: R, ty: T::Message(&AUTOSCALING_V2_HPA_SCALING_POLICY), keep_zero: false },
-    F { tag: 4, json: "tolerance", card: S, ty: T::Quantity, keep_zero: false },
-] };
-
-static AUTOSCALING_V2_METRIC_IDENTIFIER: M = M { name: "api.autoscaling.v2.MetricIdentifier", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_METRIC_SPEC: M = M { name: "api.autoscaling.v2.MetricSpec", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "object", card: S, ty: T::Message(&AUTOSCALING_V2_OBJECT_METRIC_SOURCE), keep_zero: false },
-    F { tag: 3, json: "pods", card: S, ty: T::Message(&AUTOSCALING_V2_PODS_METRIC_SOURCE), keep_zero: false },
-    F { tag: 4, json: "resource", card: S, ty: T::Message(&AUTOSCALING_V2_RESOURCE_METRIC_SOURCE), keep_zero: false },
-    F { tag: 7, json: "containerResource", card: S, ty: T::Message(&AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE), keep_zero: false },
-    F { tag: 5, json: "external", card: S, ty: T::Message(&AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_METRIC_STATUS: M = M { name: "api.autoscaling.v2.MetricStatus", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "object", card: S, ty: T::Message(&AUTOSCALING_V2_OBJECT_METRIC_STATUS), keep_zero: false },
-    F { tag: 3, json: "pods", card: S, ty: T::Message(&AUTOSCALING_V2_PODS_METRIC_STATUS), keep_zero: false },
-    F { tag: 4, json: "resource", card: S, ty: T::Message(&AUTOSCALING_V2_RESOURCE_METRIC_STATUS), keep_zero: false },
-    F { tag: 7, json: "containerResource", card: S, ty: T::Message(&AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS), keep_zero: false },
-    F { tag: 5, json: "external", card: S, ty: T::Message(&AUTOSCALING_V2_EXTERNAL_METRIC_STATUS), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_METRIC_TARGET: M = M { name: "api.autoscaling.v2.MetricTarget", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "value", card: S, ty: T::Quantity, keep_zero: false },
-    F { tag: 3, json: "averageValue", card: S, ty: T::Quantity, keep_zero: false },
-    F { tag: 4, json: "averageUtilization", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static AUTOSCALING_V2_METRIC_VALUE_STATUS: M = M { name: "api.autoscaling.v2.MetricValueStatus", fields: &[
-    F { tag: 1, json: "value", card: S, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "averageValue", card: S, ty: T::Quantity, keep_zero: false },
-    F { tag: 3, json: "averageUtilization", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static AUTOSCALING_V2_OBJECT_METRIC_SOURCE: M = M { name: "api.autoscaling.v2.ObjectMetricSource", fields: &[
-    F { tag: 1, json: "describedObject", card: S, ty: T::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "target", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET), keep_zero: false },
-    F { tag: 3, json: "metric", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_OBJECT_METRIC_STATUS: M = M { name: "api.autoscaling.v2.ObjectMetricStatus", fields: &[
-    F { tag: 1, json: "metric", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER), keep_zero: false },
-    F { tag: 2, json: "current", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS), keep_zero: false },
-    F { tag: 3, json: "describedObject", card: S, ty: T::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_PODS_METRIC_SOURCE: M = M { name: "api.autoscaling.v2.PodsMetricSource", fields: &[
-    F { tag: 1, json: "metric", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER), keep_zero: false },
-    F { tag: 2, json: "target", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_PODS_METRIC_STATUS: M = M { name: "api.autoscaling.v2.PodsMetricStatus", fields: &[
-    F { tag: 1, json: "metric", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER), keep_zero: false },
-    F { tag: 2, json: "current", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_RESOURCE_METRIC_SOURCE: M = M { name: "api.autoscaling.v2.ResourceMetricSource", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "target", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET), keep_zero: false },
-] };
-
-static AUTOSCALING_V2_RESOURCE_METRIC_STATUS: M = M { name: "api.autoscaling.v2.ResourceMetricStatus", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "current", card: S, ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS), keep_zero: false },
-] };
-
-static BATCH_V1_CRON_JOB: M = M { name: "api.batch.v1.CronJob", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&BATCH_V1_CRON_JOB_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&BATCH_V1_CRON_JOB_STATUS), keep_zero: false },
-] };
-
-static BATCH_V1_CRON_JOB_SPEC: M = M { name: "api.batch.v1.CronJobSpec", fields: &[
-    F { tag: 1, json: "schedule", card: S, ty: T::String, keep_zero: true },
-    F { tag: 8, json: "timeZone", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "startingDeadlineSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "concurrencyPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "suspend", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 5, json: "jobTemplate", card: S, ty: T::Message(&BATCH_V1_JOB_TEMPLATE_SPEC), keep_zero: false },
-    F { tag: 6, json: "successfulJobsHistoryLimit", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 7, json: "failedJobsHistoryLimit", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static BATCH_V1_CRON_JOB_STATUS: M = M { name: "api.batch.v1.CronJobStatus", fields: &[
-    F { tag: 1, json: "active", card: R, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 4, json: "lastScheduleTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "lastSuccessfulTime", card: S, ty: T::Time, keep_zero: false },
-] };
-
-static BATCH_V1_JOB: M = M { name: "api.batch.v1.Job", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&BATCH_V1_JOB_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&BATCH_V1_JOB_STATUS), keep_zero: false },
-] };
-
-static BATCH_V1_JOB_CONDITION: M = M { name: "api.batch.v1.JobCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lastProbeTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static BATCH_V1_JOB_SPEC: M = M { name: "api.batch.v1.JobSpec", fields: &[
-    F { tag: 1, json: "parallelism", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "completions", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "activeDeadlineSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 11, json: "podFailurePolicy", card: S, ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY), keep_zero: false },
-    F { tag: 16, json: "successPolicy", card: S, ty: T::Message(&BATCH_V1_SUCCESS_POLICY), keep_zero: false },
-    F { tag: 7, json: "backoffLimit", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 12, json: "backoffLimitPerIndex", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 13, json: "maxFailedIndexes", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 5, json: "manualSelector", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 6, json: "template", card: S, ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC), keep_zero: false },
-    F { tag: 8, json: "ttlSecondsAfterFinished", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 9, json: "completionMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "suspend", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 14, json: "podReplacementPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 15, json: "managedBy", card: S, ty: T::String, keep_zero: false },
-] };
-
-static BATCH_V1_JOB_STATUS: M = M { name: "api.batch.v1.JobStatus", fields: &[
-    F { tag: 1, json: "conditions", card: R, ty: T::Message(&BATCH_V1_JOB_CONDITION), keep_zero: false },
-    F { tag: 2, json: "startTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 3, json: "completionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "active", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 5, json: "succeeded", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "failed", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 11, json: "terminating", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 7, json: "completedIndexes", card: S, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "failedIndexes", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "uncountedTerminatedPods", card: S, ty: T::Message(&BATCH_V1_UNCOUNTED_TERMINATED_PODS), keep_zero: false },
-    F { tag: 9, json: "ready", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static BATCH_V1_JOB_TEMPLATE_SPEC: M = M { name: "api.batch.v1.JobTemplateSpec", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&BATCH_V1_JOB_SPEC), keep_zero: false },
-] };
-
-static BATCH_V1_POD_FAILURE_POLICY: M = M { name: "api.batch.v1.PodFailurePolicy", fields: &[
-    F { tag: 1, json: "rules", card: R, ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY_RULE), keep_zero: false },
-] };
-
-static BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT: M = M { name: "api.batch.v1.PodFailurePolicyOnExitCodesRequirement", fields: &[
-    F { tag: 1, json: "containerName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "operator", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "values", card: R, ty: T::Int, keep_zero: true },
-] };
-
-static BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN: M = M { name: "api.batch.v1.PodFailurePolicyOnPodConditionsPattern", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: false },
-] };
-
-static BATCH_V1_POD_FAILURE_POLICY_RULE: M = M { name: "api.batch.v1.PodFailurePolicyRule", fields: &[
-    F { tag: 1, json: "action", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "onExitCodes", card: S, ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT), keep_zero: false },
-    F { tag: 3, json: "onPodConditions", card: R, ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN), keep_zero: false },
-] };
-
-static BATCH_V1_SUCCESS_POLICY: M = M { name: "api.batch.v1.SuccessPolicy", fields: &[
-    F { tag: 1, json: "rules", card: R, ty: T::Message(&BATCH_V1_SUCCESS_POLICY_RULE), keep_zero: false },
-] };
-
-static BATCH_V1_SUCCESS_POLICY_RULE: M = M { name: "api.batch.v1.SuccessPolicyRule", fields: &[
-    F { tag: 1, json: "succeededIndexes", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "succeededCount", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static BATCH_V1_UNCOUNTED_TERMINATED_PODS: M = M { name: "api.batch.v1.UncountedTerminatedPods", fields: &[
-    F { tag: 1, json: "succeeded", card: R, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "failed", card: R, ty: T::String, keep_zero: false },
-] };
-
-static COORDINATION_V1_LEASE: M = M { name: "api.coordination.v1.Lease", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&COORDINATION_V1_LEASE_SPEC), keep_zero: false },
-] };
-
-static COORDINATION_V1_LEASE_SPEC: M = M { name: "api.coordination.v1.LeaseSpec", fields: &[
-    F { tag: 1, json: "holderIdentity", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "leaseDurationSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "acquireTime", card: S, ty: T::MicroTime, keep_zero: false },
-    F { tag: 4, json: "renewTime", card: S, ty: T::MicroTime, keep_zero: false },
-    F { tag: 5, json: "leaseTransitions", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "strategy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "preferredHolder", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_AFFINITY: M = M { name: "api.core.v1.Affinity", fields: &[
-    F { tag: 1, json: "nodeAffinity", card: S, ty: T::Message(&CORE_V1_NODE_AFFINITY), keep_zero: false },
-    F { tag: 2, json: "podAffinity", card: S, ty: T::Message(&CORE_V1_POD_AFFINITY), keep_zero: false },
-    F { tag: 3, json: "podAntiAffinity", card: S, ty: T::Message(&CORE_V1_POD_ANTI_AFFINITY), keep_zero: false },
-] };
-
-static CORE_V1_APP_ARMOR_PROFILE: M = M { name: "api.core.v1.AppArmorProfile", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "localhostProfile", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_ATTACHED_VOLUME: M = M { name: "api.core.v1.AttachedVolume", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "devicePath", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE: M = M { name: "api.core.v1.AwsElasticBlockStoreVolumeSource", fields: &[
-    F { tag: 1, json: "volumeID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "partition", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_AZURE_DISK_VOLUME_SOURCE: M = M { name: "api.core.v1.AzureDiskVolumeSource", fields: &[
-    F { tag: 1, json: "diskName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "diskURI", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "cachingMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "readOnly", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 6, json: "kind", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.AzureFilePersistentVolumeSource", fields: &[
-    F { tag: 1, json: "secretName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "shareName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "secretNamespace", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_AZURE_FILE_VOLUME_SOURCE: M = M { name: "api.core.v1.AzureFileVolumeSource", fields: &[
-    F { tag: 1, json: "secretName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "shareName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_BINDING: M = M { name: "api.core.v1.Binding", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "target", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_CAPABILITIES: M = M { name: "api.core.v1.Capabilities", fields: &[
-    F { tag: 1, json: "add", card: R, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "drop", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.CephFsPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "monitors", card: R, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "user", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "secretFile", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 6, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_CEPH_FS_VOLUME_SOURCE: M = M { name: "api.core.v1.CephFsVolumeSource", fields: &[
-    F { tag: 1, json: "monitors", card: R, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "user", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "secretFile", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 6, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.CinderPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "volumeID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_CINDER_VOLUME_SOURCE: M = M { name: "api.core.v1.CinderVolumeSource", fields: &[
-    F { tag: 1, json: "volumeID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_CLIENT_IP_CONFIG: M = M { name: "api.core.v1.ClientIpConfig", fields: &[
-    F { tag: 1, json: "timeoutSeconds", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION: M = M { name: "api.core.v1.ClusterTrustBundleProjection", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "signerName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "labelSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 5, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 4, json: "path", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_CONFIG_MAP: M = M { name: "api.core.v1.ConfigMap", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 4, json: "immutable", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 2, json: "data", card: P, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "binaryData", card: P, ty: T::Bytes, keep_zero: false },
-] };
-
-static CORE_V1_CONFIG_MAP_ENV_SOURCE: M = M { name: "api.core.v1.ConfigMapEnvSource", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_CONFIG_MAP_KEY_SELECTOR: M = M { name: "api.core.v1.ConfigMapKeySelector", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE: M = M { name: "api.core.v1.ConfigMapNodeConfigSource", fields: &[
-    F { tag: 1, json: "namespace", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "uid", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "resourceVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "kubeletConfigKey", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_CONFIG_MAP_PROJECTION: M = M { name: "api.core.v1.ConfigMapProjection", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "items", card: R, ty: T::Message(&CORE_V1_KEY_TO_PATH), keep_zero: false },
-    F { tag: 4, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_CONFIG_MAP_VOLUME_SOURCE: M = M { name: "api.core.v1.ConfigMapVolumeSource", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "items", card: R, ty: T::Message(&CORE_V1_KEY_TO_PATH), keep_zero: false },
-    F { tag: 3, json: "defaultMode", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_CONTAINER: M = M { name: "api.core.v1.Container", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "image", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "command", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "args", card: R, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "workingDir", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "ports", card: R, ty: T::Message(&CORE_V1_CONTAINER_PORT), keep_zero: false },
-    F { tag: 19, json: "envFrom", card: R, ty: T::Message(&CORE_V1_ENV_FROM_SOURCE), keep_zero: false },
-    F { tag: 7, json: "env", card: R, ty: T::Message(&CORE_V1_ENV_VAR), keep_zero: false },
-    F { tag: 8, json: "resources", card: S, ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS), keep_zero: false },
-    F { tag: 23, json: "resizePolicy", card: R, ty: T::Message(&CORE_V1_CONTAINER_RESIZE_POLICY), keep_zero: false },
-    F { tag: 24, json: "restartPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 25, json: "restartPolicyRules", card: R, ty: T::Message(&CORE_V1_CONTAINER_RESTART_RULE), keep_zero: false },
-    F { tag: 9, json: "volumeMounts", card: R, ty: T::Message(&CORE_V1_VOLUME_MOUNT), keep_zero: false },
-    F { tag: 21, json: "volumeDevices", card: R, ty: T::Message(&CORE_V1_VOLUME_DEVICE), keep_zero: false },
-    F { tag: 10, json: "livenessProbe", card: S, ty: T::Message(&CORE_V1_PROBE), keep_zero: false },
-    F { tag: 11, json: "readinessProbe", card: S, ty: T::Message(&CORE_V1_PROBE), keep_zero: false },
-    F { tag: 22, json: "startupProbe", card: S, ty: T::Message(&CORE_V1_PROBE), keep_zero: false },
-    F { tag: 12, json: "lifecycle", card: S, ty: T::Message(&CORE_V1_LIFECYCLE), keep_zero: false },
-    F { tag: 13, json: "terminationMessagePath", card: S, ty: T::String, keep_zero: false },
-    F { tag: 20, json: "terminationMessagePolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 14, json: "imagePullPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 15, json: "securityContext", card: S, ty: T::Message(&CORE_V1_SECURITY_CONTEXT), keep_zero: false },
-    F { tag: 16, json: "stdin", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 17, json: "stdinOnce", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 18, json: "tty", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST: M = M { name: "api.core.v1.ContainerExtendedResourceRequest", fields: &[
-    F { tag: 1, json: "containerName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "resourceName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "requestName", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_CONTAINER_IMAGE: M = M { name: "api.core.v1.ContainerImage", fields: &[
-    F { tag: 1, json: "names", card: R, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "sizeBytes", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_PORT: M = M { name: "api.core.v1.ContainerPort", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "hostPort", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 3, json: "containerPort", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "protocol", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "hostIP", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_RESIZE_POLICY: M = M { name: "api.core.v1.ContainerResizePolicy", fields: &[
-    F { tag: 1, json: "resourceName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "restartPolicy", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_CONTAINER_RESTART_RULE: M = M { name: "api.core.v1.ContainerRestartRule", fields: &[
-    F { tag: 1, json: "action", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "exitCodes", card: S, ty: T::Message(&CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES), keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES: M = M { name: "api.core.v1.ContainerRestartRuleOnExitCodes", fields: &[
-    F { tag: 1, json: "operator", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "values", card: R, ty: T::Int, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_STATE: M = M { name: "api.core.v1.ContainerState", fields: &[
-    F { tag: 1, json: "waiting", card: S, ty: T::Message(&CORE_V1_CONTAINER_STATE_WAITING), keep_zero: false },
-    F { tag: 2, json: "running", card: S, ty: T::Message(&CORE_V1_CONTAINER_STATE_RUNNING), keep_zero: false },
-    F { tag: 3, json: "terminated", card: S, ty: T::Message(&CORE_V1_CONTAINER_STATE_TERMINATED), keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_STATE_RUNNING: M = M { name: "api.core.v1.ContainerStateRunning", fields: &[
-    F { tag: 1, json: "startedAt", card: S, ty: T::Time, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_STATE_TERMINATED: M = M { name: "api.core.v1.ContainerStateTerminated", fields: &[
-    F { tag: 1, json: "exitCode", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "signal", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 3, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "message", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "startedAt", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 6, json: "finishedAt", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 7, json: "containerID", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_STATE_WAITING: M = M { name: "api.core.v1.ContainerStateWaiting", fields: &[
-    F { tag: 1, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_STATUS: M = M { name: "api.core.v1.ContainerStatus", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "state", card: S, ty: T::Message(&CORE_V1_CONTAINER_STATE), keep_zero: false },
-    F { tag: 3, json: "lastState", card: S, ty: T::Message(&CORE_V1_CONTAINER_STATE), keep_zero: false },
-    F { tag: 4, json: "ready", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 5, json: "restartCount", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "image", card: S, ty: T::String, keep_zero: true },
-    F { tag: 7, json: "imageID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 8, json: "containerID", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "started", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 10, json: "allocatedResources", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 11, json: "resources", card: S, ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS), keep_zero: false },
-    F { tag: 12, json: "volumeMounts", card: R, ty: T::Message(&CORE_V1_VOLUME_MOUNT_STATUS), keep_zero: false },
-    F { tag: 13, json: "user", card: S, ty: T::Message(&CORE_V1_CONTAINER_USER), keep_zero: false },
-    F { tag: 14, json: "allocatedResourcesStatus", card: R, ty: T::Message(&CORE_V1_RESOURCE_STATUS), keep_zero: false },
-    F { tag: 15, json: "stopSignal", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_CONTAINER_USER: M = M { name: "api.core.v1.ContainerUser", fields: &[
-    F { tag: 1, json: "linux", card: S, ty: T::Message(&CORE_V1_LINUX_CONTAINER_USER), keep_zero: false },
-] };
-
-static CORE_V1_CSI_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.CSIPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "driver", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "volumeHandle", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "volumeAttributes", card: P, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "controllerPublishSecretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 7, json: "nodeStageSecretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 8, json: "nodePublishSecretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 9, json: "controllerExpandSecretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 10, json: "nodeExpandSecretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_CSI_VOLUME_SOURCE: M = M { name: "api.core.v1.CSIVolumeSource", fields: &[
-    F { tag: 1, json: "driver", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "readOnly", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 3, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "volumeAttributes", card: P, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "nodePublishSecretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_DAEMON_ENDPOINT: M = M { name: "api.core.v1.DaemonEndpoint", fields: &[
-    F { tag: 1, json: "Port", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_DOWNWARD_API_PROJECTION: M = M { name: "api.core.v1.DownwardAPIProjection", fields: &[
-    F { tag: 1, json: "items", card: R, ty: T::Message(&CORE_V1_DOWNWARD_API_VOLUME_FILE), keep_zero: false },
-] };
-
-static CORE_V1_DOWNWARD_API_VOLUME_FILE: M = M { name: "api.core.v1.DownwardAPIVolumeFile", fields: &[
-    F { tag: 1, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fieldRef", card: S, ty: T::Message(&CORE_V1_OBJECT_FIELD_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "resourceFieldRef", card: S, ty: T::Message(&CORE_V1_RESOURCE_FIELD_SELECTOR), keep_zero: false },
-    F { tag: 4, json: "mode", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_DOWNWARD_API_VOLUME_SOURCE: M = M { name: "api.core.v1.DownwardAPIVolumeSource", fields: &[
-    F { tag: 1, json: "items", card: R, ty: T::Message(&CORE_V1_DOWNWARD_API_VOLUME_FILE), keep_zero: false },
-    F { tag: 2, json: "defaultMode", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_EMPTY_DIR_VOLUME_SOURCE: M = M { name: "api.core.v1.EmptyDirVolumeSource", fields: &[
-    F { tag: 1, json: "medium", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "sizeLimit", card: S, ty: T::Quantity, keep_zero: false },
-] };
-
-static CORE_V1_ENDPOINTS: M = M { name: "api.core.v1.Endpoints", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "subsets", card: R, ty: T::Message(&CORE_V1_ENDPOINT_SUBSET), keep_zero: false },
-] };
-
-static CORE_V1_ENDPOINT_ADDRESS: M = M { name: "api.core.v1.EndpointAddress", fields: &[
-    F { tag: 1, json: "ip", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "hostname", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "nodeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "targetRef", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_ENDPOINT_PORT: M = M { name: "api.core.v1.EndpointPort", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "port", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "protocol", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "appProtocol", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_ENDPOINT_SUBSET: M = M { name: "api.core.v1.EndpointSubset", fields: &[
-    F { tag: 1, json: "addresses", card: R, ty: T::Message(&CORE_V1_ENDPOINT_ADDRESS), keep_zero: false },
-    F { tag: 2, json: "notReadyAddresses", card: R, ty: T::Message(&CORE_V1_ENDPOINT_ADDRESS), keep_zero: false },
-    F { tag: 3, json: "ports", card: R, ty: T::Message(&CORE_V1_ENDPOINT_PORT), keep_zero: false },
-] };
-
-static CORE_V1_ENV_FROM_SOURCE: M = M { name: "api.core.v1.EnvFromSource", fields: &[
-    F { tag: 1, json: "prefix", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "configMapRef", card: S, ty: T::Message(&CORE_V1_CONFIG_MAP_ENV_SOURCE), keep_zero: false },
-    F { tag: 3, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_ENV_SOURCE), keep_zero: false },
-] };
-
-static CORE_V1_ENV_VAR: M = M { name: "api.core.v1.EnvVar", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "value", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "valueFrom", card: S, ty: T::Message(&CORE_V1_ENV_VAR_SOURCE), keep_zero: false },
-] };
-
-static CORE_V1_ENV_VAR_SOURCE: M = M { name: "api.core.v1.EnvVarSource", fields: &[
-    F { tag: 1, json: "fieldRef", card: S, ty: T::Message(&CORE_V1_OBJECT_FIELD_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "resourceFieldRef", card: S, ty: T::Message(&CORE_V1_RESOURCE_FIELD_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "configMapKeyRef", card: S, ty: T::Message(&CORE_V1_CONFIG_MAP_KEY_SELECTOR), keep_zero: false },
-    F { tag: 4, json: "secretKeyRef", card: S, ty: T::Message(&CORE_V1_SECRET_KEY_SELECTOR), keep_zero: false },
-    F { tag: 5, json: "fileKeyRef", card: S, ty: T::Message(&CORE_V1_FILE_KEY_SELECTOR), keep_zero: false },
-] };
-
-static CORE_V1_EPHEMERAL_CONTAINER: M = M { name: "api.core.v1.EphemeralContainer", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_EPHEMERAL_CONTAINER_COMMON), keep_zero: false },
-    F { tag: 2, json: "targetContainerName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_EPHEMERAL_CONTAINER_COMMON: M = M { name: "api.core.v1.EphemeralContainerCommon", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "image", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "command", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "args", card: R, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "workingDir", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "ports", card: R, ty: T::Message(&CORE_V1_CONTAINER_PORT), keep_zero: false },
-    F { tag: 19, json: "envFrom", card: R, ty: T::Message(&CORE_V1_ENV_FROM_SOURCE), keep_zero: false },
-    F { tag: 7, json: "env", card: R, ty: T::Message(&CORE_V1_ENV_VAR), keep_zero: false },
-    F { tag: 8, json: "resources", card: S, ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS), keep_zero: false },
-    F { tag: 23, json: "resizePolicy", card: R, ty: T::Message(&CORE_V1_CONTAINER_RESIZE_POLICY), keep_zero: false },
-    F { tag: 24, json: "restartPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 25, json: "restartPolicyRules", card: R, ty: T::Message(&CORE_V1_CONTAINER_RESTART_RULE), keep_zero: false },
-    F { tag: 9, json: "volumeMounts", card: R, ty: T::Message(&CORE_V1_VOLUME_MOUNT), keep_zero: false },
-    F { tag: 21, json: "volumeDevices", card: R, ty: T::Message(&CORE_V1_VOLUME_DEVICE), keep_zero: false },
-    F { tag: 10, json: "livenessProbe", card: S, ty: T::Message(&CORE_V1_PROBE), keep_zero: false },
-    F { tag: 11, json: "readinessProbe", card: S, ty: T::Message(&CORE_V1_PROBE), keep_zero: false },
-    F { tag: 22, json: "startupProbe", card: S, ty: T::Message(&CORE_V1_PROBE), keep_zero: false },
-    F { tag: 12, json: "lifecycle", card: S, ty: T::Message(&CORE_V1_LIFECYCLE), keep_zero: false },
-    F { tag: 13, json: "terminationMessagePath", card: S, ty: T::String, keep_zero: false },
-    F { tag: 20, json: "terminationMessagePolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 14, json: "imagePullPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 15, json: "securityContext", card: S, ty: T::Message(&CORE_V1_SECURITY_CONTEXT), keep_zero: false },
-    F { tag: 16, json: "stdin", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 17, json: "stdinOnce", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 18, json: "tty", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_EPHEMERAL_VOLUME_SOURCE: M = M { name: "api.core.v1.EphemeralVolumeSource", fields: &[
-    F { tag: 1, json: "volumeClaimTemplate", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE), keep_zero: false },
-] };
-
-static CORE_V1_EVENT: M = M { name: "api.core.v1.Event", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "involvedObject", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 3, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "message", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "source", card: S, ty: T::Message(&CORE_V1_EVENT_SOURCE), keep_zero: false },
-    F { tag: 6, json: "firstTimestamp", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 7, json: "lastTimestamp", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 8, json: "count", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 9, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "eventTime", card: S, ty: T::MicroTime, keep_zero: false },
-    F { tag: 11, json: "series", card: S, ty: T::Message(&CORE_V1_EVENT_SERIES), keep_zero: false },
-    F { tag: 12, json: "action", card: S, ty: T::String, keep_zero: false },
-    F { tag: 13, json: "related", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 14, json: "reportingComponent", card: S, ty: T::String, keep_zero: false },
-    F { tag: 15, json: "reportingInstance", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_EVENT_SERIES: M = M { name: "api.core.v1.EventSeries", fields: &[
-    F { tag: 1, json: "count", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 2, json: "lastObservedTime", card: S, ty: T::MicroTime, keep_zero: false },
-] };
-
-static CORE_V1_EVENT_SOURCE: M = M { name: "api.core.v1.EventSource", fields: &[
-    F { tag: 1, json: "component", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "host", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_EXEC_ACTION: M = M { name: "api.core.v1.ExecAction", fields: &[
-    F { tag: 1, json: "command", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_FC_VOLUME_SOURCE: M = M { name: "api.core.v1.FcVolumeSource", fields: &[
-    F { tag: 1, json: "targetWWNs", card: R, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "lun", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "wwids", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_FILE_KEY_SELECTOR: M = M { name: "api.core.v1.FileKeySelector", fields: &[
-    F { tag: 1, json: "volumeName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.FlexPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "driver", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "options", card: P, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_FLEX_VOLUME_SOURCE: M = M { name: "api.core.v1.FlexVolumeSource", fields: &[
-    F { tag: 1, json: "driver", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "options", card: P, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_FLOCKER_VOLUME_SOURCE: M = M { name: "api.core.v1.FlockerVolumeSource", fields: &[
-    F { tag: 1, json: "datasetName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "datasetUUID", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE: M = M { name: "api.core.v1.GcePersistentDiskVolumeSource", fields: &[
-    F { tag: 1, json: "pdName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "partition", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_GIT_REPO_VOLUME_SOURCE: M = M { name: "api.core.v1.GitRepoVolumeSource", fields: &[
-    F { tag: 1, json: "repository", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "revision", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "directory", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.GlusterfsPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "endpoints", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "endpointsNamespace", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_GLUSTERFS_VOLUME_SOURCE: M = M { name: "api.core.v1.GlusterfsVolumeSource", fields: &[
-    F { tag: 1, json: "endpoints", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_GRPC_ACTION: M = M { name: "api.core.v1.GrpcAction", fields: &[
-    F { tag: 1, json: "port", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "service", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_HOST_ALIAS: M = M { name: "api.core.v1.HostAlias", fields: &[
-    F { tag: 1, json: "ip", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "hostnames", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_HOST_IP: M = M { name: "api.core.v1.HostIp", fields: &[
-    F { tag: 1, json: "ip", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_HOST_PATH_VOLUME_SOURCE: M = M { name: "api.core.v1.HostPathVolumeSource", fields: &[
-    F { tag: 1, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "type", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_HTTP_GET_ACTION: M = M { name: "api.core.v1.HttpGetAction", fields: &[
-    F { tag: 1, json: "path", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "port", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 3, json: "host", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "scheme", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "httpHeaders", card: R, ty: T::Message(&CORE_V1_HTTP_HEADER), keep_zero: false },
-] };
-
-static CORE_V1_HTTP_HEADER: M = M { name: "api.core.v1.HttpHeader", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "value", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_IMAGE_VOLUME_SOURCE: M = M { name: "api.core.v1.ImageVolumeSource", fields: &[
-    F { tag: 1, json: "reference", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "pullPolicy", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.IscsiPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "targetPortal", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "iqn", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lun", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "iscsiInterface", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 7, json: "portals", card: R, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "chapAuthDiscovery", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 11, json: "chapAuthSession", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 10, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 12, json: "initiatorName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_ISCSI_VOLUME_SOURCE: M = M { name: "api.core.v1.IscsiVolumeSource", fields: &[
-    F { tag: 1, json: "targetPortal", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "iqn", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lun", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "iscsiInterface", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 7, json: "portals", card: R, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "chapAuthDiscovery", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 11, json: "chapAuthSession", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 10, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 12, json: "initiatorName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_KEY_TO_PATH: M = M { name: "api.core.v1.KeyToPath", fields: &[
-    F { tag: 1, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "mode", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_LIFECYCLE: M = M { name: "api.core.v1.Lifecycle", fields: &[
-    F { tag: 1, json: "postStart", card: S, ty: T::Message(&CORE_V1_LIFECYCLE_HANDLER), keep_zero: false },
-    F { tag: 2, json: "preStop", card: S, ty: T::Message(&CORE_V1_LIFECYCLE_HANDLER), keep_zero: false },
-    F { tag: 3, json: "stopSignal", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_LIFECYCLE_HANDLER: M = M { name: "api.core.v1.LifecycleHandler", fields: &[
-    F { tag: 1, json: "exec", card: S, ty: T::Message(&CORE_V1_EXEC_ACTION), keep_zero: false },
-    F { tag: 2, json: "httpGet", card: S, ty: T::Message(&CORE_V1_HTTP_GET_ACTION), keep_zero: false },
-    F { tag: 3, json: "tcpSocket", card: S, ty: T::Message(&CORE_V1_TCP_SOCKET_ACTION), keep_zero: false },
-    F { tag: 4, json: "sleep", card: S, ty: T::Message(&CORE_V1_SLEEP_ACTION), keep_zero: false },
-] };
-
-static CORE_V1_LIMIT_RANGE: M = M { name: "api.core.v1.LimitRange", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_LIMIT_RANGE_SPEC), keep_zero: false },
-] };
-
-static CORE_V1_LIMIT_RANGE_ITEM: M = M { name: "api.core.v1.LimitRangeItem", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "max", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 3, json: "min", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 4, json: "default", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 5, json: "defaultRequest", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 6, json: "maxLimitRequestRatio", card: P, ty: T::Quantity, keep_zero: false },
-] };
-
-static CORE_V1_LIMIT_RANGE_SPEC: M = M { name: "api.core.v1.LimitRangeSpec", fields: &[
-    F { tag: 1, json: "limits", card: R, ty: T::Message(&CORE_V1_LIMIT_RANGE_ITEM), keep_zero: false },
-] };
-
-static CORE_V1_LINUX_CONTAINER_USER: M = M { name: "api.core.v1.LinuxContainerUser", fields: &[
-    F { tag: 1, json: "uid", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "gid", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "supplementalGroups", card: R, ty: T::Int, keep_zero: false },
-] };
-
-static CORE_V1_LOAD_BALANCER_INGRESS: M = M { name: "api.core.v1.LoadBalancerIngress", fields: &[
-    F { tag: 1, json: "ip", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "hostname", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "ipMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "ports", card: R, ty: T::Message(&CORE_V1_PORT_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_LOAD_BALANCER_STATUS: M = M { name: "api.core.v1.LoadBalancerStatus", fields: &[
-    F { tag: 1, json: "ingress", card: R, ty: T::Message(&CORE_V1_LOAD_BALANCER_INGRESS), keep_zero: false },
-] };
-
-static CORE_V1_LOCAL_OBJECT_REFERENCE: M = M { name: "api.core.v1.LocalObjectReference", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_LOCAL_VOLUME_SOURCE: M = M { name: "api.core.v1.LocalVolumeSource", fields: &[
-    F { tag: 1, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_MODIFY_VOLUME_STATUS: M = M { name: "api.core.v1.ModifyVolumeStatus", fields: &[
-    F { tag: 1, json: "targetVolumeAttributesClassName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_NAMESPACE: M = M { name: "api.core.v1.Namespace", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_NAMESPACE_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_NAMESPACE_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_NAMESPACE_CONDITION: M = M { name: "api.core.v1.NamespaceCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NAMESPACE_SPEC: M = M { name: "api.core.v1.NamespaceSpec", fields: &[
-    F { tag: 1, json: "finalizers", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NAMESPACE_STATUS: M = M { name: "api.core.v1.NamespaceStatus", fields: &[
-    F { tag: 1, json: "phase", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "conditions", card: R, ty: T::Message(&CORE_V1_NAMESPACE_CONDITION), keep_zero: false },
-] };
-
-static CORE_V1_NFS_VOLUME_SOURCE: M = M { name: "api.core.v1.NfsVolumeSource", fields: &[
-    F { tag: 1, json: "server", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "path", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_NODE: M = M { name: "api.core.v1.Node", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_NODE_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_NODE_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_NODE_ADDRESS: M = M { name: "api.core.v1.NodeAddress", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "address", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_NODE_AFFINITY: M = M { name: "api.core.v1.NodeAffinity", fields: &[
-    F { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", card: S, ty: T::Message(&CORE_V1_NODE_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", card: R, ty: T::Message(&CORE_V1_PREFERRED_SCHEDULING_TERM), keep_zero: false },
-] };
-
-static CORE_V1_NODE_CONDITION: M = M { name: "api.core.v1.NodeCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lastHeartbeatTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NODE_CONFIG_SOURCE: M = M { name: "api.core.v1.NodeConfigSource", fields: &[
-    F { tag: 2, json: "configMap", card: S, ty: T::Message(&CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE), keep_zero: false },
-] };
-
-static CORE_V1_NODE_CONFIG_STATUS: M = M { name: "api.core.v1.NodeConfigStatus", fields: &[
-    F { tag: 1, json: "assigned", card: S, ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE), keep_zero: false },
-    F { tag: 2, json: "active", card: S, ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE), keep_zero: false },
-    F { tag: 3, json: "lastKnownGood", card: S, ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE), keep_zero: false },
-    F { tag: 4, json: "error", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NODE_DAEMON_ENDPOINTS: M = M { name: "api.core.v1.NodeDaemonEndpoints", fields: &[
-    F { tag: 1, json: "kubeletEndpoint", card: S, ty: T::Message(&CORE_V1_DAEMON_ENDPOINT), keep_zero: false },
-] };
-
-static CORE_V1_NODE_FEATURES: M = M { name: "api.core.v1.NodeFeatures", fields: &[
-    F { tag: 1, json: "supplementalGroupsPolicy", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_NODE_RUNTIME_HANDLER: M = M { name: "api.core.v1.NodeRuntimeHandler", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "features", card: S, ty: T::Message(&CORE_V1_NODE_RUNTIME_HANDLER_FEATURES), keep_zero: false },
-] };
-
-static CORE_V1_NODE_RUNTIME_HANDLER_FEATURES: M = M { name: "api.core.v1.NodeRuntimeHandlerFeatures", fields: &[
-    F { tag: 1, json: "recursiveReadOnlyMounts", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 2, json: "userNamespaces", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_NODE_SELECTOR: M = M { name: "api.core.v1.NodeSelector", fields: &[
-    F { tag: 1, json: "nodeSelectorTerms", card: R, ty: T::Message(&CORE_V1_NODE_SELECTOR_TERM), keep_zero: false },
-] };
-
-static CORE_V1_NODE_SELECTOR_REQUIREMENT: M = M { name: "api.core.v1.NodeSelectorRequirement", fields: &[
-    F { tag: 1, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "operator", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "values", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NODE_SELECTOR_TERM: M = M { name: "api.core.v1.NodeSelectorTerm", fields: &[
-    F { tag: 1, json: "matchExpressions", card: R, ty: T::Message(&CORE_V1_NODE_SELECTOR_REQUIREMENT), keep_zero: false },
-    F { tag: 2, json: "matchFields", card: R, ty: T::Message(&CORE_V1_NODE_SELECTOR_REQUIREMENT), keep_zero: false },
-] };
-
-static CORE_V1_NODE_SPEC: M = M { name: "api.core.v1.NodeSpec", fields: &[
-    F { tag: 1, json: "podCIDR", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "podCIDRs", card: R, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "providerID", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "unschedulable", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "taints", card: R, ty: T::Message(&CORE_V1_TAINT), keep_zero: false },
-    F { tag: 6, json: "configSource", card: S, ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE), keep_zero: false },
-    F { tag: 2, json: "externalID", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NODE_STATUS: M = M { name: "api.core.v1.NodeStatus", fields: &[
-    F { tag: 1, json: "capacity", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "allocatable", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 3, json: "phase", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "conditions", card: R, ty: T::Message(&CORE_V1_NODE_CONDITION), keep_zero: false },
-    F { tag: 5, json: "addresses", card: R, ty: T::Message(&CORE_V1_NODE_ADDRESS), keep_zero: false },
-    F { tag: 6, json: "daemonEndpoints", card: S, ty: T::Message(&CORE_V1_NODE_DAEMON_ENDPOINTS), keep_zero: false },
-    F { tag: 7, json: "nodeInfo", card: S, ty: T::Message(&CORE_V1_NODE_SYSTEM_INFO), keep_zero: false },
-    F { tag: 8, json: "images", card: R, ty: T::Message(&CORE_V1_CONTAINER_IMAGE), keep_zero: false },
-    F { tag: 9, json: "volumesInUse", card: R, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "volumesAttached", card: R, ty: T::Message(&CORE_V1_ATTACHED_VOLUME), keep_zero: false },
-    F { tag: 11, json: "config", card: S, ty: T::Message(&CORE_V1_NODE_CONFIG_STATUS), keep_zero: false },
-    F { tag: 12, json: "runtimeHandlers", card: R, ty: T::Message(&CORE_V1_NODE_RUNTIME_HANDLER), keep_zero: false },
-    F { tag: 13, json: "features", card: S, ty: T::Message(&CORE_V1_NODE_FEATURES), keep_zero: false },
-    F { tag: 14, json: "declaredFeatures", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_NODE_SWAP_STATUS: M = M { name: "api.core.v1.NodeSwapStatus", fields: &[
-    F { tag: 1, json: "capacity", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_NODE_SYSTEM_INFO: M = M { name: "api.core.v1.NodeSystemInfo", fields: &[
-    F { tag: 1, json: "machineID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "systemUUID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "bootID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "kernelVersion", card: S, ty: T::String, keep_zero: true },
-    F { tag: 5, json: "osImage", card: S, ty: T::String, keep_zero: true },
-    F { tag: 6, json: "containerRuntimeVersion", card: S, ty: T::String, keep_zero: true },
-    F { tag: 7, json: "kubeletVersion", card: S, ty: T::String, keep_zero: true },
-    F { tag: 8, json: "kubeProxyVersion", card: S, ty: T::String, keep_zero: true },
-    F { tag: 9, json: "operatingSystem", card: S, ty: T::String, keep_zero: true },
-    F { tag: 10, json: "architecture", card: S, ty: T::String, keep_zero: true },
-    F { tag: 11, json: "swap", card: S, ty: T::Message(&CORE_V1_NODE_SWAP_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_OBJECT_FIELD_SELECTOR: M = M { name: "api.core.v1.ObjectFieldSelector", fields: &[
-    F { tag: 1, json: "apiVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "fieldPath", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_OBJECT_REFERENCE: M = M { name: "api.core.v1.ObjectReference", fields: &[
-    F { tag: 1, json: "kind", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "namespace", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "uid", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "apiVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "resourceVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "fieldPath", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME: M = M { name: "api.core.v1.PersistentVolume", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_CLAIM: M = M { name: "api.core.v1.PersistentVolumeClaim", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: M = M { name: "api.core.v1.PersistentVolumeClaimCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lastProbeTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: M = M { name: "api.core.v1.PersistentVolumeClaimSpec", fields: &[
-    F { tag: 1, json: "accessModes", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "resources", card: S, ty: T::Message(&CORE_V1_VOLUME_RESOURCE_REQUIREMENTS), keep_zero: false },
-    F { tag: 3, json: "volumeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "storageClassName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 6, json: "volumeMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "dataSource", card: S, ty: T::Message(&CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 8, json: "dataSourceRef", card: S, ty: T::Message(&CORE_V1_TYPED_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 9, json: "volumeAttributesClassName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: M = M { name: "api.core.v1.PersistentVolumeClaimStatus", fields: &[
-    F { tag: 1, json: "phase", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "accessModes", card: R, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "capacity", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 4, json: "conditions", card: R, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION), keep_zero: false },
-    F { tag: 5, json: "allocatedResources", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 7, json: "allocatedResourceStatuses", card: P, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "currentVolumeAttributesClassName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "modifyVolumeStatus", card: S, ty: T::Message(&CORE_V1_MODIFY_VOLUME_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE: M = M { name: "api.core.v1.PersistentVolumeClaimTemplate", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC), keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE: M = M { name: "api.core.v1.PersistentVolumeClaimVolumeSource", fields: &[
-    F { tag: 1, json: "claimName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.PersistentVolumeSource", fields: &[
-    F { tag: 1, json: "gcePersistentDisk", card: S, ty: T::Message(&CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 2, json: "awsElasticBlockStore", card: S, ty: T::Message(&CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 3, json: "hostPath", card: S, ty: T::Message(&CORE_V1_HOST_PATH_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 4, json: "glusterfs", card: S, ty: T::Message(&CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 5, json: "nfs", card: S, ty: T::Message(&CORE_V1_NFS_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 6, json: "rbd", card: S, ty: T::Message(&CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 7, json: "iscsi", card: S, ty: T::Message(&CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 8, json: "cinder", card: S, ty: T::Message(&CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 9, json: "cephfs", card: S, ty: T::Message(&CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 10, json: "fc", card: S, ty: T::Message(&CORE_V1_FC_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 11, json: "flocker", card: S, ty: T::Message(&CORE_V1_FLOCKER_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 12, json: "flexVolume", card: S, ty: T::Message(&CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 13, json: "azureFile", card: S, ty: T::Message(&CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 14, json: "vsphereVolume", card: S, ty: T::Message(&CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 15, json: "quobyte", card: S, ty: T::Message(&CORE_V1_QUOBYTE_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 16, json: "azureDisk", card: S, ty: T::Message(&CORE_V1_AZURE_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 17, json: "photonPersistentDisk", card: S, ty: T::Message(&CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 18, json: "portworxVolume", card: S, ty: T::Message(&CORE_V1_PORTWORX_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 19, json: "scaleIO", card: S, ty: T::Message(&CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 20, json: "local", card: S, ty: T::Message(&CORE_V1_LOCAL_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 21, json: "storageos", card: S, ty: T::Message(&CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 22, json: "csi", card: S, ty: T::Message(&CORE_V1_CSI_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_SPEC: M = M { name: "api.core.v1.PersistentVolumeSpec", fields: &[
-    F { tag: 1, json: "capacity", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "", card: S, ty: T::Inline(&CORE_V1_PERSISTENT_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 3, json: "accessModes", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "claimRef", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 5, json: "persistentVolumeReclaimPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "storageClassName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "mountOptions", card: R, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "volumeMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "nodeAffinity", card: S, ty: T::Message(&CORE_V1_VOLUME_NODE_AFFINITY), keep_zero: false },
-    F { tag: 10, json: "volumeAttributesClassName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_PERSISTENT_VOLUME_STATUS: M = M { name: "api.core.v1.PersistentVolumeStatus", fields: &[
-    F { tag: 1, json: "phase", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "message", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "lastPhaseTransitionTime", card: S, ty: T::Time, keep_zero: false },
-] };
-
-static CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE: M = M { name: "api.core.v1.PhotonPersistentDiskVolumeSource", fields: &[
-    F { tag: 1, json: "pdID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD: M = M { name: "api.core.v1.Pod", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_POD_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_POD_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_POD_AFFINITY: M = M { name: "api.core.v1.PodAffinity", fields: &[
-    F { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", card: R, ty: T::Message(&CORE_V1_POD_AFFINITY_TERM), keep_zero: false },
-    F { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", card: R, ty: T::Message(&CORE_V1_WEIGHTED_POD_AFFINITY_TERM), keep_zero: false },
-] };
-
-static CORE_V1_POD_AFFINITY_TERM: M = M { name: "api.core.v1.PodAffinityTerm", fields: &[
-    F { tag: 1, json: "labelSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "namespaces", card: R, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "topologyKey", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "namespaceSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 5, json: "matchLabelKeys", card: R, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "mismatchLabelKeys", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_ANTI_AFFINITY: M = M { name: "api.core.v1.PodAntiAffinity", fields: &[
-    F { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", card: R, ty: T::Message(&CORE_V1_POD_AFFINITY_TERM), keep_zero: false },
-    F { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", card: R, ty: T::Message(&CORE_V1_WEIGHTED_POD_AFFINITY_TERM), keep_zero: false },
-] };
-
-static CORE_V1_POD_CERTIFICATE_PROJECTION: M = M { name: "api.core.v1.PodCertificateProjection", fields: &[
-    F { tag: 1, json: "signerName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "keyType", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "maxExpirationSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "credentialBundlePath", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "keyPath", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "certificateChainPath", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "userAnnotations", card: P, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_CONDITION: M = M { name: "api.core.v1.PodCondition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 7, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "lastProbeTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 4, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "message", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_DNS_CONFIG: M = M { name: "api.core.v1.PodDnsConfig", fields: &[
-    F { tag: 1, json: "nameservers", card: R, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "searches", card: R, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "options", card: R, ty: T::Message(&CORE_V1_POD_DNS_CONFIG_OPTION), keep_zero: false },
-] };
-
-static CORE_V1_POD_DNS_CONFIG_OPTION: M = M { name: "api.core.v1.PodDnsConfigOption", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "value", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS: M = M { name: "api.core.v1.PodExtendedResourceClaimStatus", fields: &[
-    F { tag: 1, json: "requestMappings", card: R, ty: T::Message(&CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST), keep_zero: false },
-    F { tag: 2, json: "resourceClaimName", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_POD_IP: M = M { name: "api.core.v1.PodIp", fields: &[
-    F { tag: 1, json: "ip", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_POD_OS: M = M { name: "api.core.v1.PodOs", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_POD_READINESS_GATE: M = M { name: "api.core.v1.PodReadinessGate", fields: &[
-    F { tag: 1, json: "conditionType", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_POD_RESOURCE_CLAIM: M = M { name: "api.core.v1.PodResourceClaim", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "resourceClaimName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "resourceClaimTemplateName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_RESOURCE_CLAIM_STATUS: M = M { name: "api.core.v1.PodResourceClaimStatus", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "resourceClaimName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_SCHEDULING_GATE: M = M { name: "api.core.v1.PodSchedulingGate", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_POD_SECURITY_CONTEXT: M = M { name: "api.core.v1.PodSecurityContext", fields: &[
-    F { tag: 1, json: "seLinuxOptions", card: S, ty: T::Message(&CORE_V1_SE_LINUX_OPTIONS), keep_zero: false },
-    F { tag: 8, json: "windowsOptions", card: S, ty: T::Message(&CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS), keep_zero: false },
-    F { tag: 2, json: "runAsUser", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "runAsGroup", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "runAsNonRoot", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 4, json: "supplementalGroups", card: R, ty: T::Int, keep_zero: false },
-    F { tag: 12, json: "supplementalGroupsPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "fsGroup", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 7, json: "sysctls", card: R, ty: T::Message(&CORE_V1_SYSCTL), keep_zero: false },
-    F { tag: 9, json: "fsGroupChangePolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "seccompProfile", card: S, ty: T::Message(&CORE_V1_SECCOMP_PROFILE), keep_zero: false },
-    F { tag: 11, json: "appArmorProfile", card: S, ty: T::Message(&CORE_V1_APP_ARMOR_PROFILE), keep_zero: false },
-    F { tag: 13, json: "seLinuxChangePolicy", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_SPEC: M = M { name: "api.core.v1.PodSpec", fields: &[
-    F { tag: 1, json: "volumes", card: R, ty: T::Message(&CORE_V1_VOLUME), keep_zero: false },
-    F { tag: 20, json: "initContainers", card: R, ty: T::Message(&CORE_V1_CONTAINER), keep_zero: false },
-    F { tag: 2, json: "containers", card: R, ty: T::Message(&CORE_V1_CONTAINER), keep_zero: false },
-    F { tag: 34, json: "ephemeralContainers", card: R, ty: T::Message(&CORE_V1_EPHEMERAL_CONTAINER), keep_zero: false },
-    F { tag: 3, json: "restartPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "terminationGracePeriodSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 5, json: "activeDeadlineSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "dnsPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "nodeSelector", card: P, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "serviceAccountName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "serviceAccount", card: S, ty: T::String, keep_zero: false },
-    F { tag: 21, json: "automountServiceAccountToken", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 10, json: "nodeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 11, json: "hostNetwork", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 12, json: "hostPID", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 13, json: "hostIPC", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 27, json: "shareProcessNamespace", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 14, json: "securityContext", card: S, ty: T::Message(&CORE_V1_POD_SECURITY_CONTEXT), keep_zero: false },
-    F { tag: 15, json: "imagePullSecrets", card: R, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 16, json: "hostname", card: S, ty: T::String, keep_zero: false },
-    F { tag: 17, json: "subdomain", card: S, ty: T::String, keep_zero: false },
-    F { tag: 18, json: "affinity", card: S, ty: T::Message(&CORE_V1_AFFINITY), keep_zero: false },
-    F { tag: 19, json: "schedulerName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 22, json: "tolerations", card: R, ty: T::Message(&CORE_V1_TOLERATION), keep_zero: false },
-    F { tag: 23, json: "hostAliases", card: R, ty: T::Message(&CORE_V1_HOST_ALIAS), keep_zero: false },
-    F { tag: 24, json: "priorityClassName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 25, json: "priority", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 26, json: "dnsConfig", card: S, ty: T::Message(&CORE_V1_POD_DNS_CONFIG), keep_zero: false },
-    F { tag: 28, json: "readinessGates", card: R, ty: T::Message(&CORE_V1_POD_READINESS_GATE), keep_zero: false },
-    F { tag: 29, json: "runtimeClassName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 30, json: "enableServiceLinks", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 31, json: "preemptionPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 32, json: "overhead", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 33, json: "topologySpreadConstraints", card: R, ty: T::Message(&CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT), keep_zero: false },
-    F { tag: 35, json: "setHostnameAsFQDN", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 36, json: "os", card: S, ty: T::Message(&CORE_V1_POD_OS), keep_zero: false },
-    F { tag: 37, json: "hostUsers", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 38, json: "schedulingGates", card: R, ty: T::Message(&CORE_V1_POD_SCHEDULING_GATE), keep_zero: false },
-    F { tag: 39, json: "resourceClaims", card: R, ty: T::Message(&CORE_V1_POD_RESOURCE_CLAIM), keep_zero: false },
-    F { tag: 40, json: "resources", card: S, ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS), keep_zero: false },
-    F { tag: 41, json: "hostnameOverride", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_POD_STATUS: M = M { name: "api.core.v1.PodStatus", fields: &[
-    F { tag: 17, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 1, json: "phase", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "conditions", card: R, ty: T::Message(&CORE_V1_POD_CONDITION), keep_zero: false },
-    F { tag: 3, json: "message", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 11, json: "nominatedNodeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "hostIP", card: S, ty: T::String, keep_zero: false },
-    F { tag: 16, json: "hostIPs", card: R, ty: T::Message(&CORE_V1_HOST_IP), keep_zero: false },
-    F { tag: 6, json: "podIP", card: S, ty: T::String, keep_zero: false },
-    F { tag: 12, json: "podIPs", card: R, ty: T::Message(&CORE_V1_POD_IP), keep_zero: false },
-    F { tag: 7, json: "startTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 10, json: "initContainerStatuses", card: R, ty: T::Message(&CORE_V1_CONTAINER_STATUS), keep_zero: false },
-    F { tag: 8, json: "containerStatuses", card: R, ty: T::Message(&CORE_V1_CONTAINER_STATUS), keep_zero: false },
-    F { tag: 9, json: "qosClass", card: S, ty: T::String, keep_zero: false },
-    F { tag: 13, json: "ephemeralContainerStatuses", card: R, ty: T::Message(&CORE_V1_CONTAINER_STATUS), keep_zero: false },
-    F { tag: 14, json: "resize", card: S, ty: T::String, keep_zero: false },
-    F { tag: 15, json: "resourceClaimStatuses", card: R, ty: T::Message(&CORE_V1_POD_RESOURCE_CLAIM_STATUS), keep_zero: false },
-    F { tag: 18, json: "extendedResourceClaimStatus", card: S, ty: T::Message(&CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS), keep_zero: false },
-    F { tag: 19, json: "allocatedResources", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 20, json: "resources", card: S, ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS), keep_zero: false },
-] };
-
-static CORE_V1_POD_TEMPLATE_SPEC: M = M { name: "api.core.v1.PodTemplateSpec", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_POD_SPEC), keep_zero: false },
-] };
-
-static CORE_V1_PORTWORX_VOLUME_SOURCE: M = M { name: "api.core.v1.PortworxVolumeSource", fields: &[
-    F { tag: 1, json: "volumeID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_PORT_STATUS: M = M { name: "api.core.v1.PortStatus", fields: &[
-    F { tag: 1, json: "port", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "protocol", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "error", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_PREFERRED_SCHEDULING_TERM: M = M { name: "api.core.v1.PreferredSchedulingTerm", fields: &[
-    F { tag: 1, json: "weight", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "preference", card: S, ty: T::Message(&CORE_V1_NODE_SELECTOR_TERM), keep_zero: false },
-] };
-
-static CORE_V1_PROBE: M = M { name: "api.core.v1.Probe", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_PROBE_HANDLER), keep_zero: false },
-    F { tag: 2, json: "initialDelaySeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 3, json: "timeoutSeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "periodSeconds", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 5, json: "successThreshold", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 6, json: "failureThreshold", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 7, json: "terminationGracePeriodSeconds", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_PROBE_HANDLER: M = M { name: "api.core.v1.ProbeHandler", fields: &[
-    F { tag: 1, json: "exec", card: S, ty: T::Message(&CORE_V1_EXEC_ACTION), keep_zero: false },
-    F { tag: 2, json: "httpGet", card: S, ty: T::Message(&CORE_V1_HTTP_GET_ACTION), keep_zero: false },
-    F { tag: 3, json: "tcpSocket", card: S, ty: T::Message(&CORE_V1_TCP_SOCKET_ACTION), keep_zero: false },
-    F { tag: 4, json: "grpc", card: S, ty: T::Message(&CORE_V1_GRPC_ACTION), keep_zero: false },
-] };
-
-static CORE_V1_PROJECTED_VOLUME_SOURCE: M = M { name: "api.core.v1.ProjectedVolumeSource", fields: &[
-    F { tag: 1, json: "sources", card: R, ty: T::Message(&CORE_V1_VOLUME_PROJECTION), keep_zero: false },
-    F { tag: 2, json: "defaultMode", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_QUOBYTE_VOLUME_SOURCE: M = M { name: "api.core.v1.QuobyteVolumeSource", fields: &[
-    F { tag: 1, json: "registry", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "volume", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "user", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "group", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "tenant", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.RbdPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "monitors", card: R, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "image", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "pool", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "user", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "keyring", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 8, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_RBD_VOLUME_SOURCE: M = M { name: "api.core.v1.RbdVolumeSource", fields: &[
-    F { tag: 1, json: "monitors", card: R, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "image", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "pool", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "user", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "keyring", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 8, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_CLAIM: M = M { name: "api.core.v1.ResourceClaim", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "request", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_FIELD_SELECTOR: M = M { name: "api.core.v1.ResourceFieldSelector", fields: &[
-    F { tag: 1, json: "containerName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "resource", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "divisor", card: S, ty: T::Quantity, keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_HEALTH: M = M { name: "api.core.v1.ResourceHealth", fields: &[
-    F { tag: 1, json: "resourceID", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "health", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_QUOTA: M = M { name: "api.core.v1.ResourceQuota", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_RESOURCE_QUOTA_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_RESOURCE_QUOTA_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_QUOTA_SPEC: M = M { name: "api.core.v1.ResourceQuotaSpec", fields: &[
-    F { tag: 1, json: "hard", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "scopes", card: R, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "scopeSelector", card: S, ty: T::Message(&CORE_V1_SCOPE_SELECTOR), keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_QUOTA_STATUS: M = M { name: "api.core.v1.ResourceQuotaStatus", fields: &[
-    F { tag: 1, json: "hard", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "used", card: P, ty: T::Quantity, keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_REQUIREMENTS: M = M { name: "api.core.v1.ResourceRequirements", fields: &[
-    F { tag: 1, json: "limits", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "requests", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 3, json: "claims", card: R, ty: T::Message(&CORE_V1_RESOURCE_CLAIM), keep_zero: false },
-] };
-
-static CORE_V1_RESOURCE_STATUS: M = M { name: "api.core.v1.ResourceStatus", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "resources", card: R, ty: T::Message(&CORE_V1_RESOURCE_HEALTH), keep_zero: false },
-] };
-
-static CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.ScaleIoPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "gateway", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "system", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "secretRef", card: S, ty: T::Message(&CORE_V1_SECRET_REFERENCE), keep_zero: false },
-    F { tag: 4, json: "sslEnabled", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "protectionDomain", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "storagePool", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "storageMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "volumeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_SCALE_IO_VOLUME_SOURCE: M = M { name: "api.core.v1.ScaleIoVolumeSource", fields: &[
-    F { tag: 1, json: "gateway", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "system", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 4, json: "sslEnabled", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "protectionDomain", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "storagePool", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "storageMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "volumeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-] };
-
-static CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT: M = M { name: "api.core.v1.ScopedResourceSelectorRequirement", fields: &[
-    F { tag: 1, json: "scopeName", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "operator", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "values", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_SCOPE_SELECTOR: M = M { name: "api.core.v1.ScopeSelector", fields: &[
-    F { tag: 1, json: "matchExpressions", card: R, ty: T::Message(&CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT), keep_zero: false },
-] };
-
-static CORE_V1_SECCOMP_PROFILE: M = M { name: "api.core.v1.SeccompProfile", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "localhostProfile", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_SECRET: M = M { name: "api.core.v1.Secret", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 5, json: "immutable", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 2, json: "data", card: P, ty: T::Bytes, keep_zero: false },
-    F { tag: 4, json: "stringData", card: P, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "type", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_SECRET_ENV_SOURCE: M = M { name: "api.core.v1.SecretEnvSource", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_SECRET_KEY_SELECTOR: M = M { name: "api.core.v1.SecretKeySelector", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_SECRET_PROJECTION: M = M { name: "api.core.v1.SecretProjection", fields: &[
-    F { tag: 1, json: "", card: S, ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 2, json: "items", card: R, ty: T::Message(&CORE_V1_KEY_TO_PATH), keep_zero: false },
-    F { tag: 4, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_SECRET_REFERENCE: M = M { name: "api.core.v1.SecretReference", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "namespace", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_SECRET_VOLUME_SOURCE: M = M { name: "api.core.v1.SecretVolumeSource", fields: &[
-    F { tag: 1, json: "secretName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "items", card: R, ty: T::Message(&CORE_V1_KEY_TO_PATH), keep_zero: false },
-    F { tag: 3, json: "defaultMode", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "optional", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_SECURITY_CONTEXT: M = M { name: "api.core.v1.SecurityContext", fields: &[
-    F { tag: 1, json: "capabilities", card: S, ty: T::Message(&CORE_V1_CAPABILITIES), keep_zero: false },
-    F { tag: 2, json: "privileged", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 3, json: "seLinuxOptions", card: S, ty: T::Message(&CORE_V1_SE_LINUX_OPTIONS), keep_zero: false },
-    F { tag: 10, json: "windowsOptions", card: S, ty: T::Message(&CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS), keep_zero: false },
-    F { tag: 4, json: "runAsUser", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 8, json: "runAsGroup", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 5, json: "runAsNonRoot", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 6, json: "readOnlyRootFilesystem", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 7, json: "allowPrivilegeEscalation", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 9, json: "procMount", card: S, ty: T::String, keep_zero: false },
-    F { tag: 11, json: "seccompProfile", card: S, ty: T::Message(&CORE_V1_SECCOMP_PROFILE), keep_zero: false },
-    F { tag: 12, json: "appArmorProfile", card: S, ty: T::Message(&CORE_V1_APP_ARMOR_PROFILE), keep_zero: false },
-] };
-
-static CORE_V1_SERVICE: M = M { name: "api.core.v1.Service", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&CORE_V1_SERVICE_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&CORE_V1_SERVICE_STATUS), keep_zero: false },
-] };
-
-static CORE_V1_SERVICE_ACCOUNT: M = M { name: "api.core.v1.ServiceAccount", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "secrets", card: R, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 3, json: "imagePullSecrets", card: R, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 4, json: "automountServiceAccountToken", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static CORE_V1_SERVICE_ACCOUNT_TOKEN_PROJECTION: M = M { name: "api.core.v1.ServiceAccountTokenProjection", fields: &[
-    F { tag: 1, json: "audience", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "expirationSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "path", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_SERVICE_PORT: M = M { name: "api.core.v1.ServicePort", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "protocol", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "appProtocol", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "port", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "targetPort", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 5, json: "nodePort", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static CORE_V1_SERVICE_SPEC: M = M { name: "api.core.v1.ServiceSpec", fields: &[
-    F { tag: 1, json: "ports", card: R, ty: T::Message(&CORE_V1_SERVICE_PORT), keep_zero: false },
-    F { tag: 2, json: "selector", card: P, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "clusterIP", card: S, ty: T::String, keep_zero: false },
-    F { tag: 18, json: "clusterIPs", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "externalIPs", card: R, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "sessionAffinity", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "loadBalancerIP", card: S, ty: T::String, keep_zero: false },
-    F { tag: 9, json: "loadBalancerSourceRanges", card: R, ty: T::String, keep_zero: false },
-    F { tag: 10, json: "externalName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 11, json: "externalTrafficPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 12, json: "healthCheckNodePort", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 13, json: "publishNotReadyAddresses", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 14, json: "sessionAffinityConfig", card: S, ty: T::Message(&CORE_V1_SESSION_AFFINITY_CONFIG), keep_zero: false },
-    F { tag: 19, json: "ipFamilies", card: R, ty: T::String, keep_zero: false },
-    F { tag: 17, json: "ipFamilyPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 20, json: "allocateLoadBalancerNodePorts", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 21, json: "loadBalancerClass", card: S, ty: T::String, keep_zero: false },
-    F { tag: 22, json: "internalTrafficPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 23, json: "trafficDistribution", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_SERVICE_STATUS: M = M { name: "api.core.v1.ServiceStatus", fields: &[
-    F { tag: 1, json: "loadBalancer", card: S, ty: T::Message(&CORE_V1_LOAD_BALANCER_STATUS), keep_zero: false },
-    F { tag: 2, json: "conditions", card: R, ty: T::Message(&META_V1_CONDITION), keep_zero: false },
-] };
-
-static CORE_V1_SESSION_AFFINITY_CONFIG: M = M { name: "api.core.v1.SessionAffinityConfig", fields: &[
-    F { tag: 1, json: "clientIP", card: S, ty: T::Message(&CORE_V1_CLIENT_IP_CONFIG), keep_zero: false },
-] };
-
-static CORE_V1_SE_LINUX_OPTIONS: M = M { name: "api.core.v1.SeLinuxOptions", fields: &[
-    F { tag: 1, json: "user", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "role", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "level", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_SLEEP_ACTION: M = M { name: "api.core.v1.SleepAction", fields: &[
-    F { tag: 1, json: "seconds", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE: M = M { name: "api.core.v1.StorageOsPersistentVolumeSource", fields: &[
-    F { tag: 1, json: "volumeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "volumeNamespace", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "secretRef", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_STORAGE_OS_VOLUME_SOURCE: M = M { name: "api.core.v1.StorageOsVolumeSource", fields: &[
-    F { tag: 1, json: "volumeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "volumeNamespace", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 5, json: "secretRef", card: S, ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static CORE_V1_SYSCTL: M = M { name: "api.core.v1.Sysctl", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "value", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_TAINT: M = M { name: "api.core.v1.Taint", fields: &[
-    F { tag: 1, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "value", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "effect", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "timeAdded", card: S, ty: T::Time, keep_zero: false },
-] };
-
-static CORE_V1_TCP_SOCKET_ACTION: M = M { name: "api.core.v1.TcpSocketAction", fields: &[
-    F { tag: 1, json: "port", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 2, json: "host", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_TOLERATION: M = M { name: "api.core.v1.Toleration", fields: &[
-    F { tag: 1, json: "key", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "operator", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "value", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "effect", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "tolerationSeconds", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT: M = M { name: "api.core.v1.TopologySelectorLabelRequirement", fields: &[
-    F { tag: 1, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "values", card: R, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_TOPOLOGY_SELECTOR_TERM: M = M { name: "api.core.v1.TopologySelectorTerm", fields: &[
-    F { tag: 1, json: "matchLabelExpressions", card: R, ty: T::Message(&CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT), keep_zero: false },
-] };
-
-static CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT: M = M { name: "api.core.v1.TopologySpreadConstraint", fields: &[
-    F { tag: 1, json: "maxSkew", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "topologyKey", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "whenUnsatisfiable", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "labelSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 5, json: "minDomains", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "nodeAffinityPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "nodeTaintsPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "matchLabelKeys", card: R, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE: M = M { name: "api.core.v1.TypedLocalObjectReference", fields: &[
-    F { tag: 1, json: "apiGroup", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_TYPED_OBJECT_REFERENCE: M = M { name: "api.core.v1.TypedObjectReference", fields: &[
-    F { tag: 1, json: "apiGroup", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "namespace", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_VOLUME: M = M { name: "api.core.v1.Volume", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "", card: S, ty: T::Inline(&CORE_V1_VOLUME_SOURCE), keep_zero: false },
-] };
-
-static CORE_V1_VOLUME_DEVICE: M = M { name: "api.core.v1.VolumeDevice", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "devicePath", card: S, ty: T::String, keep_zero: true },
-] };
-
-static CORE_V1_VOLUME_MOUNT: M = M { name: "api.core.v1.VolumeMount", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 7, json: "recursiveReadOnly", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "mountPath", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "subPath", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "mountPropagation", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "subPathExpr", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_VOLUME_MOUNT_STATUS: M = M { name: "api.core.v1.VolumeMountStatus", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "mountPath", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "readOnly", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "recursiveReadOnly", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_VOLUME_NODE_AFFINITY: M = M { name: "api.core.v1.VolumeNodeAffinity", fields: &[
-    F { tag: 1, json: "required", card: S, ty: T::Message(&CORE_V1_NODE_SELECTOR), keep_zero: false },
-] };
-
-static CORE_V1_VOLUME_PROJECTION: M = M { name: "api.core.v1.VolumeProjection", fields: &[
-    F { tag: 1, json: "secret", card: S, ty: T::Message(&CORE_V1_SECRET_PROJECTION), keep_zero: false },
-    F { tag: 2, json: "downwardAPI", card: S, ty: T::Message(&CORE_V1_DOWNWARD_API_PROJECTION), keep_zero: false },
-    F { tag: 3, json: "configMap", card: S, ty: T::Message(&CORE_V1_CONFIG_MAP_PROJECTION), keep_zero: false },
-    F { tag: 4, json: "serviceAccountToken", card: S, ty: T::Message(&CORE_V1_SERVICE_ACCOUNT_TOKEN_PROJECTION), keep_zero: false },
-    F { tag: 5, json: "clusterTrustBundle", card: S, ty: T::Message(&CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION), keep_zero: false },
-    F { tag: 6, json: "podCertificate", card: S, ty: T::Message(&CORE_V1_POD_CERTIFICATE_PROJECTION), keep_zero: false },
-] };
-
-static CORE_V1_VOLUME_RESOURCE_REQUIREMENTS: M = M { name: "api.core.v1.VolumeResourceRequirements", fields: &[
-    F { tag: 1, json: "limits", card: P, ty: T::Quantity, keep_zero: false },
-    F { tag: 2, json: "requests", card: P, ty: T::Quantity, keep_zero: false },
-] };
-
-static CORE_V1_VOLUME_SOURCE: M = M { name: "api.core.v1.VolumeSource", fields: &[
-    F { tag: 1, json: "hostPath", card: S, ty: T::Message(&CORE_V1_HOST_PATH_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 2, json: "emptyDir", card: S, ty: T::Message(&CORE_V1_EMPTY_DIR_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 3, json: "gcePersistentDisk", card: S, ty: T::Message(&CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 4, json: "awsElasticBlockStore", card: S, ty: T::Message(&CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 5, json: "gitRepo", card: S, ty: T::Message(&CORE_V1_GIT_REPO_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 6, json: "secret", card: S, ty: T::Message(&CORE_V1_SECRET_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 7, json: "nfs", card: S, ty: T::Message(&CORE_V1_NFS_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 8, json: "iscsi", card: S, ty: T::Message(&CORE_V1_ISCSI_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 9, json: "glusterfs", card: S, ty: T::Message(&CORE_V1_GLUSTERFS_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 10, json: "persistentVolumeClaim", card: S, ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 11, json: "rbd", card: S, ty: T::Message(&CORE_V1_RBD_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 12, json: "flexVolume", card: S, ty: T::Message(&CORE_V1_FLEX_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 13, json: "cinder", card: S, ty: T::Message(&CORE_V1_CINDER_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 14, json: "cephfs", card: S, ty: T::Message(&CORE_V1_CEPH_FS_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 15, json: "flocker", card: S, ty: T::Message(&CORE_V1_FLOCKER_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 16, json: "downwardAPI", card: S, ty: T::Message(&CORE_V1_DOWNWARD_API_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 17, json: "fc", card: S, ty: T::Message(&CORE_V1_FC_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 18, json: "azureFile", card: S, ty: T::Message(&CORE_V1_AZURE_FILE_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 19, json: "configMap", card: S, ty: T::Message(&CORE_V1_CONFIG_MAP_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 20, json: "vsphereVolume", card: S, ty: T::Message(&CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 21, json: "quobyte", card: S, ty: T::Message(&CORE_V1_QUOBYTE_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 22, json: "azureDisk", card: S, ty: T::Message(&CORE_V1_AZURE_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 23, json: "photonPersistentDisk", card: S, ty: T::Message(&CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 26, json: "projected", card: S, ty: T::Message(&CORE_V1_PROJECTED_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 24, json: "portworxVolume", card: S, ty: T::Message(&CORE_V1_PORTWORX_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 25, json: "scaleIO", card: S, ty: T::Message(&CORE_V1_SCALE_IO_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 27, json: "storageos", card: S, ty: T::Message(&CORE_V1_STORAGE_OS_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 28, json: "csi", card: S, ty: T::Message(&CORE_V1_CSI_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 29, json: "ephemeral", card: S, ty: T::Message(&CORE_V1_EPHEMERAL_VOLUME_SOURCE), keep_zero: false },
-    F { tag: 30, json: "image", card: S, ty: T::Message(&CORE_V1_IMAGE_VOLUME_SOURCE), keep_zero: false },
-] };
-
-static CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE: M = M { name: "api.core.v1.VsphereVirtualDiskVolumeSource", fields: &[
-    F { tag: 1, json: "volumePath", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "fsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "storagePolicyName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "storagePolicyID", card: S, ty: T::String, keep_zero: false },
-] };
-
-static CORE_V1_WEIGHTED_POD_AFFINITY_TERM: M = M { name: "api.core.v1.WeightedPodAffinityTerm", fields: &[
-    F { tag: 1, json: "weight", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "podAffinityTerm", card: S, ty: T::Message(&CORE_V1_POD_AFFINITY_TERM), keep_zero: false },
-] };
-
-static CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS: M = M { name: "api.core.v1.WindowsSecurityContextOptions", fields: &[
-    F { tag: 1, json: "gmsaCredentialSpecName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "gmsaCredentialSpec", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "runAsUserName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "hostProcess", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static DISCOVERY_V1_ENDPOINT: M = M { name: "api.discovery.v1.Endpoint", fields: &[
-    F { tag: 1, json: "addresses", card: R, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "conditions", card: S, ty: T::Message(&DISCOVERY_V1_ENDPOINT_CONDITIONS), keep_zero: false },
-    F { tag: 3, json: "hostname", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "targetRef", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 5, json: "deprecatedTopology", card: P, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "nodeName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "zone", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "hints", card: S, ty: T::Message(&DISCOVERY_V1_ENDPOINT_HINTS), keep_zero: false },
-] };
-
-static DISCOVERY_V1_ENDPOINT_CONDITIONS: M = M { name: "api.discovery.v1.EndpointConditions", fields: &[
-    F { tag: 1, json: "ready", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 2, json: "serving", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 3, json: "terminating", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static DISCOVERY_V1_ENDPOINT_HINTS: M = M { name: "api.discovery.v1.EndpointHints", fields: &[
-    F { tag: 1, json: "forZones", card: R, ty: T::Message(&DISCOVERY_V1_FOR_ZONE), keep_zero: false },
-    F { tag: 2, json: "forNodes", card: R, ty: T::Message(&DISCOVERY_V1_FOR_NODE), keep_zero: false },
-] };
-
-static DISCOVERY_V1_ENDPOINT_PORT: M = M { name: "api.discovery.v1.EndpointPort", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "protocol", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "port", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "appProtocol", card: S, ty: T::String, keep_zero: false },
-] };
-
-static DISCOVERY_V1_ENDPOINT_SLICE: M = M { name: "api.discovery.v1.EndpointSlice", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 4, json: "addressType", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "endpoints", card: R, ty: T::Message(&DISCOVERY_V1_ENDPOINT), keep_zero: false },
-    F { tag: 3, json: "ports", card: R, ty: T::Message(&DISCOVERY_V1_ENDPOINT_PORT), keep_zero: false },
-] };
-
-static DISCOVERY_V1_FOR_NODE: M = M { name: "api.discovery.v1.ForNode", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static DISCOVERY_V1_FOR_ZONE: M = M { name: "api.discovery.v1.ForZone", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static EVENTS_V1_EVENT: M = M { name: "api.events.v1.Event", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "eventTime", card: S, ty: T::MicroTime, keep_zero: false },
-    F { tag: 3, json: "series", card: S, ty: T::Message(&EVENTS_V1_EVENT_SERIES), keep_zero: false },
-    F { tag: 4, json: "reportingController", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "reportingInstance", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "action", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "reason", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "regarding", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 9, json: "related", card: S, ty: T::Message(&CORE_V1_OBJECT_REFERENCE), keep_zero: false },
-    F { tag: 10, json: "note", card: S, ty: T::String, keep_zero: false },
-    F { tag: 11, json: "type", card: S, ty: T::String, keep_zero: false },
-    F { tag: 12, json: "deprecatedSource", card: S, ty: T::Message(&CORE_V1_EVENT_SOURCE), keep_zero: false },
-    F { tag: 13, json: "deprecatedFirstTimestamp", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 14, json: "deprecatedLastTimestamp", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 15, json: "deprecatedCount", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static EVENTS_V1_EVENT_SERIES: M = M { name: "api.events.v1.EventSeries", fields: &[
-    F { tag: 1, json: "count", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "lastObservedTime", card: S, ty: T::MicroTime, keep_zero: false },
-] };
-
-static META_V1_CONDITION: M = M { name: "apimachinery.pkg.apis.meta.v1.Condition", fields: &[
-    F { tag: 1, json: "type", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "status", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 4, json: "lastTransitionTime", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 5, json: "reason", card: S, ty: T::String, keep_zero: true },
-    F { tag: 6, json: "message", card: S, ty: T::String, keep_zero: true },
-] };
-
-static META_V1_DELETE_OPTIONS: M = M { name: "apimachinery.pkg.apis.meta.v1.DeleteOptions", fields: &[
-    F { tag: 1, json: "gracePeriodSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "preconditions", card: S, ty: T::Message(&META_V1_PRECONDITIONS), keep_zero: false },
-    F { tag: 3, json: "orphanDependents", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 4, json: "propagationPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "dryRun", card: R, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "ignoreStoreReadErrorWithClusterBreakingPotential", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static META_V1_LABEL_SELECTOR: M = M { name: "apimachinery.pkg.apis.meta.v1.LabelSelector", fields: &[
-    F { tag: 1, json: "matchLabels", card: P, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "matchExpressions", card: R, ty: T::Message(&META_V1_LABEL_SELECTOR_REQUIREMENT), keep_zero: false },
-] };
-
-static META_V1_LABEL_SELECTOR_REQUIREMENT: M = M { name: "apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement", fields: &[
-    F { tag: 1, json: "key", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "operator", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "values", card: R, ty: T::String, keep_zero: false },
-] };
-
-static META_V1_MANAGED_FIELDS_ENTRY: M = M { name: "apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry", fields: &[
-    F { tag: 1, json: "manager", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "operation", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "apiVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "time", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 6, json: "fieldsType", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "fieldsV1", card: S, ty: T::RawJson, keep_zero: false },
-    F { tag: 8, json: "subresource", card: S, ty: T::String, keep_zero: false },
-] };
-
-static META_V1_OBJECT_META: M = M { name: "apimachinery.pkg.apis.meta.v1.ObjectMeta", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "generateName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "namespace", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "selfLink", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "uid", card: S, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "resourceVersion", card: S, ty: T::String, keep_zero: false },
-    F { tag: 7, json: "generation", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 8, json: "creationTimestamp", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 9, json: "deletionTimestamp", card: S, ty: T::Time, keep_zero: false },
-    F { tag: 10, json: "deletionGracePeriodSeconds", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 11, json: "labels", card: P, ty: T::String, keep_zero: false },
-    F { tag: 12, json: "annotations", card: P, ty: T::String, keep_zero: false },
-    F { tag: 13, json: "ownerReferences", card: R, ty: T::Message(&META_V1_OWNER_REFERENCE), keep_zero: false },
-    F { tag: 14, json: "finalizers", card: R, ty: T::String, keep_zero: false },
-    F { tag: 17, json: "managedFields", card: R, ty: T::Message(&META_V1_MANAGED_FIELDS_ENTRY), keep_zero: false },
-] };
-
-static META_V1_OWNER_REFERENCE: M = M { name: "apimachinery.pkg.apis.meta.v1.OwnerReference", fields: &[
-    F { tag: 5, json: "apiVersion", card: S, ty: T::String, keep_zero: true },
-    F { tag: 1, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "uid", card: S, ty: T::String, keep_zero: true },
-    F { tag: 6, json: "controller", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 7, json: "blockOwnerDeletion", card: S, ty: T::Bool, keep_zero: true },
-] };
-
-static META_V1_PRECONDITIONS: M = M { name: "apimachinery.pkg.apis.meta.v1.Preconditions", fields: &[
-    F { tag: 1, json: "uid", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "resourceVersion", card: S, ty: T::String, keep_zero: false },
-] };
-
-static NETWORKING_V1_HTTP_INGRESS_PATH: M = M { name: "api.networking.v1.HttpIngressPath", fields: &[
-    F { tag: 1, json: "path", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "pathType", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "backend", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_BACKEND), keep_zero: false },
-] };
-
-static NETWORKING_V1_HTTP_INGRESS_RULE_VALUE: M = M { name: "api.networking.v1.HttpIngressRuleValue", fields: &[
-    F { tag: 1, json: "paths", card: R, ty: T::Message(&NETWORKING_V1_HTTP_INGRESS_PATH), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS: M = M { name: "api.networking.v1.Ingress", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_STATUS), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_BACKEND: M = M { name: "api.networking.v1.IngressBackend", fields: &[
-    F { tag: 4, json: "service", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_SERVICE_BACKEND), keep_zero: false },
-    F { tag: 3, json: "resource", card: S, ty: T::Message(&CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_CLASS: M = M { name: "api.networking.v1.IngressClass", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_CLASS_SPEC), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE: M = M { name: "api.networking.v1.IngressClassParametersReference", fields: &[
-    F { tag: 1, json: "apiGroup", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "scope", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "namespace", card: S, ty: T::String, keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_CLASS_SPEC: M = M { name: "api.networking.v1.IngressClassSpec", fields: &[
-    F { tag: 1, json: "controller", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "parameters", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS: M = M { name: "api.networking.v1.IngressLoadBalancerIngress", fields: &[
-    F { tag: 1, json: "ip", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "hostname", card: S, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "ports", card: R, ty: T::Message(&NETWORKING_V1_INGRESS_PORT_STATUS), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS: M = M { name: "api.networking.v1.IngressLoadBalancerStatus", fields: &[
-    F { tag: 1, json: "ingress", card: R, ty: T::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_PORT_STATUS: M = M { name: "api.networking.v1.IngressPortStatus", fields: &[
-    F { tag: 1, json: "port", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 2, json: "protocol", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "error", card: S, ty: T::String, keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_RULE: M = M { name: "api.networking.v1.IngressRule", fields: &[
-    F { tag: 1, json: "host", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "", card: S, ty: T::Inline(&NETWORKING_V1_INGRESS_RULE_VALUE), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_RULE_VALUE: M = M { name: "api.networking.v1.IngressRuleValue", fields: &[
-    F { tag: 1, json: "http", card: S, ty: T::Message(&NETWORKING_V1_HTTP_INGRESS_RULE_VALUE), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_SERVICE_BACKEND: M = M { name: "api.networking.v1.IngressServiceBackend", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "port", card: S, ty: T::Message(&NETWORKING_V1_SERVICE_BACKEND_PORT), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_SPEC: M = M { name: "api.networking.v1.IngressSpec", fields: &[
-    F { tag: 4, json: "ingressClassName", card: S, ty: T::String, keep_zero: false },
-    F { tag: 1, json: "defaultBackend", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_BACKEND), keep_zero: false },
-    F { tag: 2, json: "tls", card: R, ty: T::Message(&NETWORKING_V1_INGRESS_TLS), keep_zero: false },
-    F { tag: 3, json: "rules", card: R, ty: T::Message(&NETWORKING_V1_INGRESS_RULE), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_STATUS: M = M { name: "api.networking.v1.IngressStatus", fields: &[
-    F { tag: 1, json: "loadBalancer", card: S, ty: T::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS), keep_zero: false },
-] };
-
-static NETWORKING_V1_INGRESS_TLS: M = M { name: "api.networking.v1.IngressTls", fields: &[
-    F { tag: 1, json: "hosts", card: R, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "secretName", card: S, ty: T::String, keep_zero: false },
-] };
-
-static NETWORKING_V1_IP_BLOCK: M = M { name: "api.networking.v1.IpBlock", fields: &[
-    F { tag: 1, json: "cidr", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "except", card: R, ty: T::String, keep_zero: false },
-] };
-
-static NETWORKING_V1_NETWORK_POLICY: M = M { name: "api.networking.v1.NetworkPolicy", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_SPEC), keep_zero: false },
-] };
-
-static NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE: M = M { name: "api.networking.v1.NetworkPolicyEgressRule", fields: &[
-    F { tag: 1, json: "ports", card: R, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PORT), keep_zero: false },
-    F { tag: 2, json: "to", card: R, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PEER), keep_zero: false },
-] };
-
-static NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE: M = M { name: "api.networking.v1.NetworkPolicyIngressRule", fields: &[
-    F { tag: 1, json: "ports", card: R, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PORT), keep_zero: false },
-    F { tag: 2, json: "from", card: R, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PEER), keep_zero: false },
-] };
-
-static NETWORKING_V1_NETWORK_POLICY_PEER: M = M { name: "api.networking.v1.NetworkPolicyPeer", fields: &[
-    F { tag: 1, json: "podSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "namespaceSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "ipBlock", card: S, ty: T::Message(&NETWORKING_V1_IP_BLOCK), keep_zero: false },
-] };
-
-static NETWORKING_V1_NETWORK_POLICY_PORT: M = M { name: "api.networking.v1.NetworkPolicyPort", fields: &[
-    F { tag: 1, json: "protocol", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "port", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 3, json: "endPort", card: S, ty: T::Int, keep_zero: true },
-] };
-
-static NETWORKING_V1_NETWORK_POLICY_SPEC: M = M { name: "api.networking.v1.NetworkPolicySpec", fields: &[
-    F { tag: 1, json: "podSelector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 2, json: "ingress", card: R, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE), keep_zero: false },
-    F { tag: 3, json: "egress", card: R, ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE), keep_zero: false },
-    F { tag: 4, json: "policyTypes", card: R, ty: T::String, keep_zero: false },
-] };
-
-static NETWORKING_V1_SERVICE_BACKEND_PORT: M = M { name: "api.networking.v1.ServiceBackendPort", fields: &[
-    F { tag: 1, json: "name", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "number", card: S, ty: T::Int, keep_zero: false },
-] };
-
-static NODE_V1_OVERHEAD: M = M { name: "api.node.v1.Overhead", fields: &[
-    F { tag: 1, json: "podFixed", card: P, ty: T::Quantity, keep_zero: false },
-] };
-
-static NODE_V1_RUNTIME_CLASS: M = M { name: "api.node.v1.RuntimeClass", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "handler", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "overhead", card: S, ty: T::Message(&NODE_V1_OVERHEAD), keep_zero: false },
-    F { tag: 4, json: "scheduling", card: S, ty: T::Message(&NODE_V1_SCHEDULING), keep_zero: false },
-] };
-
-static NODE_V1_SCHEDULING: M = M { name: "api.node.v1.Scheduling", fields: &[
-    F { tag: 1, json: "nodeSelector", card: P, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "tolerations", card: R, ty: T::Message(&CORE_V1_TOLERATION), keep_zero: false },
-] };
-
-static POLICY_V1_EVICTION: M = M { name: "api.policy.v1.Eviction", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "deleteOptions", card: S, ty: T::Message(&META_V1_DELETE_OPTIONS), keep_zero: false },
-] };
-
-static POLICY_V1_POD_DISRUPTION_BUDGET: M = M { name: "api.policy.v1.PodDisruptionBudget", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "spec", card: S, ty: T::Message(&POLICY_V1_POD_DISRUPTION_BUDGET_SPEC), keep_zero: false },
-    F { tag: 3, json: "status", card: S, ty: T::Message(&POLICY_V1_POD_DISRUPTION_BUDGET_STATUS), keep_zero: false },
-] };
-
-static POLICY_V1_POD_DISRUPTION_BUDGET_SPEC: M = M { name: "api.policy.v1.PodDisruptionBudgetSpec", fields: &[
-    F { tag: 1, json: "minAvailable", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 2, json: "selector", card: S, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-    F { tag: 3, json: "maxUnavailable", card: S, ty: T::IntOrString, keep_zero: false },
-    F { tag: 4, json: "unhealthyPodEvictionPolicy", card: S, ty: T::String, keep_zero: false },
-] };
-
-static POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: M = M { name: "api.policy.v1.PodDisruptionBudgetStatus", fields: &[
-    F { tag: 1, json: "observedGeneration", card: S, ty: T::Int, keep_zero: false },
-    F { tag: 2, json: "disruptedPods", card: P, ty: T::Time, keep_zero: false },
-    F { tag: 3, json: "disruptionsAllowed", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 4, json: "currentHealthy", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 5, json: "desiredHealthy", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 6, json: "expectedPods", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 7, json: "conditions", card: R, ty: T::Message(&META_V1_CONDITION), keep_zero: false },
-] };
-
-static RBAC_V1_AGGREGATION_RULE: M = M { name: "api.rbac.v1.AggregationRule", fields: &[
-    F { tag: 1, json: "clusterRoleSelectors", card: R, ty: T::Message(&META_V1_LABEL_SELECTOR), keep_zero: false },
-] };
-
-static RBAC_V1_CLUSTER_ROLE: M = M { name: "api.rbac.v1.ClusterRole", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "rules", card: R, ty: T::Message(&RBAC_V1_POLICY_RULE), keep_zero: false },
-    F { tag: 3, json: "aggregationRule", card: S, ty: T::Message(&RBAC_V1_AGGREGATION_RULE), keep_zero: false },
-] };
-
-static RBAC_V1_CLUSTER_ROLE_BINDING: M = M { name: "api.rbac.v1.ClusterRoleBinding", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "subjects", card: R, ty: T::Message(&RBAC_V1_SUBJECT), keep_zero: false },
-    F { tag: 3, json: "roleRef", card: S, ty: T::Message(&RBAC_V1_ROLE_REF), keep_zero: false },
-] };
-
-static RBAC_V1_POLICY_RULE: M = M { name: "api.rbac.v1.PolicyRule", fields: &[
-    F { tag: 1, json: "verbs", card: R, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "apiGroups", card: R, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "resources", card: R, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "resourceNames", card: R, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "nonResourceURLs", card: R, ty: T::String, keep_zero: false },
-] };
-
-static RBAC_V1_ROLE: M = M { name: "api.rbac.v1.Role", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "rules", card: R, ty: T::Message(&RBAC_V1_POLICY_RULE), keep_zero: false },
-] };
-
-static RBAC_V1_ROLE_BINDING: M = M { name: "api.rbac.v1.RoleBinding", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "subjects", card: R, ty: T::Message(&RBAC_V1_SUBJECT), keep_zero: false },
-    F { tag: 3, json: "roleRef", card: S, ty: T::Message(&RBAC_V1_ROLE_REF), keep_zero: false },
-] };
-
-static RBAC_V1_ROLE_REF: M = M { name: "api.rbac.v1.RoleRef", fields: &[
-    F { tag: 1, json: "apiGroup", card: S, ty: T::String, keep_zero: false },
-    F { tag: 2, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: true },
-] };
-
-static RBAC_V1_SUBJECT: M = M { name: "api.rbac.v1.Subject", fields: &[
-    F { tag: 1, json: "kind", card: S, ty: T::String, keep_zero: true },
-    F { tag: 2, json: "apiGroup", card: S, ty: T::String, keep_zero: false },
-    F { tag: 3, json: "name", card: S, ty: T::String, keep_zero: true },
-    F { tag: 4, json: "namespace", card: S, ty: T::String, keep_zero: false },
-] };
-
-static SCHEDULING_V1_PRIORITY_CLASS: M = M { name: "api.scheduling.v1.PriorityClass", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "value", card: S, ty: T::Int, keep_zero: true },
-    F { tag: 3, json: "globalDefault", card: S, ty: T::Bool, keep_zero: false },
-    F { tag: 4, json: "description", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "preemptionPolicy", card: S, ty: T::String, keep_zero: false },
-] };
-
-static STORAGE_V1_STORAGE_CLASS: M = M { name: "api.storage.v1.StorageClass", fields: &[
-    F { tag: 1, json: "metadata", card: S, ty: T::Message(&META_V1_OBJECT_META), keep_zero: false },
-    F { tag: 2, json: "provisioner", card: S, ty: T::String, keep_zero: true },
-    F { tag: 3, json: "parameters", card: P, ty: T::String, keep_zero: false },
-    F { tag: 4, json: "reclaimPolicy", card: S, ty: T::String, keep_zero: false },
-    F { tag: 5, json: "mountOptions", card: R, ty: T::String, keep_zero: false },
-    F { tag: 6, json: "allowVolumeExpansion", card: S, ty: T::Bool, keep_zero: true },
-    F { tag: 7, json: "volumeBindingMode", card: S, ty: T::String, keep_zero: false },
-    F { tag: 8, json: "allowedTopologies", card: R, ty: T::Message(&CORE_V1_TOPOLOGY_SELECTOR_TERM), keep_zero: false },
-] };
+static APPS_V1_CONTROLLER_REVISION: M = M {
+    name: "api.apps.v1.ControllerRevision",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "data",
+            card: S,
+            ty: T::RawJson,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "revision",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static APPS_V1_DAEMON_SET: M = M {
+    name: "api.apps.v1.DaemonSet",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&APPS_V1_DAEMON_SET_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&APPS_V1_DAEMON_SET_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_DAEMON_SET_CONDITION: M = M {
+    name: "api.apps.v1.DaemonSetCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_DAEMON_SET_SPEC: M = M {
+    name: "api.apps.v1.DaemonSetSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "template",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "updateStrategy",
+            card: S,
+            ty: T::Message(&APPS_V1_DAEMON_SET_UPDATE_STRATEGY),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "minReadySeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "revisionHistoryLimit",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static APPS_V1_DAEMON_SET_STATUS: M = M {
+    name: "api.apps.v1.DaemonSetStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "currentNumberScheduled",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "numberMisscheduled",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "desiredNumberScheduled",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "numberReady",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "updatedNumberScheduled",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "numberAvailable",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "numberUnavailable",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "collisionCount",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 10,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&APPS_V1_DAEMON_SET_CONDITION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_DAEMON_SET_UPDATE_STRATEGY: M = M {
+    name: "api.apps.v1.DaemonSetUpdateStrategy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "rollingUpdate",
+            card: S,
+            ty: T::Message(&APPS_V1_ROLLING_UPDATE_DAEMON_SET),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_DEPLOYMENT: M = M {
+    name: "api.apps.v1.Deployment",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&APPS_V1_DEPLOYMENT_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&APPS_V1_DEPLOYMENT_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_DEPLOYMENT_CONDITION: M = M {
+    name: "api.apps.v1.DeploymentCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "lastUpdateTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_DEPLOYMENT_SPEC: M = M {
+    name: "api.apps.v1.DeploymentSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "template",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "strategy",
+            card: S,
+            ty: T::Message(&APPS_V1_DEPLOYMENT_STRATEGY),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "minReadySeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "revisionHistoryLimit",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "paused",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "progressDeadlineSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static APPS_V1_DEPLOYMENT_STATUS: M = M {
+    name: "api.apps.v1.DeploymentStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "updatedReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "readyReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "availableReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "unavailableReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "terminatingReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&APPS_V1_DEPLOYMENT_CONDITION),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "collisionCount",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static APPS_V1_DEPLOYMENT_STRATEGY: M = M {
+    name: "api.apps.v1.DeploymentStrategy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "rollingUpdate",
+            card: S,
+            ty: T::Message(&APPS_V1_ROLLING_UPDATE_DEPLOYMENT),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_REPLICA_SET: M = M {
+    name: "api.apps.v1.ReplicaSet",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&APPS_V1_REPLICA_SET_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&APPS_V1_REPLICA_SET_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_REPLICA_SET_CONDITION: M = M {
+    name: "api.apps.v1.ReplicaSetCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_REPLICA_SET_SPEC: M = M {
+    name: "api.apps.v1.ReplicaSetSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "minReadySeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "template",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_REPLICA_SET_STATUS: M = M {
+    name: "api.apps.v1.ReplicaSetStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fullyLabeledReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readyReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "availableReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "terminatingReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&APPS_V1_REPLICA_SET_CONDITION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_ROLLING_UPDATE_DAEMON_SET: M = M {
+    name: "api.apps.v1.RollingUpdateDaemonSet",
+    fields: &[
+        F {
+            tag: 1,
+            json: "maxUnavailable",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "maxSurge",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_ROLLING_UPDATE_DEPLOYMENT: M = M {
+    name: "api.apps.v1.RollingUpdateDeployment",
+    fields: &[
+        F {
+            tag: 1,
+            json: "maxUnavailable",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "maxSurge",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY: M = M {
+    name: "api.apps.v1.RollingUpdateStatefulSetStrategy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "partition",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "maxUnavailable",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_STATEFUL_SET: M = M {
+    name: "api.apps.v1.StatefulSet",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&APPS_V1_STATEFUL_SET_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&APPS_V1_STATEFUL_SET_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_STATEFUL_SET_CONDITION: M = M {
+    name: "api.apps.v1.StatefulSetCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_STATEFUL_SET_ORDINALS: M = M {
+    name: "api.apps.v1.StatefulSetOrdinals",
+    fields: &[F {
+        tag: 1,
+        json: "start",
+        card: S,
+        ty: T::Int,
+        keep_zero: false,
+    }],
+};
+
+static APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY: M = M {
+    name: "api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "whenDeleted",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "whenScaled",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_STATEFUL_SET_SPEC: M = M {
+    name: "api.apps.v1.StatefulSetSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "template",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "volumeClaimTemplates",
+            card: R,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "serviceName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "podManagementPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "updateStrategy",
+            card: S,
+            ty: T::Message(&APPS_V1_STATEFUL_SET_UPDATE_STRATEGY),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "revisionHistoryLimit",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 9,
+            json: "minReadySeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "persistentVolumeClaimRetentionPolicy",
+            card: S,
+            ty: T::Message(&APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "ordinals",
+            card: S,
+            ty: T::Message(&APPS_V1_STATEFUL_SET_ORDINALS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_STATEFUL_SET_STATUS: M = M {
+    name: "api.apps.v1.StatefulSetStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readyReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "currentReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "updatedReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "currentRevision",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "updateRevision",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "collisionCount",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 10,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&APPS_V1_STATEFUL_SET_CONDITION),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "availableReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static APPS_V1_STATEFUL_SET_UPDATE_STRATEGY: M = M {
+    name: "api.apps.v1.StatefulSetUpdateStrategy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "rollingUpdate",
+            card: S,
+            ty: T::Message(&APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: M = M {
+    name: "api.authentication.v1.BoundObjectReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "uid",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTHENTICATION_V1_TOKEN_REQUEST: M = M {
+    name: "api.authentication.v1.TokenRequest",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: M = M {
+    name: "api.authentication.v1.TokenRequestSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "audiences",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "expirationSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "boundObjectRef",
+            card: S,
+            ty: T::Message(&AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: M = M {
+    name: "api.authentication.v1.TokenRequestStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "token",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "expirationTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE: M = M {
+    name: "api.autoscaling.v1.CrossVersionObjectReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER: M = M {
+    name: "api.autoscaling.v1.HorizontalPodAutoscaler",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC: M = M {
+    name: "api.autoscaling.v1.HorizontalPodAutoscalerSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "scaleTargetRef",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "minReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "maxReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "targetCPUUtilizationPercentage",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS: M = M {
+    name: "api.autoscaling.v1.HorizontalPodAutoscalerStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "lastScaleTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "currentReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "desiredReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "currentCPUUtilizationPercentage",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V1_SCALE: M = M {
+    name: "api.autoscaling.v1.Scale",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V1_SCALE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V1_SCALE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V1_SCALE_SPEC: M = M {
+    name: "api.autoscaling.v1.ScaleSpec",
+    fields: &[F {
+        tag: 1,
+        json: "replicas",
+        card: S,
+        ty: T::Int,
+        keep_zero: false,
+    }],
+};
+
+static AUTOSCALING_V1_SCALE_STATUS: M = M {
+    name: "api.autoscaling.v1.ScaleStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "replicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE: M = M {
+    name: "api.autoscaling.v2.ContainerResourceMetricSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "target",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "container",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS: M = M {
+    name: "api.autoscaling.v2.ContainerResourceMetricStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "current",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "container",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE: M = M {
+    name: "api.autoscaling.v2.CrossVersionObjectReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE: M = M {
+    name: "api.autoscaling.v2.ExternalMetricSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metric",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "target",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_EXTERNAL_METRIC_STATUS: M = M {
+    name: "api.autoscaling.v2.ExternalMetricStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metric",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "current",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER: M = M {
+    name: "api.autoscaling.v2.HorizontalPodAutoscaler",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR: M = M {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerBehavior",
+    fields: &[
+        F {
+            tag: 1,
+            json: "scaleUp",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_HPA_SCALING_RULES),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "scaleDown",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_HPA_SCALING_RULES),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION: M = M {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC: M = M {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "scaleTargetRef",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "minReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "maxReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "metrics",
+            card: R,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "behavior",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS: M = M {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "lastScaleTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "currentReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "desiredReplicas",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "currentMetrics",
+            card: R,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HPA_SCALING_POLICY: M = M {
+    name: "api.autoscaling.v2.HpaScalingPolicy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "periodSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_HPA_SCALING_RULES: M = M {
+    name: "api.autoscaling.v2.HpaScalingRules",
+    fields: &[
+        F {
+            tag: 3,
+            json: "stabilizationWindowSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 1,
+            json: "selectPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "policies",
+            card: R,
+            ty: T::Message(&AUTOSCALING_V2_HPA_SCALING_POLICY),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "tolerance",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_METRIC_IDENTIFIER: M = M {
+    name: "api.autoscaling.v2.MetricIdentifier",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_METRIC_SPEC: M = M {
+    name: "api.autoscaling.v2.MetricSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "object",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_OBJECT_METRIC_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "pods",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_PODS_METRIC_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "resource",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_RESOURCE_METRIC_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "containerResource",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "external",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_METRIC_STATUS: M = M {
+    name: "api.autoscaling.v2.MetricStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "object",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_OBJECT_METRIC_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "pods",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_PODS_METRIC_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "resource",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_RESOURCE_METRIC_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "containerResource",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "external",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_EXTERNAL_METRIC_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_METRIC_TARGET: M = M {
+    name: "api.autoscaling.v2.MetricTarget",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "averageValue",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "averageUtilization",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_METRIC_VALUE_STATUS: M = M {
+    name: "api.autoscaling.v2.MetricValueStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "value",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "averageValue",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "averageUtilization",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_OBJECT_METRIC_SOURCE: M = M {
+    name: "api.autoscaling.v2.ObjectMetricSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "describedObject",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "target",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "metric",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_OBJECT_METRIC_STATUS: M = M {
+    name: "api.autoscaling.v2.ObjectMetricStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metric",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "current",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "describedObject",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_PODS_METRIC_SOURCE: M = M {
+    name: "api.autoscaling.v2.PodsMetricSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metric",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "target",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_PODS_METRIC_STATUS: M = M {
+    name: "api.autoscaling.v2.PodsMetricStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metric",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "current",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_RESOURCE_METRIC_SOURCE: M = M {
+    name: "api.autoscaling.v2.ResourceMetricSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "target",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_TARGET),
+            keep_zero: false,
+        },
+    ],
+};
+
+static AUTOSCALING_V2_RESOURCE_METRIC_STATUS: M = M {
+    name: "api.autoscaling.v2.ResourceMetricStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "current",
+            card: S,
+            ty: T::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_CRON_JOB: M = M {
+    name: "api.batch.v1.CronJob",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&BATCH_V1_CRON_JOB_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&BATCH_V1_CRON_JOB_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_CRON_JOB_SPEC: M = M {
+    name: "api.batch.v1.CronJobSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "schedule",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 8,
+            json: "timeZone",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "startingDeadlineSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "concurrencyPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "suspend",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "jobTemplate",
+            card: S,
+            ty: T::Message(&BATCH_V1_JOB_TEMPLATE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "successfulJobsHistoryLimit",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "failedJobsHistoryLimit",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static BATCH_V1_CRON_JOB_STATUS: M = M {
+    name: "api.batch.v1.CronJobStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "active",
+            card: R,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastScheduleTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "lastSuccessfulTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_JOB: M = M {
+    name: "api.batch.v1.Job",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&BATCH_V1_JOB_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&BATCH_V1_JOB_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_JOB_CONDITION: M = M {
+    name: "api.batch.v1.JobCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lastProbeTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_JOB_SPEC: M = M {
+    name: "api.batch.v1.JobSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "parallelism",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "completions",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "activeDeadlineSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 11,
+            json: "podFailurePolicy",
+            card: S,
+            ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY),
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "successPolicy",
+            card: S,
+            ty: T::Message(&BATCH_V1_SUCCESS_POLICY),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "backoffLimit",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 12,
+            json: "backoffLimitPerIndex",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 13,
+            json: "maxFailedIndexes",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "manualSelector",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "template",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_TEMPLATE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "ttlSecondsAfterFinished",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 9,
+            json: "completionMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "suspend",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 14,
+            json: "podReplacementPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "managedBy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_JOB_STATUS: M = M {
+    name: "api.batch.v1.JobStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&BATCH_V1_JOB_CONDITION),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "startTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "completionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "active",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "succeeded",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "failed",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "terminating",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "completedIndexes",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "failedIndexes",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "uncountedTerminatedPods",
+            card: S,
+            ty: T::Message(&BATCH_V1_UNCOUNTED_TERMINATED_PODS),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "ready",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static BATCH_V1_JOB_TEMPLATE_SPEC: M = M {
+    name: "api.batch.v1.JobTemplateSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&BATCH_V1_JOB_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_POD_FAILURE_POLICY: M = M {
+    name: "api.batch.v1.PodFailurePolicy",
+    fields: &[F {
+        tag: 1,
+        json: "rules",
+        card: R,
+        ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY_RULE),
+        keep_zero: false,
+    }],
+};
+
+static BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT: M = M {
+    name: "api.batch.v1.PodFailurePolicyOnExitCodesRequirement",
+    fields: &[
+        F {
+            tag: 1,
+            json: "containerName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "operator",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "values",
+            card: R,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN: M = M {
+    name: "api.batch.v1.PodFailurePolicyOnPodConditionsPattern",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_POD_FAILURE_POLICY_RULE: M = M {
+    name: "api.batch.v1.PodFailurePolicyRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "action",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "onExitCodes",
+            card: S,
+            ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "onPodConditions",
+            card: R,
+            ty: T::Message(&BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN),
+            keep_zero: false,
+        },
+    ],
+};
+
+static BATCH_V1_SUCCESS_POLICY: M = M {
+    name: "api.batch.v1.SuccessPolicy",
+    fields: &[F {
+        tag: 1,
+        json: "rules",
+        card: R,
+        ty: T::Message(&BATCH_V1_SUCCESS_POLICY_RULE),
+        keep_zero: false,
+    }],
+};
+
+static BATCH_V1_SUCCESS_POLICY_RULE: M = M {
+    name: "api.batch.v1.SuccessPolicyRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "succeededIndexes",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "succeededCount",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static BATCH_V1_UNCOUNTED_TERMINATED_PODS: M = M {
+    name: "api.batch.v1.UncountedTerminatedPods",
+    fields: &[
+        F {
+            tag: 1,
+            json: "succeeded",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "failed",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static COORDINATION_V1_LEASE: M = M {
+    name: "api.coordination.v1.Lease",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&COORDINATION_V1_LEASE_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static COORDINATION_V1_LEASE_SPEC: M = M {
+    name: "api.coordination.v1.LeaseSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "holderIdentity",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "leaseDurationSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "acquireTime",
+            card: S,
+            ty: T::MicroTime,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "renewTime",
+            card: S,
+            ty: T::MicroTime,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "leaseTransitions",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "strategy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "preferredHolder",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_AFFINITY: M = M {
+    name: "api.core.v1.Affinity",
+    fields: &[
+        F {
+            tag: 1,
+            json: "nodeAffinity",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_AFFINITY),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "podAffinity",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_AFFINITY),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "podAntiAffinity",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_ANTI_AFFINITY),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_APP_ARMOR_PROFILE: M = M {
+    name: "api.core.v1.AppArmorProfile",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "localhostProfile",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ATTACHED_VOLUME: M = M {
+    name: "api.core.v1.AttachedVolume",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "devicePath",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.AwsElasticBlockStoreVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "partition",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_AZURE_DISK_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.AzureDiskVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "diskName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "diskURI",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "cachingMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.AzureFilePersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "secretName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "shareName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "secretNamespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_AZURE_FILE_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.AzureFileVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "secretName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "shareName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_BINDING: M = M {
+    name: "api.core.v1.Binding",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "target",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CAPABILITIES: M = M {
+    name: "api.core.v1.Capabilities",
+    fields: &[
+        F {
+            tag: 1,
+            json: "add",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "drop",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.CephFsPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "monitors",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "user",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "secretFile",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CEPH_FS_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.CephFsVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "monitors",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "user",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "secretFile",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.CinderPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CINDER_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.CinderVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CLIENT_IP_CONFIG: M = M {
+    name: "api.core.v1.ClientIpConfig",
+    fields: &[F {
+        tag: 1,
+        json: "timeoutSeconds",
+        card: S,
+        ty: T::Int,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION: M = M {
+    name: "api.core.v1.ClusterTrustBundleProjection",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "signerName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "labelSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONFIG_MAP: M = M {
+    name: "api.core.v1.ConfigMap",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "immutable",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "data",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "binaryData",
+            card: P,
+            ty: T::Bytes,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONFIG_MAP_ENV_SOURCE: M = M {
+    name: "api.core.v1.ConfigMapEnvSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONFIG_MAP_KEY_SELECTOR: M = M {
+    name: "api.core.v1.ConfigMapKeySelector",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE: M = M {
+    name: "api.core.v1.ConfigMapNodeConfigSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "uid",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "resourceVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "kubeletConfigKey",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONFIG_MAP_PROJECTION: M = M {
+    name: "api.core.v1.ConfigMapProjection",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "items",
+            card: R,
+            ty: T::Message(&CORE_V1_KEY_TO_PATH),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONFIG_MAP_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.ConfigMapVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "items",
+            card: R,
+            ty: T::Message(&CORE_V1_KEY_TO_PATH),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "defaultMode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER: M = M {
+    name: "api.core.v1.Container",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "image",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "command",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "args",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "workingDir",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "ports",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_PORT),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "envFrom",
+            card: R,
+            ty: T::Message(&CORE_V1_ENV_FROM_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "env",
+            card: R,
+            ty: T::Message(&CORE_V1_ENV_VAR),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "resources",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS),
+            keep_zero: false,
+        },
+        F {
+            tag: 23,
+            json: "resizePolicy",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_RESIZE_POLICY),
+            keep_zero: false,
+        },
+        F {
+            tag: 24,
+            json: "restartPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 25,
+            json: "restartPolicyRules",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_RESTART_RULE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "volumeMounts",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME_MOUNT),
+            keep_zero: false,
+        },
+        F {
+            tag: 21,
+            json: "volumeDevices",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME_DEVICE),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "livenessProbe",
+            card: S,
+            ty: T::Message(&CORE_V1_PROBE),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "readinessProbe",
+            card: S,
+            ty: T::Message(&CORE_V1_PROBE),
+            keep_zero: false,
+        },
+        F {
+            tag: 22,
+            json: "startupProbe",
+            card: S,
+            ty: T::Message(&CORE_V1_PROBE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "lifecycle",
+            card: S,
+            ty: T::Message(&CORE_V1_LIFECYCLE),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "terminationMessagePath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "terminationMessagePolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "imagePullPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "securityContext",
+            card: S,
+            ty: T::Message(&CORE_V1_SECURITY_CONTEXT),
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "stdin",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "stdinOnce",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "tty",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST: M = M {
+    name: "api.core.v1.ContainerExtendedResourceRequest",
+    fields: &[
+        F {
+            tag: 1,
+            json: "containerName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "resourceName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "requestName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_IMAGE: M = M {
+    name: "api.core.v1.ContainerImage",
+    fields: &[
+        F {
+            tag: 1,
+            json: "names",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "sizeBytes",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_PORT: M = M {
+    name: "api.core.v1.ContainerPort",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "hostPort",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "containerPort",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "hostIP",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_RESIZE_POLICY: M = M {
+    name: "api.core.v1.ContainerResizePolicy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "resourceName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "restartPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_RESTART_RULE: M = M {
+    name: "api.core.v1.ContainerRestartRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "action",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "exitCodes",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES: M = M {
+    name: "api.core.v1.ContainerRestartRuleOnExitCodes",
+    fields: &[
+        F {
+            tag: 1,
+            json: "operator",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "values",
+            card: R,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_STATE: M = M {
+    name: "api.core.v1.ContainerState",
+    fields: &[
+        F {
+            tag: 1,
+            json: "waiting",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_STATE_WAITING),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "running",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_STATE_RUNNING),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "terminated",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_STATE_TERMINATED),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_STATE_RUNNING: M = M {
+    name: "api.core.v1.ContainerStateRunning",
+    fields: &[F {
+        tag: 1,
+        json: "startedAt",
+        card: S,
+        ty: T::Time,
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_CONTAINER_STATE_TERMINATED: M = M {
+    name: "api.core.v1.ContainerStateTerminated",
+    fields: &[
+        F {
+            tag: 1,
+            json: "exitCode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "signal",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "startedAt",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "finishedAt",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "containerID",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_STATE_WAITING: M = M {
+    name: "api.core.v1.ContainerStateWaiting",
+    fields: &[
+        F {
+            tag: 1,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_STATUS: M = M {
+    name: "api.core.v1.ContainerStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "state",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_STATE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "lastState",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_STATE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "ready",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "restartCount",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "image",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "imageID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 8,
+            json: "containerID",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "started",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 10,
+            json: "allocatedResources",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "resources",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "volumeMounts",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME_MOUNT_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "user",
+            card: S,
+            ty: T::Message(&CORE_V1_CONTAINER_USER),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "allocatedResourcesStatus",
+            card: R,
+            ty: T::Message(&CORE_V1_RESOURCE_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "stopSignal",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CONTAINER_USER: M = M {
+    name: "api.core.v1.ContainerUser",
+    fields: &[F {
+        tag: 1,
+        json: "linux",
+        card: S,
+        ty: T::Message(&CORE_V1_LINUX_CONTAINER_USER),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_CSI_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.CSIPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "driver",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "volumeHandle",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "volumeAttributes",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "controllerPublishSecretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "nodeStageSecretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "nodePublishSecretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "controllerExpandSecretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "nodeExpandSecretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_CSI_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.CSIVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "driver",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "volumeAttributes",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "nodePublishSecretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_DAEMON_ENDPOINT: M = M {
+    name: "api.core.v1.DaemonEndpoint",
+    fields: &[F {
+        tag: 1,
+        json: "Port",
+        card: S,
+        ty: T::Int,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_DOWNWARD_API_PROJECTION: M = M {
+    name: "api.core.v1.DownwardAPIProjection",
+    fields: &[F {
+        tag: 1,
+        json: "items",
+        card: R,
+        ty: T::Message(&CORE_V1_DOWNWARD_API_VOLUME_FILE),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_DOWNWARD_API_VOLUME_FILE: M = M {
+    name: "api.core.v1.DownwardAPIVolumeFile",
+    fields: &[
+        F {
+            tag: 1,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fieldRef",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_FIELD_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "resourceFieldRef",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_FIELD_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "mode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_DOWNWARD_API_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.DownwardAPIVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "items",
+            card: R,
+            ty: T::Message(&CORE_V1_DOWNWARD_API_VOLUME_FILE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "defaultMode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_EMPTY_DIR_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.EmptyDirVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "medium",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "sizeLimit",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENDPOINTS: M = M {
+    name: "api.core.v1.Endpoints",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "subsets",
+            card: R,
+            ty: T::Message(&CORE_V1_ENDPOINT_SUBSET),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENDPOINT_ADDRESS: M = M {
+    name: "api.core.v1.EndpointAddress",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ip",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "hostname",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "nodeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "targetRef",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENDPOINT_PORT: M = M {
+    name: "api.core.v1.EndpointPort",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "port",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "appProtocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENDPOINT_SUBSET: M = M {
+    name: "api.core.v1.EndpointSubset",
+    fields: &[
+        F {
+            tag: 1,
+            json: "addresses",
+            card: R,
+            ty: T::Message(&CORE_V1_ENDPOINT_ADDRESS),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "notReadyAddresses",
+            card: R,
+            ty: T::Message(&CORE_V1_ENDPOINT_ADDRESS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "ports",
+            card: R,
+            ty: T::Message(&CORE_V1_ENDPOINT_PORT),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENV_FROM_SOURCE: M = M {
+    name: "api.core.v1.EnvFromSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "prefix",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "configMapRef",
+            card: S,
+            ty: T::Message(&CORE_V1_CONFIG_MAP_ENV_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_ENV_SOURCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENV_VAR: M = M {
+    name: "api.core.v1.EnvVar",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "valueFrom",
+            card: S,
+            ty: T::Message(&CORE_V1_ENV_VAR_SOURCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ENV_VAR_SOURCE: M = M {
+    name: "api.core.v1.EnvVarSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "fieldRef",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_FIELD_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "resourceFieldRef",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_FIELD_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "configMapKeyRef",
+            card: S,
+            ty: T::Message(&CORE_V1_CONFIG_MAP_KEY_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "secretKeyRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_KEY_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "fileKeyRef",
+            card: S,
+            ty: T::Message(&CORE_V1_FILE_KEY_SELECTOR),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_EPHEMERAL_CONTAINER: M = M {
+    name: "api.core.v1.EphemeralContainer",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_EPHEMERAL_CONTAINER_COMMON),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "targetContainerName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_EPHEMERAL_CONTAINER_COMMON: M = M {
+    name: "api.core.v1.EphemeralContainerCommon",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "image",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "command",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "args",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "workingDir",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "ports",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_PORT),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "envFrom",
+            card: R,
+            ty: T::Message(&CORE_V1_ENV_FROM_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "env",
+            card: R,
+            ty: T::Message(&CORE_V1_ENV_VAR),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "resources",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS),
+            keep_zero: false,
+        },
+        F {
+            tag: 23,
+            json: "resizePolicy",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_RESIZE_POLICY),
+            keep_zero: false,
+        },
+        F {
+            tag: 24,
+            json: "restartPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 25,
+            json: "restartPolicyRules",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_RESTART_RULE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "volumeMounts",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME_MOUNT),
+            keep_zero: false,
+        },
+        F {
+            tag: 21,
+            json: "volumeDevices",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME_DEVICE),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "livenessProbe",
+            card: S,
+            ty: T::Message(&CORE_V1_PROBE),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "readinessProbe",
+            card: S,
+            ty: T::Message(&CORE_V1_PROBE),
+            keep_zero: false,
+        },
+        F {
+            tag: 22,
+            json: "startupProbe",
+            card: S,
+            ty: T::Message(&CORE_V1_PROBE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "lifecycle",
+            card: S,
+            ty: T::Message(&CORE_V1_LIFECYCLE),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "terminationMessagePath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "terminationMessagePolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "imagePullPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "securityContext",
+            card: S,
+            ty: T::Message(&CORE_V1_SECURITY_CONTEXT),
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "stdin",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "stdinOnce",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "tty",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_EPHEMERAL_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.EphemeralVolumeSource",
+    fields: &[F {
+        tag: 1,
+        json: "volumeClaimTemplate",
+        card: S,
+        ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_EVENT: M = M {
+    name: "api.core.v1.Event",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "involvedObject",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "source",
+            card: S,
+            ty: T::Message(&CORE_V1_EVENT_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "firstTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "lastTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "count",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "eventTime",
+            card: S,
+            ty: T::MicroTime,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "series",
+            card: S,
+            ty: T::Message(&CORE_V1_EVENT_SERIES),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "action",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "related",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "reportingComponent",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "reportingInstance",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_EVENT_SERIES: M = M {
+    name: "api.core.v1.EventSeries",
+    fields: &[
+        F {
+            tag: 1,
+            json: "count",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "lastObservedTime",
+            card: S,
+            ty: T::MicroTime,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_EVENT_SOURCE: M = M {
+    name: "api.core.v1.EventSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "component",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "host",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_EXEC_ACTION: M = M {
+    name: "api.core.v1.ExecAction",
+    fields: &[F {
+        tag: 1,
+        json: "command",
+        card: R,
+        ty: T::String,
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_FC_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.FcVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "targetWWNs",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "lun",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "wwids",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_FILE_KEY_SELECTOR: M = M {
+    name: "api.core.v1.FileKeySelector",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.FlexPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "driver",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "options",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_FLEX_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.FlexVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "driver",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "options",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_FLOCKER_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.FlockerVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "datasetName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "datasetUUID",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.GcePersistentDiskVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "pdName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "partition",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_GIT_REPO_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.GitRepoVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "repository",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "revision",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "directory",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.GlusterfsPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "endpoints",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "endpointsNamespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_GLUSTERFS_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.GlusterfsVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "endpoints",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_GRPC_ACTION: M = M {
+    name: "api.core.v1.GrpcAction",
+    fields: &[
+        F {
+            tag: 1,
+            json: "port",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "service",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_HOST_ALIAS: M = M {
+    name: "api.core.v1.HostAlias",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ip",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "hostnames",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_HOST_IP: M = M {
+    name: "api.core.v1.HostIp",
+    fields: &[F {
+        tag: 1,
+        json: "ip",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_HOST_PATH_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.HostPathVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_HTTP_GET_ACTION: M = M {
+    name: "api.core.v1.HttpGetAction",
+    fields: &[
+        F {
+            tag: 1,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "port",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "host",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "scheme",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "httpHeaders",
+            card: R,
+            ty: T::Message(&CORE_V1_HTTP_HEADER),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_HTTP_HEADER: M = M {
+    name: "api.core.v1.HttpHeader",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_IMAGE_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.ImageVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "reference",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "pullPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.IscsiPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "targetPortal",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "iqn",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lun",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "iscsiInterface",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "portals",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "chapAuthDiscovery",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "chapAuthSession",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "initiatorName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_ISCSI_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.IscsiVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "targetPortal",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "iqn",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lun",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "iscsiInterface",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "portals",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "chapAuthDiscovery",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "chapAuthSession",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "initiatorName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_KEY_TO_PATH: M = M {
+    name: "api.core.v1.KeyToPath",
+    fields: &[
+        F {
+            tag: 1,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "mode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_LIFECYCLE: M = M {
+    name: "api.core.v1.Lifecycle",
+    fields: &[
+        F {
+            tag: 1,
+            json: "postStart",
+            card: S,
+            ty: T::Message(&CORE_V1_LIFECYCLE_HANDLER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "preStop",
+            card: S,
+            ty: T::Message(&CORE_V1_LIFECYCLE_HANDLER),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "stopSignal",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_LIFECYCLE_HANDLER: M = M {
+    name: "api.core.v1.LifecycleHandler",
+    fields: &[
+        F {
+            tag: 1,
+            json: "exec",
+            card: S,
+            ty: T::Message(&CORE_V1_EXEC_ACTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "httpGet",
+            card: S,
+            ty: T::Message(&CORE_V1_HTTP_GET_ACTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "tcpSocket",
+            card: S,
+            ty: T::Message(&CORE_V1_TCP_SOCKET_ACTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "sleep",
+            card: S,
+            ty: T::Message(&CORE_V1_SLEEP_ACTION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_LIMIT_RANGE: M = M {
+    name: "api.core.v1.LimitRange",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_LIMIT_RANGE_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_LIMIT_RANGE_ITEM: M = M {
+    name: "api.core.v1.LimitRangeItem",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "max",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "min",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "default",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "defaultRequest",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "maxLimitRequestRatio",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_LIMIT_RANGE_SPEC: M = M {
+    name: "api.core.v1.LimitRangeSpec",
+    fields: &[F {
+        tag: 1,
+        json: "limits",
+        card: R,
+        ty: T::Message(&CORE_V1_LIMIT_RANGE_ITEM),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_LINUX_CONTAINER_USER: M = M {
+    name: "api.core.v1.LinuxContainerUser",
+    fields: &[
+        F {
+            tag: 1,
+            json: "uid",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "gid",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "supplementalGroups",
+            card: R,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_LOAD_BALANCER_INGRESS: M = M {
+    name: "api.core.v1.LoadBalancerIngress",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ip",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "hostname",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "ipMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "ports",
+            card: R,
+            ty: T::Message(&CORE_V1_PORT_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_LOAD_BALANCER_STATUS: M = M {
+    name: "api.core.v1.LoadBalancerStatus",
+    fields: &[F {
+        tag: 1,
+        json: "ingress",
+        card: R,
+        ty: T::Message(&CORE_V1_LOAD_BALANCER_INGRESS),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_LOCAL_OBJECT_REFERENCE: M = M {
+    name: "api.core.v1.LocalObjectReference",
+    fields: &[F {
+        tag: 1,
+        json: "name",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_LOCAL_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.LocalVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_MODIFY_VOLUME_STATUS: M = M {
+    name: "api.core.v1.ModifyVolumeStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "targetVolumeAttributesClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_NAMESPACE: M = M {
+    name: "api.core.v1.Namespace",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_NAMESPACE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_NAMESPACE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NAMESPACE_CONDITION: M = M {
+    name: "api.core.v1.NamespaceCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NAMESPACE_SPEC: M = M {
+    name: "api.core.v1.NamespaceSpec",
+    fields: &[F {
+        tag: 1,
+        json: "finalizers",
+        card: R,
+        ty: T::String,
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_NAMESPACE_STATUS: M = M {
+    name: "api.core.v1.NamespaceStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "phase",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&CORE_V1_NAMESPACE_CONDITION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NFS_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.NfsVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "server",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE: M = M {
+    name: "api.core.v1.Node",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_ADDRESS: M = M {
+    name: "api.core.v1.NodeAddress",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "address",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_NODE_AFFINITY: M = M {
+    name: "api.core.v1.NodeAffinity",
+    fields: &[
+        F {
+            tag: 1,
+            json: "requiredDuringSchedulingIgnoredDuringExecution",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "preferredDuringSchedulingIgnoredDuringExecution",
+            card: R,
+            ty: T::Message(&CORE_V1_PREFERRED_SCHEDULING_TERM),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_CONDITION: M = M {
+    name: "api.core.v1.NodeCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lastHeartbeatTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_CONFIG_SOURCE: M = M {
+    name: "api.core.v1.NodeConfigSource",
+    fields: &[F {
+        tag: 2,
+        json: "configMap",
+        card: S,
+        ty: T::Message(&CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_NODE_CONFIG_STATUS: M = M {
+    name: "api.core.v1.NodeConfigStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "assigned",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "active",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "lastKnownGood",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "error",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_DAEMON_ENDPOINTS: M = M {
+    name: "api.core.v1.NodeDaemonEndpoints",
+    fields: &[F {
+        tag: 1,
+        json: "kubeletEndpoint",
+        card: S,
+        ty: T::Message(&CORE_V1_DAEMON_ENDPOINT),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_NODE_FEATURES: M = M {
+    name: "api.core.v1.NodeFeatures",
+    fields: &[F {
+        tag: 1,
+        json: "supplementalGroupsPolicy",
+        card: S,
+        ty: T::Bool,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_NODE_RUNTIME_HANDLER: M = M {
+    name: "api.core.v1.NodeRuntimeHandler",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "features",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_RUNTIME_HANDLER_FEATURES),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_RUNTIME_HANDLER_FEATURES: M = M {
+    name: "api.core.v1.NodeRuntimeHandlerFeatures",
+    fields: &[
+        F {
+            tag: 1,
+            json: "recursiveReadOnlyMounts",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "userNamespaces",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_NODE_SELECTOR: M = M {
+    name: "api.core.v1.NodeSelector",
+    fields: &[F {
+        tag: 1,
+        json: "nodeSelectorTerms",
+        card: R,
+        ty: T::Message(&CORE_V1_NODE_SELECTOR_TERM),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_NODE_SELECTOR_REQUIREMENT: M = M {
+    name: "api.core.v1.NodeSelectorRequirement",
+    fields: &[
+        F {
+            tag: 1,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "operator",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "values",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_SELECTOR_TERM: M = M {
+    name: "api.core.v1.NodeSelectorTerm",
+    fields: &[
+        F {
+            tag: 1,
+            json: "matchExpressions",
+            card: R,
+            ty: T::Message(&CORE_V1_NODE_SELECTOR_REQUIREMENT),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "matchFields",
+            card: R,
+            ty: T::Message(&CORE_V1_NODE_SELECTOR_REQUIREMENT),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_SPEC: M = M {
+    name: "api.core.v1.NodeSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "podCIDR",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "podCIDRs",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "providerID",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "unschedulable",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "taints",
+            card: R,
+            ty: T::Message(&CORE_V1_TAINT),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "configSource",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_CONFIG_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "externalID",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_STATUS: M = M {
+    name: "api.core.v1.NodeStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "capacity",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "allocatable",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "phase",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&CORE_V1_NODE_CONDITION),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "addresses",
+            card: R,
+            ty: T::Message(&CORE_V1_NODE_ADDRESS),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "daemonEndpoints",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_DAEMON_ENDPOINTS),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "nodeInfo",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_SYSTEM_INFO),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "images",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_IMAGE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "volumesInUse",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "volumesAttached",
+            card: R,
+            ty: T::Message(&CORE_V1_ATTACHED_VOLUME),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "config",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_CONFIG_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "runtimeHandlers",
+            card: R,
+            ty: T::Message(&CORE_V1_NODE_RUNTIME_HANDLER),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "features",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_FEATURES),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "declaredFeatures",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_NODE_SWAP_STATUS: M = M {
+    name: "api.core.v1.NodeSwapStatus",
+    fields: &[F {
+        tag: 1,
+        json: "capacity",
+        card: S,
+        ty: T::Int,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_NODE_SYSTEM_INFO: M = M {
+    name: "api.core.v1.NodeSystemInfo",
+    fields: &[
+        F {
+            tag: 1,
+            json: "machineID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "systemUUID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "bootID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "kernelVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "osImage",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "containerRuntimeVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "kubeletVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 8,
+            json: "kubeProxyVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 9,
+            json: "operatingSystem",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 10,
+            json: "architecture",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 11,
+            json: "swap",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_SWAP_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_OBJECT_FIELD_SELECTOR: M = M {
+    name: "api.core.v1.ObjectFieldSelector",
+    fields: &[
+        F {
+            tag: 1,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "fieldPath",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_OBJECT_REFERENCE: M = M {
+    name: "api.core.v1.ObjectReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "uid",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "resourceVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "fieldPath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME: M = M {
+    name: "api.core.v1.PersistentVolume",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_CLAIM: M = M {
+    name: "api.core.v1.PersistentVolumeClaim",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: M = M {
+    name: "api.core.v1.PersistentVolumeClaimCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lastProbeTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: M = M {
+    name: "api.core.v1.PersistentVolumeClaimSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "accessModes",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "resources",
+            card: S,
+            ty: T::Message(&CORE_V1_VOLUME_RESOURCE_REQUIREMENTS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "volumeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "storageClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "volumeMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "dataSource",
+            card: S,
+            ty: T::Message(&CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "dataSourceRef",
+            card: S,
+            ty: T::Message(&CORE_V1_TYPED_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "volumeAttributesClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: M = M {
+    name: "api.core.v1.PersistentVolumeClaimStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "phase",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "accessModes",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "capacity",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "allocatedResources",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "allocatedResourceStatuses",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "currentVolumeAttributesClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "modifyVolumeStatus",
+            card: S,
+            ty: T::Message(&CORE_V1_MODIFY_VOLUME_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE: M = M {
+    name: "api.core.v1.PersistentVolumeClaimTemplate",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.PersistentVolumeClaimVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "claimName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.PersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "gcePersistentDisk",
+            card: S,
+            ty: T::Message(&CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "awsElasticBlockStore",
+            card: S,
+            ty: T::Message(&CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "hostPath",
+            card: S,
+            ty: T::Message(&CORE_V1_HOST_PATH_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "glusterfs",
+            card: S,
+            ty: T::Message(&CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "nfs",
+            card: S,
+            ty: T::Message(&CORE_V1_NFS_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "rbd",
+            card: S,
+            ty: T::Message(&CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "iscsi",
+            card: S,
+            ty: T::Message(&CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "cinder",
+            card: S,
+            ty: T::Message(&CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "cephfs",
+            card: S,
+            ty: T::Message(&CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "fc",
+            card: S,
+            ty: T::Message(&CORE_V1_FC_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "flocker",
+            card: S,
+            ty: T::Message(&CORE_V1_FLOCKER_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "flexVolume",
+            card: S,
+            ty: T::Message(&CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "azureFile",
+            card: S,
+            ty: T::Message(&CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "vsphereVolume",
+            card: S,
+            ty: T::Message(&CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "quobyte",
+            card: S,
+            ty: T::Message(&CORE_V1_QUOBYTE_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "azureDisk",
+            card: S,
+            ty: T::Message(&CORE_V1_AZURE_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "photonPersistentDisk",
+            card: S,
+            ty: T::Message(&CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "portworxVolume",
+            card: S,
+            ty: T::Message(&CORE_V1_PORTWORX_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "scaleIO",
+            card: S,
+            ty: T::Message(&CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "local",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 21,
+            json: "storageos",
+            card: S,
+            ty: T::Message(&CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 22,
+            json: "csi",
+            card: S,
+            ty: T::Message(&CORE_V1_CSI_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_SPEC: M = M {
+    name: "api.core.v1.PersistentVolumeSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "capacity",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_PERSISTENT_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "accessModes",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "claimRef",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "persistentVolumeReclaimPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "storageClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "mountOptions",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "volumeMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "nodeAffinity",
+            card: S,
+            ty: T::Message(&CORE_V1_VOLUME_NODE_AFFINITY),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "volumeAttributesClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PERSISTENT_VOLUME_STATUS: M = M {
+    name: "api.core.v1.PersistentVolumeStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "phase",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastPhaseTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.PhotonPersistentDiskVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "pdID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD: M = M {
+    name: "api.core.v1.Pod",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_AFFINITY: M = M {
+    name: "api.core.v1.PodAffinity",
+    fields: &[
+        F {
+            tag: 1,
+            json: "requiredDuringSchedulingIgnoredDuringExecution",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_AFFINITY_TERM),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "preferredDuringSchedulingIgnoredDuringExecution",
+            card: R,
+            ty: T::Message(&CORE_V1_WEIGHTED_POD_AFFINITY_TERM),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_AFFINITY_TERM: M = M {
+    name: "api.core.v1.PodAffinityTerm",
+    fields: &[
+        F {
+            tag: 1,
+            json: "labelSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "namespaces",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "topologyKey",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "namespaceSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "matchLabelKeys",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "mismatchLabelKeys",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_ANTI_AFFINITY: M = M {
+    name: "api.core.v1.PodAntiAffinity",
+    fields: &[
+        F {
+            tag: 1,
+            json: "requiredDuringSchedulingIgnoredDuringExecution",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_AFFINITY_TERM),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "preferredDuringSchedulingIgnoredDuringExecution",
+            card: R,
+            ty: T::Message(&CORE_V1_WEIGHTED_POD_AFFINITY_TERM),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_CERTIFICATE_PROJECTION: M = M {
+    name: "api.core.v1.PodCertificateProjection",
+    fields: &[
+        F {
+            tag: 1,
+            json: "signerName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "keyType",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "maxExpirationSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "credentialBundlePath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "keyPath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "certificateChainPath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "userAnnotations",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_CONDITION: M = M {
+    name: "api.core.v1.PodCondition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "lastProbeTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_DNS_CONFIG: M = M {
+    name: "api.core.v1.PodDnsConfig",
+    fields: &[
+        F {
+            tag: 1,
+            json: "nameservers",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "searches",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "options",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_DNS_CONFIG_OPTION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_DNS_CONFIG_OPTION: M = M {
+    name: "api.core.v1.PodDnsConfigOption",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS: M = M {
+    name: "api.core.v1.PodExtendedResourceClaimStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "requestMappings",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "resourceClaimName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_POD_IP: M = M {
+    name: "api.core.v1.PodIp",
+    fields: &[F {
+        tag: 1,
+        json: "ip",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_POD_OS: M = M {
+    name: "api.core.v1.PodOs",
+    fields: &[F {
+        tag: 1,
+        json: "name",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_POD_READINESS_GATE: M = M {
+    name: "api.core.v1.PodReadinessGate",
+    fields: &[F {
+        tag: 1,
+        json: "conditionType",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_POD_RESOURCE_CLAIM: M = M {
+    name: "api.core.v1.PodResourceClaim",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "resourceClaimName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "resourceClaimTemplateName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_RESOURCE_CLAIM_STATUS: M = M {
+    name: "api.core.v1.PodResourceClaimStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "resourceClaimName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_SCHEDULING_GATE: M = M {
+    name: "api.core.v1.PodSchedulingGate",
+    fields: &[F {
+        tag: 1,
+        json: "name",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_POD_SECURITY_CONTEXT: M = M {
+    name: "api.core.v1.PodSecurityContext",
+    fields: &[
+        F {
+            tag: 1,
+            json: "seLinuxOptions",
+            card: S,
+            ty: T::Message(&CORE_V1_SE_LINUX_OPTIONS),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "windowsOptions",
+            card: S,
+            ty: T::Message(&CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "runAsUser",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "runAsGroup",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "runAsNonRoot",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "supplementalGroups",
+            card: R,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "supplementalGroupsPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "fsGroup",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "sysctls",
+            card: R,
+            ty: T::Message(&CORE_V1_SYSCTL),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "fsGroupChangePolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "seccompProfile",
+            card: S,
+            ty: T::Message(&CORE_V1_SECCOMP_PROFILE),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "appArmorProfile",
+            card: S,
+            ty: T::Message(&CORE_V1_APP_ARMOR_PROFILE),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "seLinuxChangePolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_SPEC: M = M {
+    name: "api.core.v1.PodSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumes",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME),
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "initContainers",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "containers",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER),
+            keep_zero: false,
+        },
+        F {
+            tag: 34,
+            json: "ephemeralContainers",
+            card: R,
+            ty: T::Message(&CORE_V1_EPHEMERAL_CONTAINER),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "restartPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "terminationGracePeriodSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "activeDeadlineSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "dnsPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "nodeSelector",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "serviceAccountName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "serviceAccount",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 21,
+            json: "automountServiceAccountToken",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 10,
+            json: "nodeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "hostNetwork",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "hostPID",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "hostIPC",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 27,
+            json: "shareProcessNamespace",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 14,
+            json: "securityContext",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_SECURITY_CONTEXT),
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "imagePullSecrets",
+            card: R,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "hostname",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "subdomain",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "affinity",
+            card: S,
+            ty: T::Message(&CORE_V1_AFFINITY),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "schedulerName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 22,
+            json: "tolerations",
+            card: R,
+            ty: T::Message(&CORE_V1_TOLERATION),
+            keep_zero: false,
+        },
+        F {
+            tag: 23,
+            json: "hostAliases",
+            card: R,
+            ty: T::Message(&CORE_V1_HOST_ALIAS),
+            keep_zero: false,
+        },
+        F {
+            tag: 24,
+            json: "priorityClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 25,
+            json: "priority",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 26,
+            json: "dnsConfig",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_DNS_CONFIG),
+            keep_zero: false,
+        },
+        F {
+            tag: 28,
+            json: "readinessGates",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_READINESS_GATE),
+            keep_zero: false,
+        },
+        F {
+            tag: 29,
+            json: "runtimeClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 30,
+            json: "enableServiceLinks",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 31,
+            json: "preemptionPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 32,
+            json: "overhead",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 33,
+            json: "topologySpreadConstraints",
+            card: R,
+            ty: T::Message(&CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT),
+            keep_zero: false,
+        },
+        F {
+            tag: 35,
+            json: "setHostnameAsFQDN",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 36,
+            json: "os",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_OS),
+            keep_zero: false,
+        },
+        F {
+            tag: 37,
+            json: "hostUsers",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 38,
+            json: "schedulingGates",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_SCHEDULING_GATE),
+            keep_zero: false,
+        },
+        F {
+            tag: 39,
+            json: "resourceClaims",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_RESOURCE_CLAIM),
+            keep_zero: false,
+        },
+        F {
+            tag: 40,
+            json: "resources",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS),
+            keep_zero: false,
+        },
+        F {
+            tag: 41,
+            json: "hostnameOverride",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_STATUS: M = M {
+    name: "api.core.v1.PodStatus",
+    fields: &[
+        F {
+            tag: 17,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 1,
+            json: "phase",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_CONDITION),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "nominatedNodeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "hostIP",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "hostIPs",
+            card: R,
+            ty: T::Message(&CORE_V1_HOST_IP),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "podIP",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "podIPs",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_IP),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "startTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "initContainerStatuses",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "containerStatuses",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "qosClass",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "ephemeralContainerStatuses",
+            card: R,
+            ty: T::Message(&CORE_V1_CONTAINER_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "resize",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "resourceClaimStatuses",
+            card: R,
+            ty: T::Message(&CORE_V1_POD_RESOURCE_CLAIM_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "extendedResourceClaimStatus",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "allocatedResources",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "resources",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_REQUIREMENTS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_POD_TEMPLATE_SPEC: M = M {
+    name: "api.core.v1.PodTemplateSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PORTWORX_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.PortworxVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PORT_STATUS: M = M {
+    name: "api.core.v1.PortStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "port",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "error",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PREFERRED_SCHEDULING_TERM: M = M {
+    name: "api.core.v1.PreferredSchedulingTerm",
+    fields: &[
+        F {
+            tag: 1,
+            json: "weight",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "preference",
+            card: S,
+            ty: T::Message(&CORE_V1_NODE_SELECTOR_TERM),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PROBE: M = M {
+    name: "api.core.v1.Probe",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_PROBE_HANDLER),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "initialDelaySeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "timeoutSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "periodSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "successThreshold",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "failureThreshold",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "terminationGracePeriodSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_PROBE_HANDLER: M = M {
+    name: "api.core.v1.ProbeHandler",
+    fields: &[
+        F {
+            tag: 1,
+            json: "exec",
+            card: S,
+            ty: T::Message(&CORE_V1_EXEC_ACTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "httpGet",
+            card: S,
+            ty: T::Message(&CORE_V1_HTTP_GET_ACTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "tcpSocket",
+            card: S,
+            ty: T::Message(&CORE_V1_TCP_SOCKET_ACTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "grpc",
+            card: S,
+            ty: T::Message(&CORE_V1_GRPC_ACTION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_PROJECTED_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.ProjectedVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "sources",
+            card: R,
+            ty: T::Message(&CORE_V1_VOLUME_PROJECTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "defaultMode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_QUOBYTE_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.QuobyteVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "registry",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "volume",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "user",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "group",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "tenant",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.RbdPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "monitors",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "image",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "pool",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "user",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "keyring",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RBD_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.RbdVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "monitors",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "image",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "pool",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "user",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "keyring",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_CLAIM: M = M {
+    name: "api.core.v1.ResourceClaim",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "request",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_FIELD_SELECTOR: M = M {
+    name: "api.core.v1.ResourceFieldSelector",
+    fields: &[
+        F {
+            tag: 1,
+            json: "containerName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "resource",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "divisor",
+            card: S,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_HEALTH: M = M {
+    name: "api.core.v1.ResourceHealth",
+    fields: &[
+        F {
+            tag: 1,
+            json: "resourceID",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "health",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_QUOTA: M = M {
+    name: "api.core.v1.ResourceQuota",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_QUOTA_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_RESOURCE_QUOTA_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_QUOTA_SPEC: M = M {
+    name: "api.core.v1.ResourceQuotaSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "hard",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "scopes",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "scopeSelector",
+            card: S,
+            ty: T::Message(&CORE_V1_SCOPE_SELECTOR),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_QUOTA_STATUS: M = M {
+    name: "api.core.v1.ResourceQuotaStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "hard",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "used",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_REQUIREMENTS: M = M {
+    name: "api.core.v1.ResourceRequirements",
+    fields: &[
+        F {
+            tag: 1,
+            json: "limits",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "requests",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "claims",
+            card: R,
+            ty: T::Message(&CORE_V1_RESOURCE_CLAIM),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_RESOURCE_STATUS: M = M {
+    name: "api.core.v1.ResourceStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "resources",
+            card: R,
+            ty: T::Message(&CORE_V1_RESOURCE_HEALTH),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.ScaleIoPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "gateway",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "system",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "sslEnabled",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "protectionDomain",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "storagePool",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "storageMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "volumeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SCALE_IO_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.ScaleIoVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "gateway",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "system",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "sslEnabled",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "protectionDomain",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "storagePool",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "storageMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "volumeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT: M = M {
+    name: "api.core.v1.ScopedResourceSelectorRequirement",
+    fields: &[
+        F {
+            tag: 1,
+            json: "scopeName",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "operator",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "values",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SCOPE_SELECTOR: M = M {
+    name: "api.core.v1.ScopeSelector",
+    fields: &[F {
+        tag: 1,
+        json: "matchExpressions",
+        card: R,
+        ty: T::Message(&CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_SECCOMP_PROFILE: M = M {
+    name: "api.core.v1.SeccompProfile",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "localhostProfile",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SECRET: M = M {
+    name: "api.core.v1.Secret",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "immutable",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "data",
+            card: P,
+            ty: T::Bytes,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "stringData",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SECRET_ENV_SOURCE: M = M {
+    name: "api.core.v1.SecretEnvSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_SECRET_KEY_SELECTOR: M = M {
+    name: "api.core.v1.SecretKeySelector",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_SECRET_PROJECTION: M = M {
+    name: "api.core.v1.SecretProjection",
+    fields: &[
+        F {
+            tag: 1,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "items",
+            card: R,
+            ty: T::Message(&CORE_V1_KEY_TO_PATH),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_SECRET_REFERENCE: M = M {
+    name: "api.core.v1.SecretReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SECRET_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.SecretVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "secretName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "items",
+            card: R,
+            ty: T::Message(&CORE_V1_KEY_TO_PATH),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "defaultMode",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "optional",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_SECURITY_CONTEXT: M = M {
+    name: "api.core.v1.SecurityContext",
+    fields: &[
+        F {
+            tag: 1,
+            json: "capabilities",
+            card: S,
+            ty: T::Message(&CORE_V1_CAPABILITIES),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "privileged",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "seLinuxOptions",
+            card: S,
+            ty: T::Message(&CORE_V1_SE_LINUX_OPTIONS),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "windowsOptions",
+            card: S,
+            ty: T::Message(&CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "runAsUser",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 8,
+            json: "runAsGroup",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "runAsNonRoot",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "readOnlyRootFilesystem",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "allowPrivilegeEscalation",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 9,
+            json: "procMount",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "seccompProfile",
+            card: S,
+            ty: T::Message(&CORE_V1_SECCOMP_PROFILE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "appArmorProfile",
+            card: S,
+            ty: T::Message(&CORE_V1_APP_ARMOR_PROFILE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SERVICE: M = M {
+    name: "api.core.v1.Service",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&CORE_V1_SERVICE_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&CORE_V1_SERVICE_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SERVICE_ACCOUNT: M = M {
+    name: "api.core.v1.ServiceAccount",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "secrets",
+            card: R,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "imagePullSecrets",
+            card: R,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "automountServiceAccountToken",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_SERVICE_ACCOUNT_TOKEN_PROJECTION: M = M {
+    name: "api.core.v1.ServiceAccountTokenProjection",
+    fields: &[
+        F {
+            tag: 1,
+            json: "audience",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "expirationSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_SERVICE_PORT: M = M {
+    name: "api.core.v1.ServicePort",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "appProtocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "port",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "targetPort",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "nodePort",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SERVICE_SPEC: M = M {
+    name: "api.core.v1.ServiceSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ports",
+            card: R,
+            ty: T::Message(&CORE_V1_SERVICE_PORT),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "clusterIP",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "clusterIPs",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "externalIPs",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "sessionAffinity",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "loadBalancerIP",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "loadBalancerSourceRanges",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "externalName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "externalTrafficPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "healthCheckNodePort",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "publishNotReadyAddresses",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "sessionAffinityConfig",
+            card: S,
+            ty: T::Message(&CORE_V1_SESSION_AFFINITY_CONFIG),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "ipFamilies",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "ipFamilyPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "allocateLoadBalancerNodePorts",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 21,
+            json: "loadBalancerClass",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 22,
+            json: "internalTrafficPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 23,
+            json: "trafficDistribution",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SERVICE_STATUS: M = M {
+    name: "api.core.v1.ServiceStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "loadBalancer",
+            card: S,
+            ty: T::Message(&CORE_V1_LOAD_BALANCER_STATUS),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&META_V1_CONDITION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SESSION_AFFINITY_CONFIG: M = M {
+    name: "api.core.v1.SessionAffinityConfig",
+    fields: &[F {
+        tag: 1,
+        json: "clientIP",
+        card: S,
+        ty: T::Message(&CORE_V1_CLIENT_IP_CONFIG),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_SE_LINUX_OPTIONS: M = M {
+    name: "api.core.v1.SeLinuxOptions",
+    fields: &[
+        F {
+            tag: 1,
+            json: "user",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "role",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "level",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SLEEP_ACTION: M = M {
+    name: "api.core.v1.SleepAction",
+    fields: &[F {
+        tag: 1,
+        json: "seconds",
+        card: S,
+        ty: T::Int,
+        keep_zero: true,
+    }],
+};
+
+static CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.StorageOsPersistentVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "volumeNamespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_STORAGE_OS_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.StorageOsVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "volumeNamespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "secretRef",
+            card: S,
+            ty: T::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_SYSCTL: M = M {
+    name: "api.core.v1.Sysctl",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_TAINT: M = M {
+    name: "api.core.v1.Taint",
+    fields: &[
+        F {
+            tag: 1,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "effect",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "timeAdded",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_TCP_SOCKET_ACTION: M = M {
+    name: "api.core.v1.TcpSocketAction",
+    fields: &[
+        F {
+            tag: 1,
+            json: "port",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "host",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_TOLERATION: M = M {
+    name: "api.core.v1.Toleration",
+    fields: &[
+        F {
+            tag: 1,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "operator",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "value",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "effect",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "tolerationSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT: M = M {
+    name: "api.core.v1.TopologySelectorLabelRequirement",
+    fields: &[
+        F {
+            tag: 1,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "values",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_TOPOLOGY_SELECTOR_TERM: M = M {
+    name: "api.core.v1.TopologySelectorTerm",
+    fields: &[F {
+        tag: 1,
+        json: "matchLabelExpressions",
+        card: R,
+        ty: T::Message(&CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT: M = M {
+    name: "api.core.v1.TopologySpreadConstraint",
+    fields: &[
+        F {
+            tag: 1,
+            json: "maxSkew",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "topologyKey",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "whenUnsatisfiable",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "labelSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "minDomains",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "nodeAffinityPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "nodeTaintsPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "matchLabelKeys",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE: M = M {
+    name: "api.core.v1.TypedLocalObjectReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "apiGroup",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_TYPED_OBJECT_REFERENCE: M = M {
+    name: "api.core.v1.TypedObjectReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "apiGroup",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME: M = M {
+    name: "api.core.v1.Volume",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "",
+            card: S,
+            ty: T::Inline(&CORE_V1_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME_DEVICE: M = M {
+    name: "api.core.v1.VolumeDevice",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "devicePath",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME_MOUNT: M = M {
+    name: "api.core.v1.VolumeMount",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "recursiveReadOnly",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "mountPath",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "subPath",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "mountPropagation",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "subPathExpr",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME_MOUNT_STATUS: M = M {
+    name: "api.core.v1.VolumeMountStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "mountPath",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "readOnly",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "recursiveReadOnly",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME_NODE_AFFINITY: M = M {
+    name: "api.core.v1.VolumeNodeAffinity",
+    fields: &[F {
+        tag: 1,
+        json: "required",
+        card: S,
+        ty: T::Message(&CORE_V1_NODE_SELECTOR),
+        keep_zero: false,
+    }],
+};
+
+static CORE_V1_VOLUME_PROJECTION: M = M {
+    name: "api.core.v1.VolumeProjection",
+    fields: &[
+        F {
+            tag: 1,
+            json: "secret",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_PROJECTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "downwardAPI",
+            card: S,
+            ty: T::Message(&CORE_V1_DOWNWARD_API_PROJECTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "configMap",
+            card: S,
+            ty: T::Message(&CORE_V1_CONFIG_MAP_PROJECTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "serviceAccountToken",
+            card: S,
+            ty: T::Message(&CORE_V1_SERVICE_ACCOUNT_TOKEN_PROJECTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "clusterTrustBundle",
+            card: S,
+            ty: T::Message(&CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "podCertificate",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_CERTIFICATE_PROJECTION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME_RESOURCE_REQUIREMENTS: M = M {
+    name: "api.core.v1.VolumeResourceRequirements",
+    fields: &[
+        F {
+            tag: 1,
+            json: "limits",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "requests",
+            card: P,
+            ty: T::Quantity,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.VolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "hostPath",
+            card: S,
+            ty: T::Message(&CORE_V1_HOST_PATH_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "emptyDir",
+            card: S,
+            ty: T::Message(&CORE_V1_EMPTY_DIR_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "gcePersistentDisk",
+            card: S,
+            ty: T::Message(&CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "awsElasticBlockStore",
+            card: S,
+            ty: T::Message(&CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "gitRepo",
+            card: S,
+            ty: T::Message(&CORE_V1_GIT_REPO_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "secret",
+            card: S,
+            ty: T::Message(&CORE_V1_SECRET_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "nfs",
+            card: S,
+            ty: T::Message(&CORE_V1_NFS_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "iscsi",
+            card: S,
+            ty: T::Message(&CORE_V1_ISCSI_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "glusterfs",
+            card: S,
+            ty: T::Message(&CORE_V1_GLUSTERFS_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "persistentVolumeClaim",
+            card: S,
+            ty: T::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "rbd",
+            card: S,
+            ty: T::Message(&CORE_V1_RBD_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "flexVolume",
+            card: S,
+            ty: T::Message(&CORE_V1_FLEX_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "cinder",
+            card: S,
+            ty: T::Message(&CORE_V1_CINDER_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "cephfs",
+            card: S,
+            ty: T::Message(&CORE_V1_CEPH_FS_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "flocker",
+            card: S,
+            ty: T::Message(&CORE_V1_FLOCKER_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 16,
+            json: "downwardAPI",
+            card: S,
+            ty: T::Message(&CORE_V1_DOWNWARD_API_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "fc",
+            card: S,
+            ty: T::Message(&CORE_V1_FC_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 18,
+            json: "azureFile",
+            card: S,
+            ty: T::Message(&CORE_V1_AZURE_FILE_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 19,
+            json: "configMap",
+            card: S,
+            ty: T::Message(&CORE_V1_CONFIG_MAP_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 20,
+            json: "vsphereVolume",
+            card: S,
+            ty: T::Message(&CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 21,
+            json: "quobyte",
+            card: S,
+            ty: T::Message(&CORE_V1_QUOBYTE_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 22,
+            json: "azureDisk",
+            card: S,
+            ty: T::Message(&CORE_V1_AZURE_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 23,
+            json: "photonPersistentDisk",
+            card: S,
+            ty: T::Message(&CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 26,
+            json: "projected",
+            card: S,
+            ty: T::Message(&CORE_V1_PROJECTED_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 24,
+            json: "portworxVolume",
+            card: S,
+            ty: T::Message(&CORE_V1_PORTWORX_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 25,
+            json: "scaleIO",
+            card: S,
+            ty: T::Message(&CORE_V1_SCALE_IO_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 27,
+            json: "storageos",
+            card: S,
+            ty: T::Message(&CORE_V1_STORAGE_OS_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 28,
+            json: "csi",
+            card: S,
+            ty: T::Message(&CORE_V1_CSI_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 29,
+            json: "ephemeral",
+            card: S,
+            ty: T::Message(&CORE_V1_EPHEMERAL_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 30,
+            json: "image",
+            card: S,
+            ty: T::Message(&CORE_V1_IMAGE_VOLUME_SOURCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE: M = M {
+    name: "api.core.v1.VsphereVirtualDiskVolumeSource",
+    fields: &[
+        F {
+            tag: 1,
+            json: "volumePath",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "fsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "storagePolicyName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "storagePolicyID",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_WEIGHTED_POD_AFFINITY_TERM: M = M {
+    name: "api.core.v1.WeightedPodAffinityTerm",
+    fields: &[
+        F {
+            tag: 1,
+            json: "weight",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "podAffinityTerm",
+            card: S,
+            ty: T::Message(&CORE_V1_POD_AFFINITY_TERM),
+            keep_zero: false,
+        },
+    ],
+};
+
+static CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS: M = M {
+    name: "api.core.v1.WindowsSecurityContextOptions",
+    fields: &[
+        F {
+            tag: 1,
+            json: "gmsaCredentialSpecName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "gmsaCredentialSpec",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "runAsUserName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "hostProcess",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static DISCOVERY_V1_ENDPOINT: M = M {
+    name: "api.discovery.v1.Endpoint",
+    fields: &[
+        F {
+            tag: 1,
+            json: "addresses",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "conditions",
+            card: S,
+            ty: T::Message(&DISCOVERY_V1_ENDPOINT_CONDITIONS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "hostname",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "targetRef",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "deprecatedTopology",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "nodeName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "zone",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "hints",
+            card: S,
+            ty: T::Message(&DISCOVERY_V1_ENDPOINT_HINTS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static DISCOVERY_V1_ENDPOINT_CONDITIONS: M = M {
+    name: "api.discovery.v1.EndpointConditions",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ready",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "serving",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "terminating",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static DISCOVERY_V1_ENDPOINT_HINTS: M = M {
+    name: "api.discovery.v1.EndpointHints",
+    fields: &[
+        F {
+            tag: 1,
+            json: "forZones",
+            card: R,
+            ty: T::Message(&DISCOVERY_V1_FOR_ZONE),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "forNodes",
+            card: R,
+            ty: T::Message(&DISCOVERY_V1_FOR_NODE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static DISCOVERY_V1_ENDPOINT_PORT: M = M {
+    name: "api.discovery.v1.EndpointPort",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "port",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "appProtocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static DISCOVERY_V1_ENDPOINT_SLICE: M = M {
+    name: "api.discovery.v1.EndpointSlice",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "addressType",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "endpoints",
+            card: R,
+            ty: T::Message(&DISCOVERY_V1_ENDPOINT),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "ports",
+            card: R,
+            ty: T::Message(&DISCOVERY_V1_ENDPOINT_PORT),
+            keep_zero: false,
+        },
+    ],
+};
+
+static DISCOVERY_V1_FOR_NODE: M = M {
+    name: "api.discovery.v1.ForNode",
+    fields: &[F {
+        tag: 1,
+        json: "name",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static DISCOVERY_V1_FOR_ZONE: M = M {
+    name: "api.discovery.v1.ForZone",
+    fields: &[F {
+        tag: 1,
+        json: "name",
+        card: S,
+        ty: T::String,
+        keep_zero: true,
+    }],
+};
+
+static EVENTS_V1_EVENT: M = M {
+    name: "api.events.v1.Event",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "eventTime",
+            card: S,
+            ty: T::MicroTime,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "series",
+            card: S,
+            ty: T::Message(&EVENTS_V1_EVENT_SERIES),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reportingController",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reportingInstance",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "action",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "regarding",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "related",
+            card: S,
+            ty: T::Message(&CORE_V1_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "note",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 11,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "deprecatedSource",
+            card: S,
+            ty: T::Message(&CORE_V1_EVENT_SOURCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "deprecatedFirstTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "deprecatedLastTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 15,
+            json: "deprecatedCount",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static EVENTS_V1_EVENT_SERIES: M = M {
+    name: "api.events.v1.EventSeries",
+    fields: &[
+        F {
+            tag: 1,
+            json: "count",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "lastObservedTime",
+            card: S,
+            ty: T::MicroTime,
+            keep_zero: false,
+        },
+    ],
+};
+
+static META_V1_CONDITION: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.Condition",
+    fields: &[
+        F {
+            tag: 1,
+            json: "type",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "status",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "lastTransitionTime",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "reason",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "message",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static META_V1_DELETE_OPTIONS: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.DeleteOptions",
+    fields: &[
+        F {
+            tag: 1,
+            json: "gracePeriodSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "preconditions",
+            card: S,
+            ty: T::Message(&META_V1_PRECONDITIONS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "orphanDependents",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "propagationPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "dryRun",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "ignoreStoreReadErrorWithClusterBreakingPotential",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static META_V1_LABEL_SELECTOR: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.LabelSelector",
+    fields: &[
+        F {
+            tag: 1,
+            json: "matchLabels",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "matchExpressions",
+            card: R,
+            ty: T::Message(&META_V1_LABEL_SELECTOR_REQUIREMENT),
+            keep_zero: false,
+        },
+    ],
+};
+
+static META_V1_LABEL_SELECTOR_REQUIREMENT: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
+    fields: &[
+        F {
+            tag: 1,
+            json: "key",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "operator",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "values",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static META_V1_MANAGED_FIELDS_ENTRY: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
+    fields: &[
+        F {
+            tag: 1,
+            json: "manager",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "operation",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "time",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "fieldsType",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "fieldsV1",
+            card: S,
+            ty: T::RawJson,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "subresource",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static META_V1_OBJECT_META: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.ObjectMeta",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "generateName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "selfLink",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "uid",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "resourceVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 7,
+            json: "generation",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "creationTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 9,
+            json: "deletionTimestamp",
+            card: S,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 10,
+            json: "deletionGracePeriodSeconds",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 11,
+            json: "labels",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 12,
+            json: "annotations",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 13,
+            json: "ownerReferences",
+            card: R,
+            ty: T::Message(&META_V1_OWNER_REFERENCE),
+            keep_zero: false,
+        },
+        F {
+            tag: 14,
+            json: "finalizers",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 17,
+            json: "managedFields",
+            card: R,
+            ty: T::Message(&META_V1_MANAGED_FIELDS_ENTRY),
+            keep_zero: false,
+        },
+    ],
+};
+
+static META_V1_OWNER_REFERENCE: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.OwnerReference",
+    fields: &[
+        F {
+            tag: 5,
+            json: "apiVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 1,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "uid",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "controller",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "blockOwnerDeletion",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+    ],
+};
+
+static META_V1_PRECONDITIONS: M = M {
+    name: "apimachinery.pkg.apis.meta.v1.Preconditions",
+    fields: &[
+        F {
+            tag: 1,
+            json: "uid",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "resourceVersion",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_HTTP_INGRESS_PATH: M = M {
+    name: "api.networking.v1.HttpIngressPath",
+    fields: &[
+        F {
+            tag: 1,
+            json: "path",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "pathType",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "backend",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_BACKEND),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_HTTP_INGRESS_RULE_VALUE: M = M {
+    name: "api.networking.v1.HttpIngressRuleValue",
+    fields: &[F {
+        tag: 1,
+        json: "paths",
+        card: R,
+        ty: T::Message(&NETWORKING_V1_HTTP_INGRESS_PATH),
+        keep_zero: false,
+    }],
+};
+
+static NETWORKING_V1_INGRESS: M = M {
+    name: "api.networking.v1.Ingress",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_BACKEND: M = M {
+    name: "api.networking.v1.IngressBackend",
+    fields: &[
+        F {
+            tag: 4,
+            json: "service",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_SERVICE_BACKEND),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "resource",
+            card: S,
+            ty: T::Message(&CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_CLASS: M = M {
+    name: "api.networking.v1.IngressClass",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_CLASS_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE: M = M {
+    name: "api.networking.v1.IngressClassParametersReference",
+    fields: &[
+        F {
+            tag: 1,
+            json: "apiGroup",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "scope",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_CLASS_SPEC: M = M {
+    name: "api.networking.v1.IngressClassSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "controller",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "parameters",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS: M = M {
+    name: "api.networking.v1.IngressLoadBalancerIngress",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ip",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "hostname",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "ports",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_INGRESS_PORT_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS: M = M {
+    name: "api.networking.v1.IngressLoadBalancerStatus",
+    fields: &[F {
+        tag: 1,
+        json: "ingress",
+        card: R,
+        ty: T::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS),
+        keep_zero: false,
+    }],
+};
+
+static NETWORKING_V1_INGRESS_PORT_STATUS: M = M {
+    name: "api.networking.v1.IngressPortStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "port",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "error",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_RULE: M = M {
+    name: "api.networking.v1.IngressRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "host",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "",
+            card: S,
+            ty: T::Inline(&NETWORKING_V1_INGRESS_RULE_VALUE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_RULE_VALUE: M = M {
+    name: "api.networking.v1.IngressRuleValue",
+    fields: &[F {
+        tag: 1,
+        json: "http",
+        card: S,
+        ty: T::Message(&NETWORKING_V1_HTTP_INGRESS_RULE_VALUE),
+        keep_zero: false,
+    }],
+};
+
+static NETWORKING_V1_INGRESS_SERVICE_BACKEND: M = M {
+    name: "api.networking.v1.IngressServiceBackend",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "port",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_SERVICE_BACKEND_PORT),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_SPEC: M = M {
+    name: "api.networking.v1.IngressSpec",
+    fields: &[
+        F {
+            tag: 4,
+            json: "ingressClassName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 1,
+            json: "defaultBackend",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_INGRESS_BACKEND),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "tls",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_INGRESS_TLS),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "rules",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_INGRESS_RULE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_INGRESS_STATUS: M = M {
+    name: "api.networking.v1.IngressStatus",
+    fields: &[F {
+        tag: 1,
+        json: "loadBalancer",
+        card: S,
+        ty: T::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS),
+        keep_zero: false,
+    }],
+};
+
+static NETWORKING_V1_INGRESS_TLS: M = M {
+    name: "api.networking.v1.IngressTls",
+    fields: &[
+        F {
+            tag: 1,
+            json: "hosts",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "secretName",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_IP_BLOCK: M = M {
+    name: "api.networking.v1.IpBlock",
+    fields: &[
+        F {
+            tag: 1,
+            json: "cidr",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "except",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_NETWORK_POLICY: M = M {
+    name: "api.networking.v1.NetworkPolicy",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_SPEC),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE: M = M {
+    name: "api.networking.v1.NetworkPolicyEgressRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ports",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PORT),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "to",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PEER),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE: M = M {
+    name: "api.networking.v1.NetworkPolicyIngressRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "ports",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PORT),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "from",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_PEER),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_NETWORK_POLICY_PEER: M = M {
+    name: "api.networking.v1.NetworkPolicyPeer",
+    fields: &[
+        F {
+            tag: 1,
+            json: "podSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "namespaceSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "ipBlock",
+            card: S,
+            ty: T::Message(&NETWORKING_V1_IP_BLOCK),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_NETWORK_POLICY_PORT: M = M {
+    name: "api.networking.v1.NetworkPolicyPort",
+    fields: &[
+        F {
+            tag: 1,
+            json: "protocol",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "port",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "endPort",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+    ],
+};
+
+static NETWORKING_V1_NETWORK_POLICY_SPEC: M = M {
+    name: "api.networking.v1.NetworkPolicySpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "podSelector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "ingress",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "egress",
+            card: R,
+            ty: T::Message(&NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "policyTypes",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NETWORKING_V1_SERVICE_BACKEND_PORT: M = M {
+    name: "api.networking.v1.ServiceBackendPort",
+    fields: &[
+        F {
+            tag: 1,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "number",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+    ],
+};
+
+static NODE_V1_OVERHEAD: M = M {
+    name: "api.node.v1.Overhead",
+    fields: &[F {
+        tag: 1,
+        json: "podFixed",
+        card: P,
+        ty: T::Quantity,
+        keep_zero: false,
+    }],
+};
+
+static NODE_V1_RUNTIME_CLASS: M = M {
+    name: "api.node.v1.RuntimeClass",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "handler",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "overhead",
+            card: S,
+            ty: T::Message(&NODE_V1_OVERHEAD),
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "scheduling",
+            card: S,
+            ty: T::Message(&NODE_V1_SCHEDULING),
+            keep_zero: false,
+        },
+    ],
+};
+
+static NODE_V1_SCHEDULING: M = M {
+    name: "api.node.v1.Scheduling",
+    fields: &[
+        F {
+            tag: 1,
+            json: "nodeSelector",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "tolerations",
+            card: R,
+            ty: T::Message(&CORE_V1_TOLERATION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static POLICY_V1_EVICTION: M = M {
+    name: "api.policy.v1.Eviction",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "deleteOptions",
+            card: S,
+            ty: T::Message(&META_V1_DELETE_OPTIONS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static POLICY_V1_POD_DISRUPTION_BUDGET: M = M {
+    name: "api.policy.v1.PodDisruptionBudget",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "spec",
+            card: S,
+            ty: T::Message(&POLICY_V1_POD_DISRUPTION_BUDGET_SPEC),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "status",
+            card: S,
+            ty: T::Message(&POLICY_V1_POD_DISRUPTION_BUDGET_STATUS),
+            keep_zero: false,
+        },
+    ],
+};
+
+static POLICY_V1_POD_DISRUPTION_BUDGET_SPEC: M = M {
+    name: "api.policy.v1.PodDisruptionBudgetSpec",
+    fields: &[
+        F {
+            tag: 1,
+            json: "minAvailable",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "selector",
+            card: S,
+            ty: T::Message(&META_V1_LABEL_SELECTOR),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "maxUnavailable",
+            card: S,
+            ty: T::IntOrString,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "unhealthyPodEvictionPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: M = M {
+    name: "api.policy.v1.PodDisruptionBudgetStatus",
+    fields: &[
+        F {
+            tag: 1,
+            json: "observedGeneration",
+            card: S,
+            ty: T::Int,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "disruptedPods",
+            card: P,
+            ty: T::Time,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "disruptionsAllowed",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "currentHealthy",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 5,
+            json: "desiredHealthy",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 6,
+            json: "expectedPods",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "conditions",
+            card: R,
+            ty: T::Message(&META_V1_CONDITION),
+            keep_zero: false,
+        },
+    ],
+};
+
+static RBAC_V1_AGGREGATION_RULE: M = M {
+    name: "api.rbac.v1.AggregationRule",
+    fields: &[F {
+        tag: 1,
+        json: "clusterRoleSelectors",
+        card: R,
+        ty: T::Message(&META_V1_LABEL_SELECTOR),
+        keep_zero: false,
+    }],
+};
+
+static RBAC_V1_CLUSTER_ROLE: M = M {
+    name: "api.rbac.v1.ClusterRole",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "rules",
+            card: R,
+            ty: T::Message(&RBAC_V1_POLICY_RULE),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "aggregationRule",
+            card: S,
+            ty: T::Message(&RBAC_V1_AGGREGATION_RULE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static RBAC_V1_CLUSTER_ROLE_BINDING: M = M {
+    name: "api.rbac.v1.ClusterRoleBinding",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "subjects",
+            card: R,
+            ty: T::Message(&RBAC_V1_SUBJECT),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "roleRef",
+            card: S,
+            ty: T::Message(&RBAC_V1_ROLE_REF),
+            keep_zero: false,
+        },
+    ],
+};
+
+static RBAC_V1_POLICY_RULE: M = M {
+    name: "api.rbac.v1.PolicyRule",
+    fields: &[
+        F {
+            tag: 1,
+            json: "verbs",
+            card: R,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "apiGroups",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "resources",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "resourceNames",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "nonResourceURLs",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static RBAC_V1_ROLE: M = M {
+    name: "api.rbac.v1.Role",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "rules",
+            card: R,
+            ty: T::Message(&RBAC_V1_POLICY_RULE),
+            keep_zero: false,
+        },
+    ],
+};
+
+static RBAC_V1_ROLE_BINDING: M = M {
+    name: "api.rbac.v1.RoleBinding",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "subjects",
+            card: R,
+            ty: T::Message(&RBAC_V1_SUBJECT),
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "roleRef",
+            card: S,
+            ty: T::Message(&RBAC_V1_ROLE_REF),
+            keep_zero: false,
+        },
+    ],
+};
+
+static RBAC_V1_ROLE_REF: M = M {
+    name: "api.rbac.v1.RoleRef",
+    fields: &[
+        F {
+            tag: 1,
+            json: "apiGroup",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+    ],
+};
+
+static RBAC_V1_SUBJECT: M = M {
+    name: "api.rbac.v1.Subject",
+    fields: &[
+        F {
+            tag: 1,
+            json: "kind",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 2,
+            json: "apiGroup",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 3,
+            json: "name",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 4,
+            json: "namespace",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static SCHEDULING_V1_PRIORITY_CLASS: M = M {
+    name: "api.scheduling.v1.PriorityClass",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "value",
+            card: S,
+            ty: T::Int,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "globalDefault",
+            card: S,
+            ty: T::Bool,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "description",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "preemptionPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+    ],
+};
+
+static STORAGE_V1_STORAGE_CLASS: M = M {
+    name: "api.storage.v1.StorageClass",
+    fields: &[
+        F {
+            tag: 1,
+            json: "metadata",
+            card: S,
+            ty: T::Message(&META_V1_OBJECT_META),
+            keep_zero: false,
+        },
+        F {
+            tag: 2,
+            json: "provisioner",
+            card: S,
+            ty: T::String,
+            keep_zero: true,
+        },
+        F {
+            tag: 3,
+            json: "parameters",
+            card: P,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 4,
+            json: "reclaimPolicy",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 5,
+            json: "mountOptions",
+            card: R,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 6,
+            json: "allowVolumeExpansion",
+            card: S,
+            ty: T::Bool,
+            keep_zero: true,
+        },
+        F {
+            tag: 7,
+            json: "volumeBindingMode",
+            card: S,
+            ty: T::String,
+            keep_zero: false,
+        },
+        F {
+            tag: 8,
+            json: "allowedTopologies",
+            card: R,
+            ty: T::Message(&CORE_V1_TOPOLOGY_SELECTOR_TERM),
+            keep_zero: false,
+        },
+    ],
+};
