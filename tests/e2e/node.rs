@@ -486,3 +486,79 @@ fn probes_restart_and_gate_readiness() {
     let st = &p["status"]["containerStatuses"][0];
     assert!(st["lastState"]["terminated"].is_object(), "{st}");
 }
+
+/// Two containers share an emptyDir; a postStart hook runs before the container counts
+/// as started; deleting the pod runs the preStop hook before SIGTERM (the other
+/// container sees what it wrote), within the grace period.
+#[test]
+fn shared_emptydir_and_lifecycle_hooks() {
+    let s = Server::start_node(&[]);
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pair"},
+            "spec": {"terminationGracePeriodSeconds": 10, "containers": [
+                {"name": "writer", "image": "busybox",
+                 "command": ["sh", "-c", "echo shared > /data/note; trap 'exit 0' TERM; while true; do sleep 0.1; done"],
+                 "lifecycle": {
+                     "postStart": {"exec": {"command": ["sh", "-c", "echo started > /data/post-start"]}},
+                     "preStop": {"exec": {"command": ["sh", "-c", "echo stopping > /data/pre-stop"]}}
+                 },
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "reader", "image": "busybox",
+                 "command": ["sh", "-c", "trap 'cat /data/pre-stop; exit 0' TERM; while true; do sleep 0.1; done"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+            ], "volumes": [{"name": "data", "emptyDir": {}}]}
+        }),
+    );
+    wait_pod(&s, "pair", "both running", |p| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|c| c["ready"] == true))
+    });
+    let out = wait_until(SOON, "the writer's file seen by the reader", || {
+        let o = s.kubectl(KUBECTL).run(&[
+            "exec",
+            "pair",
+            "-c",
+            "reader",
+            "--",
+            "cat",
+            "/data/note",
+            "/data/post-start",
+        ]);
+        if o.status.success() {
+            Ok(o.stdout.clone())
+        } else {
+            Err(o.stderr.clone())
+        }
+    });
+    assert_eq!(out, "shared\nstarted\n");
+    // The reader's log is gone with the pod; watch it while the pod is deleted.
+    let mut follow = s
+        .kubectl(KUBECTL)
+        .spawn(&["logs", "-f", "pair", "-c", "reader"]);
+    let t = Instant::now();
+    s.kubectl(KUBECTL)
+        .run(&["delete", "pod", "pair", "--wait=false"])
+        .ok();
+    let line = follow.wait_for_line(SOON, |l| l.contains("stopping"));
+    assert_eq!(
+        line.trim(),
+        "stopping",
+        "the preStop hook ran before SIGTERM"
+    );
+    wait_until(SOON, "the pod gone", || {
+        let o = s.kubectl(KUBECTL).run(&["get", "pod", "pair"]);
+        if o.status.success() {
+            Err(o.stdout.clone())
+        } else {
+            Ok(())
+        }
+    });
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "within the grace period: {:?}",
+        t.elapsed()
+    );
+}

@@ -14,7 +14,9 @@ use super::status::{self, Run, RunState, Waiting};
 use super::volumes;
 use super::Kubelet;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus, Probe};
+use k8s_openapi::api::core::v1::{
+    Container, LifecycleHandler, Pod, PodCondition, PodStatus, Probe,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use skiff_embedded::container::runtime::NewContainer;
@@ -55,6 +57,8 @@ pub struct Record {
 
 /// How often a pod is synced even when nothing woke it.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How long a postStart hook may take.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a container may take to die after SIGKILL before the worker gives up on it.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -529,6 +533,15 @@ impl Worker {
             Ok(_) => {
                 tracing::info!(pod = %key, container = %c.name, attempt, "container started");
                 self.watch_exit(&id);
+                let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.clone());
+                if let Some(hook) = post_start {
+                    // As upstream: the container counts as started only once its
+                    // postStart hook succeeded; a failed hook kills it.
+                    if let Err(why) = self.hook(&id, c, &hook, HOOK_TIMEOUT).await {
+                        tracing::warn!(pod = %key, container = %c.name, reason = %why, "postStart hook failed; killing the container");
+                        let _ = self.k.containers.signal(&id, rustix::process::Signal::KILL);
+                    }
+                }
                 None
             }
             Err(e) => {
@@ -640,6 +653,41 @@ impl Worker {
             .flatten()
             .map(|t| t.next.saturating_duration_since(now))
             .min()
+    }
+
+    /// Runs a lifecycle hook (exec, httpGet, tcpSocket or sleep) within `limit`.
+    async fn hook(
+        &self,
+        id: &str,
+        c: &Container,
+        hook: &LifecycleHandler,
+        limit: Duration,
+    ) -> Result<(), String> {
+        if let Some(sleep) = &hook.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(limit)).await;
+            return Ok(());
+        }
+        let secs = i32::try_from(limit.as_secs()).unwrap_or(i32::MAX).max(1);
+        let as_probe = Probe {
+            exec: hook.exec.clone(),
+            http_get: hook.http_get.clone(),
+            tcp_socket: hook.tcp_socket.clone(),
+            timeout_seconds: Some(secs),
+            ..Probe::default()
+        };
+        let target = probe::Target {
+            netns: self.sandbox.as_ref().and_then(|s| s.net.clone()),
+            ports: c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone().map(|n| (n, p.container_port)))
+                .collect(),
+        };
+        match probe::check_network(&as_probe, &target).await {
+            Some(r) => r,
+            None => self.exec_probe(id, &as_probe).await,
+        }
     }
 
     async fn exec_probe(&self, id: &str, p: &Probe) -> Result<(), String> {
@@ -830,16 +878,35 @@ impl Worker {
             })
             .map(|r| r.id.clone())
             .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+        if let Some(spec) = pod.and_then(|p| p.spec.as_ref()) {
+            let hooks: Vec<(String, Container, LifecycleHandler)> = running
+                .iter()
+                .filter_map(|id| {
+                    let name = &self.records.iter().find(|r| &r.id == id)?.name;
+                    let c = spec.containers.iter().find(|c| &c.name == name)?;
+                    let hook = c.lifecycle.as_ref()?.pre_stop.clone()?;
+                    Some((id.clone(), c.clone(), hook))
+                })
+                .collect();
+            let this = &*self;
+            let runs = hooks.iter().map(|(id, c, hook)| async move {
+                if let Err(why) = this.hook(id, c, hook, Duration::from_secs(grace)).await {
+                    tracing::warn!(container = %c.name, reason = %why, "preStop hook failed");
+                }
+            });
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(runs)).await;
+        }
+        // SIGTERM gets what is left of the grace period, at least 2 s, as upstream.
+        let term_deadline =
+            deadline.max(tokio::time::Instant::now() + Duration::from_secs(2.min(grace)));
         for id in &running {
             if let Err(e) = self.k.containers.signal(id, rustix::process::Signal::TERM) {
                 tracing::warn!(container = %id, error = %e, "sending SIGTERM");
             }
         }
         let waits = futures::future::join_all(running.iter().map(|id| self.k.containers.wait(id)));
-        if tokio::time::timeout(Duration::from_secs(grace), waits)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(term_deadline, waits).await.is_err() {
             for id in &running {
                 let _ = self.k.containers.signal(id, rustix::process::Signal::KILL);
             }
