@@ -562,3 +562,39 @@ fn shared_emptydir_and_lifecycle_hooks() {
         t.elapsed()
     );
 }
+
+/// A manifest in the node's pod-manifests folder runs as a static pod, visible as a
+/// mirror pod `<name>-<node>`; removing the file removes the pod.
+#[test]
+fn static_pods_from_the_manifests_folder() {
+    let s = Server::start_node(&[]);
+    let dir = s.data_dir().join("agent/pod-manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("static.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo from a static pod; while true; do sleep 1; done']\n",
+    )
+    .unwrap();
+    let name = format!("static-{}", s.node_name());
+    let p = wait_pod(&s, &name, "Running", |p| phase(p) == "Running");
+    assert!(p["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
+    assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Node");
+    wait_until(SOON, "its log", || {
+        let out = s.kubectl(KUBECTL).run(&["logs", &name]);
+        if out.stdout == "from a static pod\n" {
+            Ok(())
+        } else {
+            Err(out.stdout.clone())
+        }
+    });
+    std::fs::remove_file(&file).unwrap();
+    wait_until(SOON, "the mirror pod gone", || {
+        let o = s.kubectl(KUBECTL).run(&["get", "pod", &name]);
+        if o.status.success() {
+            Err(o.stdout.clone())
+        } else {
+            Ok(())
+        }
+    });
+}

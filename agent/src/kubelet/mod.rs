@@ -11,6 +11,7 @@ pub mod container;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod static_pods;
 pub mod status;
 pub mod stream;
 pub mod volumes;
@@ -168,9 +169,11 @@ pub async fn run(
     });
     let api = tokio::spawn(api::serve(k.clone(), listener, tls, cancel.clone()));
     let uid = node::register(&k).await?;
-    let beat = tokio::spawn(node::heartbeat(k.clone(), uid, cancel.clone()));
+    let beat = tokio::spawn(node::heartbeat(k.clone(), uid.clone(), cancel.clone()));
+    let statics = tokio::spawn(static_pods::run(k.clone(), uid, cancel.clone()));
     let result = pods::run(k, cancel).await;
     beat.abort();
+    statics.abort();
     api.abort();
     result
 }
