@@ -14,19 +14,27 @@
 //!   ones, so layers serve as overlay lower directories;
 //! - `store.rs`: [`ImageStore`], the above under one directory as the node uses them:
 //!   import, resolve a name for the node's platform, layers unpacked once and verified
-//!   against their diff_ids, list, remove, prune; and the kubelet's image GC decision.
+//!   against their diff_ids, list, remove, prune; and the kubelet's image GC decision;
+//! - `registries.rs`: K3s's `registries.yaml`, and the endpoints (mirrors, rewrites,
+//!   credentials, TLS) it gives for an image;
+//! - `pull.rs`: [`pull()`], an image from those endpoints into the store over the Docker
+//!   Registry HTTP API v2, for this node's platform.
 
 pub mod blobs;
 pub mod import;
 pub mod names;
 pub mod platform;
+pub mod pull;
 pub mod reference;
+pub mod registries;
 pub mod store;
 pub mod unpack;
 
 pub use blobs::{Blobs, Digest};
 pub use names::Names;
+pub use pull::{pull, Credential};
 pub use reference::{canonical, normalize};
+pub use registries::Registries;
 pub use store::{Image, ImageStore, ListedImage};
 
 use std::io::{self, BufRead, Read};

@@ -100,6 +100,15 @@ pub enum Error {
         /// The node's platform, as `os/architecture[/variant]`.
         platform: String,
     },
+    /// An image cannot be named: a blob it needs on this node is not stored (a prune
+    /// that ran while it was being pulled removed it).
+    #[error("image {digest} is incomplete: blob {missing} is not stored")]
+    Incomplete {
+        /// The image (manifest or index).
+        digest: Digest,
+        /// The first blob found missing.
+        missing: Digest,
+    },
     /// A layer could not be unpacked; nothing of it was kept.
     #[error("unpacking layer {layer}")]
     Unpack {
@@ -323,6 +332,70 @@ impl ImageStore {
             out.push(name);
         }
         Ok(out)
+    }
+
+    /// The blob store, for writers that fetch blobs without holding the store: a pull
+    /// downloads into it while others use the store, then names the image with
+    /// [`ImageStore::set_name`].
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// Points `name` at the image `digest` (a manifest or index stored with
+    /// [`ImageStore::blobs`], as a pull stores it); returns the name normalized.
+    ///
+    /// The image must be complete for this node (its manifest for this platform, config
+    /// and layers stored) and well-formed, or nothing is named. Checking here, under the
+    /// same exclusive access as [`ImageStore::prune`], is what keeps a prune that ran in
+    /// the middle of a pull, and deleted the blobs no name reached yet, from leaving a
+    /// name on missing content: such a pull gets [`Error::Incomplete`] and fetches again.
+    pub fn set_name(&mut self, name: &str, digest: &Digest) -> Result<String> {
+        if let Some(missing) = self.missing_blob(digest)? {
+            return Err(Error::Incomplete {
+                digest: digest.clone(),
+                missing,
+            });
+        }
+        // Reading the image checks its index, manifest and config are what they claim.
+        self.image(name.to_owned(), digest.clone())?;
+        let name = self.change_names(|names| Ok(names.set(name, digest)?))?;
+        tracing::info!(image = %name, %digest, "image named");
+        Ok(name)
+    }
+
+    /// The first blob of this node's build of `digest` that is not stored, if any.
+    fn missing_blob(&self, digest: &Digest) -> Result<Option<Digest>> {
+        let host = Platform::host();
+        let mut current = digest.clone();
+        for _ in 0..=MAX_DEPTH {
+            if !self.blobs.contains(&current) {
+                return Ok(Some(current));
+            }
+            match self.parse(&current)? {
+                Parsed::Index(index) => {
+                    let chosen =
+                        platform::choose(&index, &host).ok_or_else(|| Error::NoPlatform {
+                            digest: current.clone(),
+                            platform: platform_name(&host),
+                        })?;
+                    current = ours(chosen.digest(), &current)?;
+                }
+                Parsed::Manifest(manifest) => {
+                    let blobs = std::iter::once(manifest.config()).chain(manifest.layers());
+                    for blob in blobs {
+                        let blob = ours(blob.digest(), &current)?;
+                        if !self.blobs.contains(&blob) {
+                            return Ok(Some(blob));
+                        }
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        Err(Error::Malformed {
+            digest: digest.clone(),
+            message: format!("indexes nest more than {MAX_DEPTH} deep"),
+        })
     }
 
     /// Imports every image tarball in `dir` (the node's air-gap folder): the regular
@@ -1484,6 +1557,47 @@ mod tests {
         let err = store.import(&path).unwrap_err();
         assert!(matches!(err, Error::PinMismatch { .. }), "{}", chain(&err));
         assert!(store.list().expect("list").is_empty());
+    }
+
+    #[test]
+    fn set_name_names_only_what_is_complete_for_this_node() {
+        let (_dir, mut store) = store();
+        let ours = image(&[&layer(&[("etc/motd", b"hi\n")])]);
+        let multi = index(&[&ours]);
+        // A pull stored the index and manifest, but a prune removed the rest before the
+        // name was set (or the pull never fetched it): nothing is named.
+        store.blobs().put_bytes(&multi.blobs[0]).expect("index");
+        let err = store.set_name("app:1", &multi.digest).unwrap_err();
+        assert!(
+            matches!(&err, Error::Incomplete { missing, .. } if *missing == ours.digest),
+            "{err}"
+        );
+        store.blobs().put_bytes(&ours.blobs[0]).expect("manifest");
+        let err = store.set_name("app:1", &multi.digest).unwrap_err();
+        let config = ours.config.clone().expect("config");
+        assert!(
+            matches!(&err, Error::Incomplete { missing, .. } if *missing == config),
+            "{err}"
+        );
+        store.blobs().put_bytes(&ours.blobs[1]).expect("config");
+        let err = store.set_name("app:1", &multi.digest).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is not stored")
+                && !err.to_string().contains(&config.to_string()),
+            "{err}"
+        );
+        assert!(store.resolve("app:1").expect("resolve").is_none());
+        store.blobs().put_bytes(&ours.blobs[2]).expect("layer");
+        assert_eq!(
+            store.set_name("app:1", &multi.digest).expect("named"),
+            "docker.io/library/app:1"
+        );
+        let resolved = store.resolve("app:1").expect("resolve").expect("named");
+        assert_eq!(
+            (&resolved.digest, &resolved.manifest),
+            (&multi.digest, &ours.digest)
+        );
+        assert_eq!(store.layers(&resolved).expect("layers").len(), 1);
     }
 
     #[test]
