@@ -126,6 +126,9 @@ pub struct ServerArgs {
     /// Resources kept for the system, e.g. cpu=100m,memory=128Mi
     #[arg(long, env = "SKIFF_SYSTEM_RESERVED")]
     pub system_reserved: Option<String>,
+    /// Registry mirrors, credentials and TLS (K3s's registries.yaml format) [default: /etc/skiff/registries.yaml]
+    #[arg(long, env = "SKIFF_PRIVATE_REGISTRY")]
+    pub private_registry: Option<PathBuf>,
     /// Port of the node's API (logs, exec, port-forward); 0 picks a free one [default: 10250]
     #[arg(long, env = "SKIFF_KUBELET_PORT")]
     pub kubelet_port: Option<u16>,

@@ -39,6 +39,7 @@ struct FileConfig {
     kube_reserved: Option<String>,
     system_reserved: Option<String>,
     kubelet_port: Option<u16>,
+    private_registry: Option<PathBuf>,
 }
 
 /// A file mode written as a string ("0644") or a number (644).
@@ -353,6 +354,14 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
             control_plane: true,
             reserved,
             kubelet_port: args.kubelet_port.or(file.kubelet_port).unwrap_or(10250),
+            registries: {
+                let path = args
+                    .private_registry
+                    .or(file.private_registry)
+                    .unwrap_or_else(|| PathBuf::from(defaults::REGISTRIES_PATH));
+                skiff_embedded::image::registries::Registries::load(&path)
+                    .with_context(|| format!("--private-registry {}", path.display()))?
+            },
             shim_exe: std::env::current_exe()
                 .context("finding skiff's own binary for the container shim")?,
         })

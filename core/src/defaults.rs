@@ -29,3 +29,5 @@ pub const RUNTIME_NAME: &str = "skiff";
 pub const POD_LOG_DIR: &str = "/var/log/pods";
 /// Pods a node runs at most, as upstream's kubelet default.
 pub const MAX_PODS: u32 = 110;
+/// Registry mirrors and credentials (K3s's registries.yaml format).
+pub const REGISTRIES_PATH: &str = "/etc/skiff/registries.yaml";

@@ -598,3 +598,120 @@ fn static_pods_from_the_manifests_folder() {
         }
     });
 }
+
+/// Debian's docker-registry on loopback, killed when dropped.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry package) must be installed");
+        let r = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until(SOON, "the registry listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", r.port))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An image the node does not have is pulled through a registries.yaml mirror of
+/// docker.io (Debian's docker-registry on loopback); one the registry lacks gives
+/// ErrImagePull, then ImagePullBackOff.
+#[test]
+fn pulls_through_a_registries_yaml_mirror() {
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = crate::images::busybox(tmp.path(), "docker.io/library/pulled:1");
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", tar.display()))
+        .arg(format!(
+            "docker://127.0.0.1:{}/library/pulled:1",
+            registry.port
+        ))
+        .output()
+        .expect("skopeo (Debian's skopeo package) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let registries = tmp.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint:\n      - http://127.0.0.1:{}\n",
+            registry.port
+        ),
+    )
+    .unwrap();
+    let s = Server::start_node(&["--private-registry", registries.to_str().unwrap()]);
+    let mut pod = simple_pod("pulled", "Never", "echo pulled and ran");
+    pod["spec"]["containers"][0]["image"] = json!("pulled:1");
+    apply(&s, &pod);
+    let p = wait_pod(&s, "pulled", "Succeeded", |p| phase(p) == "Succeeded");
+    let id = p["status"]["containerStatuses"][0]["imageID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("docker.io/library/pulled@sha256:"), "{id}");
+    assert_eq!(
+        s.kubectl(KUBECTL).run(&["logs", "pulled"]).ok(),
+        "pulled and ran\n"
+    );
+    let images = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["images", "ls", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&images.stdout).contains("docker.io/library/pulled:1"));
+
+    let mut missing = simple_pod("missing", "Never", "true");
+    missing["spec"]["containers"][0]["image"] = json!("pulled:2");
+    apply(&s, &missing);
+    let p = wait_pod(&s, "missing", "ErrImagePull", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    let message = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].to_string();
+    assert!(message.contains("not found"), "{message}");
+    wait_pod(&s, "missing", "ImagePullBackOff", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+}

@@ -82,6 +82,8 @@ pub struct Config {
     pub shim_exe: PathBuf,
     /// The port of the node's API (0: any free port, published in the Node).
     pub kubelet_port: u16,
+    /// Mirrors, credentials and TLS of registries (K3s's registries.yaml format).
+    pub registries: skiff_embedded::image::registries::Registries,
 }
 
 /// What every part of the kubelet shares.

@@ -394,6 +394,7 @@ mod tests {
             ]),
             shim_exe: "/proc/self/exe".into(),
             kubelet_port: 10250,
+            registries: Default::default(),
         }
     }
 

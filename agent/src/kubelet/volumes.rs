@@ -472,6 +472,64 @@ pub async fn env_refs(
     Ok((refs, from))
 }
 
+/// Registry credentials from the pod's imagePullSecrets (`.dockerconfigjson` and
+/// `.dockercfg`), for the puller to match against the image's registry.
+pub async fn pull_credentials(
+    k: &Kubelet,
+    pod: &Pod,
+) -> Vec<skiff_embedded::image::pull::Credential> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let secrets: Api<Secret> = Api::namespaced(k.client.clone(), &ns);
+    let mut out = Vec::new();
+    for r in pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten())
+    {
+        let Ok(Some(secret)) = secrets.get_opt(&r.name).await else {
+            tracing::warn!(secret = %r.name, "imagePullSecret not found");
+            continue;
+        };
+        let data = secret.data.unwrap_or_default();
+        let auths = if let Some(v) = data.get(".dockerconfigjson") {
+            serde_json::from_slice::<serde_json::Value>(&v.0)
+                .ok()
+                .map(|j| j["auths"].clone())
+        } else {
+            data.get(".dockercfg")
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.0).ok())
+        };
+        let Some(serde_json::Value::Object(auths)) = auths else {
+            continue;
+        };
+        for (registry, entry) in auths {
+            let mut username = entry["username"].as_str().unwrap_or_default().to_string();
+            let mut password = entry["password"].as_str().unwrap_or_default().to_string();
+            if let Some(auth) = entry["auth"].as_str() {
+                use base64::Engine;
+                if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(auth) {
+                    let text = String::from_utf8_lossy(&decoded).into_owned();
+                    if let Some((u, p)) = text.split_once(':') {
+                        (username, password) = (u.to_string(), p.to_string());
+                    }
+                }
+            }
+            if !username.is_empty() {
+                out.push(skiff_embedded::image::pull::Credential {
+                    registry,
+                    username,
+                    password,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Unmounts the pod's memory-backed volumes; the caller removes the folder.
 pub fn remove(dir: &Path) -> io::Result<()> {
     let volumes = dir.join("volumes");

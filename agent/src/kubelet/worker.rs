@@ -351,33 +351,73 @@ impl Worker {
                 return Some(Duration::try_from(left).unwrap_or(Duration::from_secs(1)));
             }
         }
-        // The image.
+        // The image: pulled as the pull policy says, then resolved and unpacked.
         let reference = c.image.clone().unwrap_or_default();
         if let Some((_, until)) = self.pull_backoff.get(&reference) {
             if *until > tokio::time::Instant::now() {
                 return Some(until.duration_since(tokio::time::Instant::now()));
             }
         }
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&reference).to_string());
+        let present = self.image_present(&reference).await;
+        let mut pull_error = None;
+        if policy == "Always" || (policy == "IfNotPresent" && !present) {
+            let creds = super::volumes::pull_credentials(&self.k, pod).await;
+            let store = self.k.images.clone();
+            match skiff_embedded::image::pull::pull(
+                &store,
+                &reference,
+                &self.k.config.registries,
+                &creds,
+            )
+            .await
+            {
+                Ok(name) => tracing::info!(pod = %key, image = %name, "image pulled"),
+                // An image already here serves when its registry cannot be reached:
+                // an air-gapped node keeps running what it has.
+                Err(e) if present => {
+                    tracing::warn!(pod = %key, image = %reference, error = %chain(&e), "pull failed; using the image on the node")
+                }
+                Err(e) => pull_error = Some(chain(&e)),
+            }
+        } else if policy == "Never" && !present {
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "ErrImageNeverPull".into(),
+                    message: Some(format!(
+                        "Container image {reference:?} is not present with pull policy of Never"
+                    )),
+                },
+            );
+            return Some(Duration::from_secs(5));
+        }
         let images = self.k.images.clone();
         let r2 = reference.clone();
-        let resolved = tokio::task::spawn_blocking(move || {
-            let mut store = images
-                .lock()
-                .map_err(|_| "the image store's lock is poisoned".to_string())?;
-            let mut found = store.resolve(&r2).map_err(|e| chain(&e))?;
-            if found.is_none() {
-                // `skiff images import` may have added it since.
-                store.reload_names().map_err(|e| chain(&e))?;
-                found = store.resolve(&r2).map_err(|e| chain(&e))?;
-            }
-            let Some(image) = found else {
-                return Ok(None);
-            };
-            let layers = store.layers(&image).map_err(|e| chain(&e))?;
-            Ok::<_, String>(Some((image, layers)))
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let resolved = match pull_error {
+            Some(e) => Err(e),
+            None => tokio::task::spawn_blocking(move || {
+                let mut store = images
+                    .lock()
+                    .map_err(|_| "the image store's lock is poisoned".to_string())?;
+                let mut found = store.resolve(&r2).map_err(|e| chain(&e))?;
+                if found.is_none() {
+                    // `skiff images import` may have added it since.
+                    store.reload_names().map_err(|e| chain(&e))?;
+                    found = store.resolve(&r2).map_err(|e| chain(&e))?;
+                }
+                let Some(image) = found else {
+                    return Ok(None);
+                };
+                let layers = store.layers(&image).map_err(|e| chain(&e))?;
+                Ok::<_, String>(Some((image, layers)))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        };
         let (image, layers) = match resolved {
             Ok(Some(found)) => {
                 self.pull_backoff.remove(&reference);
@@ -385,10 +425,8 @@ impl Worker {
             }
             Ok(None) | Err(_) => {
                 let message = match resolved {
-                    Err(e) => format!("failed to prepare image {reference:?}: {e}"),
-                    _ => format!(
-                        "failed to pull image {reference:?}: not found in the node's image store (import it with `skiff images import`)"
-                    ),
+                    Err(e) => format!("failed to pull and unpack image {reference:?}: {e}"),
+                    _ => format!("image {reference:?} is not on the node"),
                 };
                 let (failures, _) = self
                     .pull_backoff
@@ -653,6 +691,23 @@ impl Worker {
             .flatten()
             .map(|t| t.next.saturating_duration_since(now))
             .min()
+    }
+
+    /// Whether the image is in the node's store (names re-read, for `skiff images`).
+    async fn image_present(&self, reference: &str) -> bool {
+        let images = self.k.images.clone();
+        let r = reference.to_string();
+        tokio::task::spawn_blocking(move || {
+            let Ok(mut store) = images.lock() else {
+                return false;
+            };
+            if matches!(store.resolve(&r), Ok(Some(_))) {
+                return true;
+            }
+            store.reload_names().is_ok() && matches!(store.resolve(&r), Ok(Some(_)))
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Runs a lifecycle hook (exec, httpGet, tcpSocket or sleep) within `limit`.
@@ -959,6 +1014,20 @@ impl Worker {
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "deleting the pod"),
         }
+    }
+}
+
+/// The pull policy the API server defaults to: Always for `:latest` or no tag,
+/// IfNotPresent otherwise.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.split('@').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
     }
 }
 
