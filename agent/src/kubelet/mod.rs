@@ -100,8 +100,9 @@ pub struct Kubelet {
     pub host: node::Host,
     /// The image store (its methods block: call them on a blocking thread).
     pub images: Arc<Mutex<ImageStore>>,
-    /// The container runtime.
-    pub containers: Containers,
+    /// The runtime the pods' containers run in (containers now; the WebAssembly
+    /// runtime will sit beside it, chosen by runtimeClassName).
+    pub containers: Arc<dyn skiff_embedded::runtime::Runtime>,
     /// The port the node's API listens on.
     pub api_port: u16,
 }
@@ -165,7 +166,10 @@ pub async fn run(
         node_ip: config.node_ip,
         host,
         images: Arc::new(Mutex::new(images)),
-        containers: Containers::new(agent.join("containers"), config.shim_exe.clone()),
+        containers: Arc::new(Containers::new(
+            agent.join("containers"),
+            config.shim_exe.clone(),
+        )),
         api_port,
         config,
     });
