@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod container;
+pub mod gc;
 pub mod node;
 pub mod pods;
 pub mod probe;
@@ -105,6 +106,8 @@ pub struct Kubelet {
     pub containers: Arc<dyn skiff_embedded::runtime::Runtime>,
     /// The port the node's API listens on.
     pub api_port: u16,
+    /// When each image was last used, for the image GC.
+    pub last_used: gc::LastUsed,
 }
 
 impl Kubelet {
@@ -171,15 +174,18 @@ pub async fn run(
             config.shim_exe.clone(),
         )),
         api_port,
+        last_used: gc::LastUsed::default(),
         config,
     });
     let api = tokio::spawn(api::serve(k.clone(), listener, tls, cancel.clone()));
     let uid = node::register(&k).await?;
     let beat = tokio::spawn(node::heartbeat(k.clone(), uid.clone(), cancel.clone()));
     let statics = tokio::spawn(static_pods::run(k.clone(), uid, cancel.clone()));
+    let image_gc = tokio::spawn(gc::run(k.clone(), cancel.clone()));
     let result = pods::run(k, cancel).await;
     beat.abort();
     statics.abort();
+    image_gc.abort();
     api.abort();
     result
 }

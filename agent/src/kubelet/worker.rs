@@ -40,6 +40,8 @@ pub mod labels {
     pub const ATTEMPT: &str = "io.kubernetes.container.attempt";
     /// The image ID it runs.
     pub const IMAGE_ID: &str = "io.kubernetes.container.image-id";
+    /// The digest of its image's config (what the image GC keeps).
+    pub const IMAGE_CONFIG: &str = "io.skiff.container.image-config";
 }
 
 /// A container run the worker knows of (from disk at start, or started since).
@@ -531,7 +533,12 @@ impl Worker {
             (labels::CONTAINER.to_string(), c.name.clone()),
             (labels::ATTEMPT.to_string(), attempt.to_string()),
             (labels::IMAGE_ID.to_string(), image_id.clone()),
+            (
+                labels::IMAGE_CONFIG.to_string(),
+                image.config_digest.to_string(),
+            ),
         ]);
+        self.k.last_used.used(image.config_digest.clone());
         let log_path = self
             .log_dir(pod)
             .join(&c.name)
