@@ -715,3 +715,80 @@ fn pulls_through_a_registries_yaml_mirror() {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
     });
 }
+
+/// A claim bound to a hostPath PersistentVolume is mounted, and what a pod writes there
+/// is on the host; projected volumes gather a configMap, a secret and downward API
+/// fields; containers get the Services' environment variables.
+#[test]
+fn persistent_and_projected_volumes_and_service_env() {
+    let s = Server::start_node(&[]);
+    let host = s.dir().join("pv");
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-pv"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": host.to_str().unwrap(), "type": "DirectoryOrCreate"}}
+        }),
+    );
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "local-pv",
+                     "resources": {"requests": {"storage": "1Gi"}}}
+        }),
+    );
+    // No volume binder runs yet: bind the claim as one would.
+    s.kubectl(KUBECTL)
+        .run(&[
+            "patch",
+            "pvc",
+            "data",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Bound"}}"#,
+        ])
+        .ok();
+    s.kubectl(KUBECTL)
+        .run(&["create", "configmap", "cfg", "--from-literal=a=1"])
+        .ok();
+    s.kubectl(KUBECTL)
+        .run(&["create", "secret", "generic", "sec", "--from-literal=b=2"])
+        .ok();
+    apply(
+        &s,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vols", "labels": {"app": "vols"}},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo kept > /data/file; cat /all/a /all/b /all/name; echo; echo $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "all", "mountPath": "/all"}]
+            }], "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                {"name": "all", "projected": {"sources": [
+                    {"configMap": {"name": "cfg"}},
+                    {"secret": {"name": "sec"}},
+                    {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}
+                ]}}
+            ]}
+        }),
+    );
+    wait_pod(&s, "vols", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(
+        std::fs::read_to_string(host.join("file")).unwrap(),
+        "kept\n"
+    );
+    let logs = s.kubectl(KUBECTL).run(&["logs", "vols"]);
+    let lines: Vec<&str> = logs.ok().lines().collect();
+    assert_eq!(lines[0], "12vols");
+    let svc = s.kubectl(KUBECTL).run(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
+    assert_eq!(lines[1], svc.ok());
+}

@@ -35,6 +35,8 @@ pub struct PodContext {
     pub env_from_refs: BTreeMap<String, String>,
     /// Variables from `envFrom` sources, already looked up, in order.
     pub env_from: Vec<(String, String)>,
+    /// The Services' variables (`KUBERNETES_SERVICE_HOST`, ...), below everything else.
+    pub service_env: Vec<(String, String)>,
 }
 
 /// The milli-CPUs of a quantity (`500m`, `2`, `1.5`).
@@ -184,6 +186,9 @@ pub fn environment(
     {
         let (k, v) = line.split_once('=').unwrap_or((line.as_str(), ""));
         set(&mut env, k.to_string(), v.to_string());
+    }
+    for (k, v) in &ctx.service_env {
+        set(&mut env, k.clone(), v.clone());
     }
     for (k, v) in &ctx.env_from {
         set(&mut env, k.clone(), v.clone());
@@ -461,12 +466,17 @@ mod tests {
             fields: BTreeMap::new(),
             env_from_refs: BTreeMap::new(),
             env_from: vec![],
+            service_env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.43.0.1".into())],
         };
         let env = environment(&c, &img, &ctx).unwrap();
         assert_eq!(
             env,
             [
                 ("PATH".to_string(), "/bin".to_string()),
+                (
+                    "KUBERNETES_SERVICE_HOST".to_string(),
+                    "10.43.0.1".to_string()
+                ),
                 ("A".to_string(), "pod".to_string()),
                 ("B".to_string(), "pod-$(A)-$(NONE)".to_string())
             ]

@@ -267,7 +267,137 @@ async fn volume(
         write_atomic(&path, &files).map_err(io)?;
         return Ok(path);
     }
+    if let Some(claim) = &v.persistent_volume_claim {
+        return claimed_path(k, ns, &claim.claim_name).await;
+    }
+    if let Some(p) = &v.projected {
+        let mut files = Vec::new();
+        let mode = p.default_mode;
+        for source in p.sources.iter().flatten() {
+            if let Some(cm) = &source.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(k.client.clone(), ns);
+                match api.get_opt(&cm.name).await.map_err(|e| e.to_string())? {
+                    Some(obj) => {
+                        let mut data: BTreeMap<String, Vec<u8>> = obj
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect();
+                        data.extend(
+                            obj.binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0)),
+                        );
+                        files.extend(select(
+                            &data,
+                            cm.items.as_deref(),
+                            mode,
+                            &format!("configmap {:?}", cm.name),
+                        )?);
+                    }
+                    None if cm.optional == Some(true) => {}
+                    None => return Err(format!("configmap {:?} not found", cm.name)),
+                }
+            } else if let Some(sec) = &source.secret {
+                let api: Api<Secret> = Api::namespaced(k.client.clone(), ns);
+                match api.get_opt(&sec.name).await.map_err(|e| e.to_string())? {
+                    Some(obj) => {
+                        let data: BTreeMap<String, Vec<u8>> = obj
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect();
+                        files.extend(select(
+                            &data,
+                            sec.items.as_deref(),
+                            mode,
+                            &format!("secret {:?}", sec.name),
+                        )?);
+                    }
+                    None if sec.optional == Some(true) => {}
+                    None => return Err(format!("secret {:?} not found", sec.name)),
+                }
+            } else if let Some(d) = &source.downward_api {
+                let fields = super::worker::downward_fields(pod, &k.node_name, k.node_ip);
+                for item in d.items.iter().flatten() {
+                    let Some(f) = &item.field_ref else {
+                        return Err(
+                            "resourceFieldRef in projected volumes is not supported yet".into()
+                        );
+                    };
+                    let value = match f.field_path.as_str() {
+                        "metadata.labels" => kv_lines(pod.metadata.labels.as_ref()),
+                        "metadata.annotations" => kv_lines(pod.metadata.annotations.as_ref()),
+                        other => fields
+                            .get(other)
+                            .cloned()
+                            .ok_or_else(|| format!("unsupported fieldPath {other:?}"))?,
+                    };
+                    files.push((
+                        item.path.clone(),
+                        value.into_bytes(),
+                        item.mode.or(mode).unwrap_or(0o644) as u32,
+                    ));
+                }
+            } else if source.service_account_token.is_some() {
+                return Err("serviceAccountToken projections need the TokenRequest API, which is not served yet".into());
+            }
+        }
+        write_atomic(&path, &files).map_err(io)?;
+        return Ok(path);
+    }
     Err("this volume type is not supported yet".into())
+}
+
+/// The host folder of the PersistentVolume bound to claim `name` (hostPath and local
+/// volumes, which is what a single node provisions).
+async fn claimed_path(k: &Kubelet, ns: &str, name: &str) -> Result<PathBuf, String> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(k.client.clone(), ns);
+    let claim = claims
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolumeclaim {name:?} not found"))?;
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let volume = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty());
+    let (true, Some(volume)) = (bound, volume) else {
+        return Err(format!("persistentvolumeclaim {name:?} is not bound"));
+    };
+    let pvs: Api<PersistentVolume> = Api::all(k.client.clone());
+    let pv = pvs
+        .get_opt(&volume)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolume {volume:?} not found"))?;
+    let spec = pv.spec.unwrap_or_default();
+    let path = if let Some(h) = spec.host_path {
+        let p = PathBuf::from(&h.path);
+        if h.type_.as_deref().unwrap_or("DirectoryOrCreate") == "DirectoryOrCreate" {
+            std::fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+        }
+        p
+    } else if let Some(l) = spec.local {
+        PathBuf::from(l.path)
+    } else {
+        return Err(format!(
+            "persistentvolume {volume:?} is neither hostPath nor local, which this node cannot mount"
+        ));
+    };
+    if !path.exists() {
+        return Err(format!(
+            "the path {} of persistentvolume {volume:?} does not exist",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 fn kv_lines(m: Option<&BTreeMap<String, String>>) -> String {
@@ -470,6 +600,74 @@ pub async fn env_refs(
         }
     }
     Ok((refs, from))
+}
+
+/// The Service environment variables every container gets, as upstream's kubelet sets
+/// them: `KUBERNETES_SERVICE_HOST` and `_PORT` always, and with `enableServiceLinks`
+/// (the default) the docker-link variables of every Service of the pod's namespace
+/// that has a cluster IP.
+pub async fn service_env(k: &Kubelet, pod: &Pod) -> Vec<(String, String)> {
+    use k8s_openapi::api::core::v1::Service;
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+    let mut services: Vec<Service> = Vec::new();
+    if links {
+        let api: Api<Service> = Api::namespaced(k.client.clone(), &ns);
+        if let Ok(list) = api.list(&Default::default()).await {
+            services.extend(list.items);
+        }
+    }
+    if ns != "default" || !links {
+        let api: Api<Service> = Api::namespaced(k.client.clone(), "default");
+        if let Ok(Some(svc)) = api.get_opt("kubernetes").await {
+            services.push(svc);
+        }
+    }
+    let mut env = Vec::new();
+    for svc in services {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let Some(spec) = svc.spec else { continue };
+        let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") else {
+            continue;
+        };
+        let prefix = name.to_ascii_uppercase().replace('-', "_");
+        let ports = spec.ports.unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(pn) = &p.name {
+                env.push((
+                    format!(
+                        "{prefix}_SERVICE_PORT_{}",
+                        pn.to_ascii_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = first.protocol.clone().unwrap_or_else(|| "TCP".into());
+        env.push((
+            format!("{prefix}_PORT"),
+            format!("{}://{ip}:{}", proto.to_ascii_lowercase(), first.port),
+        ));
+        for p in &ports {
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let base = format!("{prefix}_PORT_{}_{}", p.port, proto.to_ascii_uppercase());
+            env.push((
+                base.clone(),
+                format!("{}://{ip}:{}", proto.to_ascii_lowercase(), p.port),
+            ));
+            env.push((format!("{base}_PROTO"), proto.to_ascii_lowercase()));
+            env.push((format!("{base}_PORT"), p.port.to_string()));
+            env.push((format!("{base}_ADDR"), ip.clone()));
+        }
+    }
+    env
 }
 
 /// Registry credentials from the pod's imagePullSecrets (`.dockerconfigjson` and

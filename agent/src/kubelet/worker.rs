@@ -506,6 +506,7 @@ impl Worker {
             fields: fields.clone(),
             env_from_refs: env_refs.0,
             env_from: env_refs.1,
+            service_env: volumes::service_env(&self.k, pod).await,
         };
         let config = match container::config(pod, c, &image.config, &ctx, &id) {
             Ok(config) => config,
