@@ -30,6 +30,9 @@ pub enum Command {
     ContainerExec {
         /// The container's folder.
         dir: PathBuf,
+        /// Run it on a terminal.
+        #[arg(long)]
+        tty: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         args: Vec<String>,

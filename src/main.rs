@@ -16,8 +16,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server(*args),
         Command::Images(args) => images(args),
         Command::Shim { dir } => shim(&dir),
-        Command::ContainerExec { dir, args } => {
-            let code = skiff_embedded::container::exec::main(&dir, args);
+        Command::ContainerExec { dir, tty, args } => {
+            let code = skiff_embedded::container::exec::main(&dir, args, tty);
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
         }
         Command::Killall { data_dir } => killall(data_dir),

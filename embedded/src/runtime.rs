@@ -30,8 +30,9 @@ pub trait Runtime: Send + Sync {
     fn signal(&self, id: &str, signal: rustix::process::Signal) -> Result<(), Error>;
     /// Resolves once the run has ended (at once if it has).
     fn wait<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>>;
-    /// The command that runs `args` inside a running run (exec, probes, hooks).
-    fn exec_command(&self, id: &str, args: &[String]) -> tokio::process::Command;
+    /// The command that runs `args` inside a running run (exec, probes, hooks), on a
+    /// terminal with `tty`.
+    fn exec_command(&self, id: &str, args: &[String], tty: bool) -> tokio::process::Command;
     /// Forgets an ended run.
     fn remove(&self, id: &str) -> Result<(), Error>;
 }
@@ -58,8 +59,8 @@ impl Runtime for crate::container::Containers {
     fn wait<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(crate::container::Containers::wait(self, id))
     }
-    fn exec_command(&self, id: &str, args: &[String]) -> tokio::process::Command {
-        crate::container::Containers::exec_command(self, id, args)
+    fn exec_command(&self, id: &str, args: &[String], tty: bool) -> tokio::process::Command {
+        crate::container::Containers::exec_command(self, id, args, tty)
     }
     fn remove(&self, id: &str) -> Result<(), Error> {
         crate::container::Containers::remove(self, id)

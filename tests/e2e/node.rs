@@ -427,6 +427,22 @@ fn exec_and_cp() {
         assert!(!out.status.success());
         assert!(out.stderr.contains("no-such-command"), "{out:?}");
     }
+    // On a terminal (`script` gives kubectl one): the process sees a tty of the
+    // client's size, and its exit code comes back.
+    let cmd = format!(
+        "stty cols 100 rows 30; {} exec -it box -- sh -c 'tty; stty size; exit 5'",
+        KUBECTL.program().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs kubectl on a terminal");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("30 100"), "{text}");
+    assert_eq!(out.status.code(), Some(5), "{text}");
     let local = s.write_file("in.txt", "copied in\n");
     s.kubectl(KUBECTL)
         .run(&["cp", local.to_str().unwrap(), "box:/tmp/in.txt"])

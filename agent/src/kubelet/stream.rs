@@ -29,6 +29,8 @@ pub struct ExecRequest {
     pub stdout: bool,
     /// Whether it wants stderr.
     pub stderr: bool,
+    /// Whether it runs on a terminal (stderr then comes with stdout; channel 4 resizes).
+    pub tty: bool,
 }
 
 impl ExecRequest {
@@ -42,6 +44,7 @@ impl ExecRequest {
                 "stdin" => r.stdin = on,
                 "stdout" => r.stdout = on,
                 "stderr" => r.stderr = on,
+                "tty" => r.tty = on,
                 _ => {}
             }
         }
@@ -141,22 +144,34 @@ async fn run<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
-    let mut cmd = k.containers.exec_command(id, &exec.command);
-    cmd.stdin(if exec.stdin {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(if exec.stdout {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stderr(if exec.stderr {
-        Stdio::piped()
-    } else {
-        Stdio::null()
+    let mut cmd = k.containers.exec_command(id, &exec.command, exec.tty);
+    // A terminal's size comes through a FIFO the process reads "COLS ROWS" lines from.
+    let fifo = exec.tty.then(|| {
+        std::env::temp_dir().join(format!("skiff-resize-{}", uuid::Uuid::new_v4().simple()))
     });
+    let mut resize: Option<std::fs::File> = None;
+    if let Some(path) = &fifo {
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        );
+        if made.is_ok() {
+            // Read and write, so opening never waits for the other end.
+            resize = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .ok();
+            cmd.env("SKIFF_RESIZE_FIFO", path);
+        }
+    }
+    let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+    cmd.stdin(piped(exec.stdin))
+        .stdout(piped(exec.stdout))
+        .stderr(piped(exec.stderr && !exec.tty));
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -228,6 +243,14 @@ async fn run<S>(
                         }
                     }
                     255 if v5 && data.get(1) == Some(&0) => stdin = None,
+                    4 => {
+                        // {"Width": cols, "Height": rows}
+                        let size: serde_json::Value = serde_json::from_slice(&data[1..]).unwrap_or_default();
+                        if let (Some(w), Some(h), Some(f)) = (size["Width"].as_u64(), size["Height"].as_u64(), resize.as_mut()) {
+                            use std::io::Write;
+                            let _ = writeln!(f, "{w} {h}");
+                        }
+                    }
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
@@ -244,6 +267,9 @@ async fn run<S>(
     };
     for r in readers {
         let _ = r.await;
+    }
+    if let Some(path) = &fifo {
+        let _ = std::fs::remove_file(path);
     }
     let mut msg = vec![3u8];
     msg.extend(exit_status(&exec.command, code).to_string().into_bytes());

@@ -82,6 +82,8 @@ struct Worker {
     wake: mpsc::UnboundedSender<()>,
     /// Probe state by container run id.
     probes: HashMap<String, Probes>,
+    /// When runs without an end time were first seen failed.
+    failed_at: HashMap<String, Timestamp>,
 }
 
 /// The probes of one container run.
@@ -115,6 +117,7 @@ pub async fn run(
         last_status: None,
         wake,
         probes: HashMap::new(),
+        failed_at: HashMap::new(),
     };
     for r in w.records.clone() {
         w.watch_exit(&r.id);
@@ -331,7 +334,14 @@ impl Worker {
             };
             let delay =
                 status::backoff(run.attempt + u32::from(matches!(run.state, RunState::Failed(_))));
-            let since = finished.unwrap_or_else(Timestamp::now);
+            // A run that never ran (or whose shim died) has no end time: its back-off
+            // counts from when the worker first saw it failed.
+            let since = finished.unwrap_or_else(|| {
+                *self
+                    .failed_at
+                    .entry(run.id.clone())
+                    .or_insert_with(Timestamp::now)
+            });
             let ready_at = since + jiff::SignedDuration::try_from(delay).unwrap_or_default();
             let now = Timestamp::now();
             if ready_at > now && !delay.is_zero() {
@@ -765,7 +775,7 @@ impl Worker {
         let mut child = self
             .k
             .containers
-            .exec_command(id, &cmd)
+            .exec_command(id, &cmd, false)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -4,6 +4,11 @@
 //! with the container's environment, user and working directory, passes its own stdio
 //! to the process, waits for it, and exits with its exit code (128 + the signal when a
 //! signal ended it).
+//!
+//! With a terminal (`--tty`), libcontainer gives the process a pty and hands its master
+//! end back over a console socket; this process then copies its stdin to the terminal
+//! and the terminal to its stdout, and applies resizes ("COLS ROWS" lines) read from the
+//! FIFO named by `SKIFF_RESIZE_FIFO`.
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -14,9 +19,15 @@ use std::path::Path;
 /// The exit code when the process could not be started at all (as a shell's 126).
 pub const CANNOT_EXEC: i32 = 126;
 
-/// Runs `args` in the container whose folder is `dir`; returns the exit code.
-pub fn main(dir: &Path, args: Vec<String>) -> i32 {
-    match run(dir, args) {
+/// Runs `args` in the container whose folder is `dir`, on a terminal with `tty`;
+/// returns the exit code.
+pub fn main(dir: &Path, args: Vec<String>, tty: bool) -> i32 {
+    let result = if tty {
+        run_tty(dir, args)
+    } else {
+        run(dir, args)
+    };
+    match result {
         Ok(code) => code,
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "skiff: {message}");
@@ -61,4 +72,206 @@ fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
             .unwrap_or(255),
         None => 255,
     })
+}
+
+fn wait(pid: Pid) -> Result<i32, String> {
+    let status = rustix::process::waitpid(Some(pid), WaitOptions::empty())
+        .map_err(|e| format!("waiting for the process: {e}"))?;
+    Ok(match status.map(|(_, s)| s) {
+        Some(s) => s
+            .exit_status()
+            .or_else(|| s.terminating_signal().map(|sig| 128 + sig))
+            .unwrap_or(255),
+        None => 255,
+    })
+}
+
+fn run_tty(dir: &Path, args: Vec<String>) -> Result<i32, String> {
+    use oci_spec::runtime::Spec;
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::os::fd::{AsFd, OwnedFd};
+    let id = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} is not a container folder", dir.display()))?
+        .to_string();
+    // The container's own process, with these arguments, on a terminal.
+    let spec =
+        Spec::load(dir.join("config.json")).map_err(|e| format!("the container's spec: {e}"))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or("the container's spec has no process")?;
+    process.set_args(Some(args));
+    process.set_terminal(Some(true));
+    let me = std::process::id();
+    let process_path = dir.join(format!("exec-{me}.json"));
+    let sock_path = dir.join(format!("exec-{me}.sock"));
+    std::fs::write(
+        &process_path,
+        serde_json::to_vec(&process).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("writing the process: {e}"))?;
+    let _ = std::fs::remove_file(&sock_path);
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path)
+        .map_err(|e| format!("the console socket: {e}"))?;
+    let cleanup = || {
+        let _ = std::fs::remove_file(&process_path);
+        let _ = std::fs::remove_file(&sock_path);
+    };
+    let built = ContainerBuilder::new(id, SyscallType::Linux)
+        .with_root_path(dir.join("runtime"))
+        .map_err(|e| format!("the container's state: {e}"))
+        .map(|b| {
+            b.with_console_socket(Some(&sock_path))
+                .as_tenant()
+                .with_process(Some(&process_path))
+                .with_detach(true)
+                .build()
+        });
+    let pid = match built {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) => {
+            cleanup();
+            return Err(format!("executing in the container: {e}"));
+        }
+        Err(e) => {
+            cleanup();
+            return Err(e);
+        }
+    };
+    let pid = Pid::from_raw(pid.as_raw()).ok_or("the process has no pid")?;
+    let master = receive_fd(&listener);
+    cleanup();
+    let master = master?;
+    let resize = std::env::var_os("SKIFF_RESIZE_FIFO").and_then(|p| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .ok()
+    });
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|e| format!("watching the process: {e}"))?;
+    let stdin = std::io::stdin();
+    let mut stdin_open = true;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut pending = String::new();
+    loop {
+        let mut fds = vec![
+            PollFd::new(&master, PollFlags::IN),
+            PollFd::new(&pidfd, PollFlags::IN),
+        ];
+        if let Some(r) = &resize {
+            fds.push(PollFd::new(r, PollFlags::IN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(&stdin, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("polling the terminal: {e}")),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        if ready[0] {
+            match rustix::io::read(&master, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut out = std::io::stdout();
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut i = 2;
+        if let Some(r) = &resize {
+            if ready[i] {
+                if let Ok(n) = rustix::io::read(r, &mut buf) {
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(nl) = pending.find('\n') {
+                        let line: String = pending.drain(..=nl).collect();
+                        let mut it = line
+                            .split_whitespace()
+                            .filter_map(|v| v.parse::<u16>().ok());
+                        if let (Some(cols), Some(rows)) = (it.next(), it.next()) {
+                            let size = rustix::termios::Winsize {
+                                ws_row: rows,
+                                ws_col: cols,
+                                ws_xpixel: 0,
+                                ws_ypixel: 0,
+                            };
+                            let _ = rustix::termios::tcsetwinsize(&master, size);
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+        if stdin_open && ready.get(i) == Some(&true) {
+            match rustix::io::read(stdin.as_fd(), &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if rustix::io::write(&master, &buf[..n]).is_err() {
+                        stdin_open = false;
+                    }
+                }
+            }
+        }
+        if ready[1] {
+            // The process is gone: what it wrote last is still in the terminal.
+            while let Ok(n) = rustix::io::read(&master, &mut buf) {
+                if n == 0 || std::io::stdout().write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                let mut probe = [PollFd::new(&master, PollFlags::IN)];
+                let quick = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 20_000_000,
+                };
+                if !matches!(poll(&mut probe, Some(&quick)), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            let _ = std::io::stdout().flush();
+            break;
+        }
+    }
+    let _: &OwnedFd = &master;
+    wait(pid)
+}
+
+/// The pty master libcontainer sends over the console socket.
+fn receive_fd(listener: &std::os::unix::net::UnixListener) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("the console socket: {e}"))?;
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(|e| format!("receiving the terminal: {e}"))?;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| format!("receiving the terminal: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                #[allow(unsafe_code)]
+                // SAFETY: SCM_RIGHTS just gave this process the descriptor; nothing
+                // else owns it.
+                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("no terminal came over the console socket".into())
 }

@@ -284,12 +284,13 @@ impl Containers {
         Ok(())
     }
 
-    /// The command that runs `args` in the running container `id` (see `exec.rs`);
-    /// the caller sets its stdio and waits for it. Its exit code is the process's.
-    pub fn exec_command(&self, id: &str, args: &[String]) -> tokio::process::Command {
+    /// The command that runs `args` in the running container `id` (see `exec.rs`), on
+    /// a terminal with `tty`; the caller sets its stdio and waits for it. Its exit code is the process's.
+    pub fn exec_command(&self, id: &str, args: &[String], tty: bool) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.shim_exe);
         cmd.arg("container-exec")
             .arg(self.dir(id))
+            .args(tty.then_some("--tty"))
             .arg("--")
             .args(args)
             .env("SKIFF_LOG", "error")
