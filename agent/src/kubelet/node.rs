@@ -70,6 +70,32 @@ impl Host {
     }
 }
 
+/// Memory, disk and PID pressure now, by upstream's hard eviction thresholds:
+/// `memory.available < 100Mi`, `nodefs.available < 10%` (the data folder's
+/// filesystem), and more than 90 % of `pid_max` in use.
+pub fn pressure(data_dir: &std::path::Path) -> [bool; 3] {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available_kib: Option<u64> = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    let memory = available_kib.is_some_and(|kib| kib < 100 * 1024);
+    let disk = rustix::fs::statvfs(data_dir)
+        .map(|s| s.f_blocks > 0 && s.f_bavail.saturating_mul(10) < s.f_blocks)
+        .unwrap_or(false);
+    let pid_max: Option<u64> = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    let threads: Option<u64> = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| {
+        l.split_whitespace()
+            .nth(3)
+            .and_then(|f| f.split_once('/'))
+            .and_then(|(_, t)| t.parse().ok())
+    });
+    let pid = matches!((threads, pid_max), (Some(t), Some(m)) if t.saturating_mul(10) > m.saturating_mul(9));
+    [memory, disk, pid]
+}
+
 /// The architecture as Kubernetes spells it.
 pub fn kube_arch() -> &'static str {
     crate::sim::node::kube_arch(std::env::consts::ARCH)
@@ -184,9 +210,10 @@ pub fn status(
             system_uuid: host.machine_id.clone(),
             ..NodeSystemInfo::default()
         }),
-        conditions: Some(crate::sim::node::conditions(
+        conditions: Some(crate::sim::node::conditions_under(
             now,
             previous.and_then(|s| s.conditions.as_deref()),
+            pressure(&k.data_dir),
         )),
         daemon_endpoints: Some(k8s_openapi::api::core::v1::NodeDaemonEndpoints {
             kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
@@ -430,6 +457,19 @@ mod tests {
             .into_iter()
             .find(|c| c.type_ == "Ready")
             .unwrap();
+        assert_eq!(ready.status, "True");
+    }
+
+    #[test]
+    fn pressure_shows_in_conditions() {
+        let c =
+            crate::sim::node::conditions_under(Timestamp::UNIX_EPOCH, None, [false, true, false]);
+        let disk = c.iter().find(|c| c.type_ == "DiskPressure").unwrap();
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+        let ready = c.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "True");
     }
 

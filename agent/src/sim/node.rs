@@ -260,25 +260,57 @@ pub fn node_status(
 /// The conditions a healthy kubelet reports at `now`: Ready, and no pressure of any
 /// kind. A condition whose status is unchanged from `previous` keeps its transition time.
 pub fn conditions(now: Timestamp, previous: Option<&[NodeCondition]>) -> Vec<NodeCondition> {
+    conditions_under(now, previous, [false; 3])
+}
+
+/// The node conditions at `now` with memory, disk and PID pressure as `pressure` says
+/// (in that order); Ready either way, as upstream (pressure taints the node instead).
+pub fn conditions_under(
+    now: Timestamp,
+    previous: Option<&[NodeCondition]>,
+    pressure: [bool; 3],
+) -> Vec<NodeCondition> {
+    let [memory, disk, pid] = pressure;
+    let pick = |on: bool, yes: (&'static str, &'static str), no: (&'static str, &'static str)| {
+        if on {
+            ("True", yes.0, yes.1)
+        } else {
+            ("False", no.0, no.1)
+        }
+    };
+    let (m, d, p) = (
+        pick(
+            memory,
+            (
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            (
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+        ),
+        pick(
+            disk,
+            ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+            ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ),
+        pick(
+            pid,
+            (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+            (
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+        ),
+    );
     [
-        (
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
-        (
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
-        (
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-        ),
+        ("MemoryPressure", m.0, m.1, m.2),
+        ("DiskPressure", d.0, d.1, d.2),
+        ("PIDPressure", p.0, p.1, p.2),
         (
             "Ready",
             "True",
