@@ -428,9 +428,10 @@ fn exec_and_cp() {
         assert!(out.stderr.contains("no-such-command"), "{out:?}");
     }
     // On a terminal (`script` gives kubectl one): the process sees a tty of the
-    // client's size, and its exit code comes back.
+    // client's size (which arrives just after the process starts, as upstream's, so
+    // the shell looks again until it is there), and its exit code comes back.
     let cmd = format!(
-        "stty cols 100 rows 30; {} exec -it box -- sh -c 'tty; stty size; exit 5'",
+        "stty cols 100 rows 30; {} exec -it box -- sh -c 'tty; for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.2; done; echo $s; exit 5'",
         KUBECTL.program().display()
     );
     let out = std::process::Command::new("script")
