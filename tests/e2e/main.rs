@@ -11,6 +11,8 @@
 //! - [`deletion`]: graceful deletion rules at the API;
 //! - [`churn`]: the database stays bounded under sustained updates;
 //! - [`node`]: the in-process node running real containers (needs root);
+//! - [`portforward`]: `kubectl port-forward` to a pod on that node, SPDY in a WebSocket
+//!   and plain SPDY (needs root);
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
 //!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`];
 //! - [`images`]: busybox container images, built as OCI image-layout tarballs to import.
@@ -34,6 +36,7 @@ mod jobs;
 mod kubectl;
 mod node;
 mod nodes;
+mod portforward;
 mod python;
 mod scheduling;
 mod services;

@@ -1,9 +1,10 @@
 //! The node's own API (HTTPS, mutual TLS): what the API server relays to the node. Only
 //! the API server's client identity (`kube-apiserver-kubelet-client`) is let in.
 //!
-//! Served now: `/healthz` and `/containerLogs/{namespace}/{pod}/{container}` with
+//! Served now: `/healthz`; `/containerLogs/{namespace}/{pod}/{container}` with
 //! upstream's options (follow, previous, timestamps, tailLines, sinceSeconds,
-//! sinceTime, limitBytes), read from the CRI log files.
+//! sinceTime, limitBytes), read from the CRI log files; `/exec/{namespace}/{pod}/{container}`
+//! (`stream.rs`); and `/portForward/{namespace}/{pod}` (`portforward.rs`).
 
 use super::worker::labels;
 use super::Kubelet;
@@ -146,8 +147,60 @@ async fn route(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
             let exec = super::stream::ExecRequest::from_query(&raw_query);
             super::stream::exec(k, id, exec, req).unwrap_or_else(bad)
         }
+        ("GET" | "POST", ["portForward", ns, pod]) => match port_forward_target(k, ns, pod).await {
+            Ok(target) => super::portforward::handle(target, req)
+                .unwrap_or_else(|(code, reason, message)| status(code, reason, &message)),
+            Err((code, reason, message)) => status(code, reason, &message),
+        },
         _ => status(404, "NotFound", &format!("the node's API has no {path}")),
     }
+}
+
+/// Where the ports of pod `ns/name` are reached. The pod comes from the API rather than
+/// from its containers on disk: only the spec says whether it is on the host's network,
+/// and guessing wrong would open the host's loopback to the client.
+async fn port_forward_target(
+    k: &Kubelet,
+    ns: &str,
+    name: &str,
+) -> Result<super::portforward::Target, super::portforward::Refusal> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(k.client.clone(), ns);
+    let pod = api
+        .get_opt(name)
+        .await
+        .map_err(|e| {
+            (
+                503,
+                "ServiceUnavailable",
+                format!("reading pod {name} from the API: {e}"),
+            )
+        })?
+        .ok_or_else(|| (404, "NotFound", format!("pod {name} not found")))?;
+    let spec = pod.spec.unwrap_or_default();
+    if spec.node_name.as_deref() != Some(k.node_name.as_str()) {
+        return Err((
+            400,
+            "BadRequest",
+            format!("pod {name} does not run on node {}", k.node_name),
+        ));
+    }
+    let uid = pod.metadata.uid.unwrap_or_default();
+    let host_network = spec.host_network == Some(true);
+    let netns =
+        skiff_embedded::container::sandbox::paths(&k.pods_dir().join(&uid), host_network).net;
+    if netns.as_ref().is_some_and(|p| !p.exists()) {
+        return Err((
+            400,
+            "BadRequest",
+            format!("pod {name} has no network namespace on this node yet (is it running?)"),
+        ));
+    }
+    Ok(super::portforward::Target {
+        pod: name.to_string(),
+        uid,
+        netns,
+    })
 }
 
 /// The runs of a container on disk, latest first: (attempt, id, pod uid).

@@ -413,7 +413,9 @@ async fn resource(
         (&Method::GET, true) if sub.as_deref() == Some("log") => {
             return nodeproxy::pod_log(api, &t, &q).await;
         }
-        (&Method::GET | &Method::POST, true) if sub.as_deref() == Some("exec") => {
+        (&Method::GET | &Method::POST, true)
+            if matches!(sub.as_deref(), Some("exec" | "portforward")) =>
+        {
             return nodeproxy::pod_stream(api, &t, req).await;
         }
         (&Method::GET, true) => {

@@ -1,7 +1,9 @@
-//! Pod subresources that the node running the pod serves: `pods/log` and `pods/exec`
-//! (attach and port-forward are still to come). The API server checks the request, finds the pod's node, and
-//! relays to that node's API over mutual TLS as `kube-apiserver-kubelet-client`,
-//! streaming the answer back as it comes.
+//! Pod subresources that the node running the pod serves: `pods/log`, `pods/exec` and
+//! `pods/portforward` (attach is still to come). The API server checks the request, finds
+//! the pod's node, and relays to that node's API over mutual TLS as
+//! `kube-apiserver-kubelet-client`, streaming the answer back as it comes; an upgraded
+//! connection (WebSocket, or SPDY for port-forward) is relayed byte for byte, the node
+//! speaking the protocol.
 
 use super::{handlers, request::Target, status::ApiError, status::ApiResult, Api, Body};
 use bytes::Bytes;
@@ -38,13 +40,8 @@ fn container_names(pod: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// The pod `t` names and the container a request means (`container`, or the pod's
-/// only one): pod, name, namespace, container.
-fn pod_container(
-    api: &Api,
-    t: &Target,
-    container: Option<&str>,
-) -> ApiResult<(Value, String, String, String)> {
+/// The pod `t` names, with its name and namespace.
+fn stored_pod(api: &Api, t: &Target) -> ApiResult<(Value, String, String)> {
     let entry = handlers::get(api, t)?;
     let pod: Value = serde_json::from_slice(&entry.value)
         .map_err(|e| ApiError::internal(format!("stored pod is not JSON: {e}")))?;
@@ -56,6 +53,17 @@ fn pod_container(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    Ok((pod, name, namespace))
+}
+
+/// The pod `t` names and the container a request means (`container`, or the pod's
+/// only one): pod, name, namespace, container.
+fn pod_container(
+    api: &Api,
+    t: &Target,
+    container: Option<&str>,
+) -> ApiResult<(Value, String, String, String)> {
+    let (pod, name, namespace) = stored_pod(api, t)?;
     let containers = container_names(&pod, "containers");
     let mut all = containers.clone();
     all.extend(container_names(&pod, "initContainers"));
@@ -124,8 +132,30 @@ pub async fn pod_log(
     relay(api, &node, &path, &query).await
 }
 
-/// `pods/exec`: the client's WebSocket upgrade, relayed to the node
-/// (which answers the upgrade), then bytes both ways until either side closes.
+/// Request headers of an upgrade that the node needs: the WebSocket handshake's, and
+/// SPDY's stream protocol negotiation.
+const UPGRADE_REQUEST_HEADERS: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// Answer headers of an upgrade that the client needs.
+const UPGRADE_RESPONSE_HEADERS: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// `pods/exec` and `pods/portforward`: the client's upgrade (WebSocket; or for
+/// port-forward also SPDY/3.1, which kubectl falls back to), relayed to the node as
+/// `/exec/{ns}/{pod}/{container}` or `/portForward/{ns}/{pod}` with the client's query; the
+/// node answers the upgrade, then bytes go both ways until either side closes.
 pub async fn pod_stream(
     api: &Api,
     t: &Target,
@@ -136,44 +166,69 @@ pub async fn pod_stream(
     let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
         .into_owned()
         .collect();
-    let container_param = pairs
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.as_str());
-    let (pod, name, namespace, container) = pod_container(api, t, container_param)?;
-    if sub == "exec" && !pairs.iter().any(|(k, _)| k == "command") {
-        return Err(ApiError::bad_request(
-            "you must specify at least one command for the container",
-        ));
-    }
+    let (pod, name, path) = match sub.as_str() {
+        "exec" => {
+            let container_param = pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "container")
+                .map(|(_, v)| v.as_str());
+            let (pod, name, namespace, container) = pod_container(api, t, container_param)?;
+            if !pairs.iter().any(|(k, _)| k == "command") {
+                return Err(ApiError::bad_request(
+                    "you must specify at least one command for the container",
+                ));
+            }
+            let path = format!(
+                "/exec/{}/{}/{}",
+                enc(&namespace),
+                enc(&name),
+                enc(&container)
+            );
+            (pod, name, path)
+        }
+        "portforward" => {
+            let (pod, name, namespace) = stored_pod(api, t)?;
+            let path = format!("/portForward/{}/{}", enc(&namespace), enc(&name));
+            (pod, name, path)
+        }
+        other => {
+            return Err(ApiError::internal(format!(
+                "{other} is not a streaming subresource"
+            )))
+        }
+    };
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !upgrade {
-        return Err(ApiError::bad_request(
-            "Upgrade request required (this server speaks WebSocket, not SPDY)",
-        ));
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let websocket = upgrade.split(',').any(|u| u.trim() == "websocket");
+    let spdy = upgrade.split(',').any(|u| u.trim().starts_with("spdy/3.1"));
+    if !(websocket || (spdy && sub == "portforward")) {
+        let speaks = if sub == "portforward" {
+            "WebSocket or SPDY/3.1"
+        } else {
+            "WebSocket, not SPDY"
+        };
+        return Err(ApiError::bad_request(format!(
+            "Upgrade request required (this server speaks {speaks})"
+        )));
     }
     let addr = node_of(api, &pod, &name)?;
-    let path = format!(
-        "/{sub}/{}/{}/{}?{raw}",
-        enc(&namespace),
-        enc(&name),
-        enc(&container)
-    );
-    let mut backend = Request::get(path).header(header::HOST, addr.as_str());
-    for h in [
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_KEY,
-        header::SEC_WEBSOCKET_VERSION,
-        header::SEC_WEBSOCKET_PROTOCOL,
-    ] {
-        for v in req.headers().get_all(&h) {
-            backend = backend.header(&h, v);
+    let uri = if raw.is_empty() {
+        path
+    } else {
+        format!("{path}?{raw}")
+    };
+    let mut backend = Request::builder()
+        .method(req.method().clone())
+        .uri(uri)
+        .header(header::HOST, addr.as_str());
+    for h in UPGRADE_REQUEST_HEADERS {
+        for v in req.headers().get_all(*h) {
+            backend = backend.header(*h, v);
         }
     }
     let backend = backend
@@ -189,14 +244,9 @@ pub async fn pod_stream(
     }
     let mut out = Response::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed());
     *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-    for h in [
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_ACCEPT,
-        header::SEC_WEBSOCKET_PROTOCOL,
-    ] {
-        if let Some(v) = resp.headers().get(&h) {
-            out.headers_mut().insert(h, v.clone());
+    for h in UPGRADE_RESPONSE_HEADERS {
+        if let Some(v) = resp.headers().get(*h) {
+            out.headers_mut().insert(*h, v.clone());
         }
     }
     tokio::spawn(async move {

@@ -89,7 +89,7 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
             "status" => target.resource.status,
             "scale" => target.resource.scale,
             "finalize" => target.resource.kind == "Namespace",
-            "binding" | "eviction" | "log" | "exec" => {
+            "binding" | "eviction" | "log" | "exec" | "portforward" => {
                 target.resource.kind == "Pod" && target.resource.group.is_empty()
             }
             _ => false,
