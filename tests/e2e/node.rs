@@ -444,6 +444,50 @@ fn exec_and_cp() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("30 100"), "{text}");
     assert_eq!(out.status.code(), Some(5), "{text}");
+    // The node's resource usage through nodes/proxy, from its cgroups.
+    let node = s.node_name();
+    let raw = s.kubectl(KUBECTL).run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+    ]);
+    let summary: Value = serde_json::from_str(raw.ok()).unwrap();
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let pod = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "box")
+        .expect("the running pod in the summary")
+        .clone();
+    assert!(
+        pod["containers"][0]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{pod}"
+    );
+    assert!(
+        pod["containers"][0]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{pod}"
+    );
+    let metrics = s.kubectl(KUBECTL).run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics/resource"),
+    ]);
+    assert!(
+        metrics.ok().contains("container_cpu_usage_seconds_total{container=\"main\",namespace=\"default\",pod=\"box\"}"),
+        "{metrics:?}"
+    );
     let local = s.write_file("in.txt", "copied in\n");
     s.kubectl(KUBECTL)
         .run(&["cp", local.to_str().unwrap(), "box:/tmp/in.txt"])

@@ -132,6 +132,22 @@ async fn route(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
     let bad = |m: String| status(400, "BadRequest", &m);
     match (req.method().as_str(), parts.as_slice()) {
         ("GET", ["healthz"]) => Response::new(full("ok")),
+        ("GET", ["stats", "summary"]) => {
+            let mut r = Response::new(full(super::stats::summary(k).to_string()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        ("GET", ["metrics", "resource"]) => {
+            let mut r = Response::new(full(super::stats::resource_metrics(k)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         ("GET", ["containerLogs", ns, pod, container]) => {
             logs(k, ns, pod, container, &query).unwrap_or_else(bad)
         }

@@ -15,6 +15,7 @@ pub mod portforward;
 pub mod probe;
 pub mod spdy;
 pub mod static_pods;
+pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod volumes;

@@ -88,6 +88,9 @@ fn legacy_resources(r: &Resource) -> Vec<Value> {
     if r.scale {
         out.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
     }
+    if r.kind == "Node" && r.group.is_empty() {
+        out.push(json!({"name": "nodes/proxy", "singularName": "", "namespaced": false, "kind": "NodeProxyOptions", "verbs": ["get"]}));
+    }
     if r.kind == "Namespace" {
         out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));
     }
@@ -141,6 +144,9 @@ fn aggregated_resource(r: &Resource) -> Value {
     }
     if r.scale {
         subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+    }
+    if r.kind == "Node" && r.group.is_empty() {
+        subresources.push(json!({"subresource": "proxy", "responseKind": {"group": "", "version": "v1", "kind": "NodeProxyOptions"}, "verbs": ["get"]}));
     }
     if r.kind == "Namespace" {
         subresources.push(json!({"subresource": "finalize", "responseKind": {"group": "", "version": "v1", "kind": "Namespace"}, "verbs": ["update"]}));

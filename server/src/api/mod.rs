@@ -410,6 +410,14 @@ async fn resource(
             }
             Reply::raw(200, handlers::encode_list(r, &listed))
         }
+        (&Method::GET, true)
+            if sub
+                .as_deref()
+                .is_some_and(|s| s == "proxy" || s.starts_with("proxy/")) =>
+        {
+            let query = req.uri().query().map(String::from);
+            return nodeproxy::node_proxy(api, &t, query.as_deref()).await;
+        }
         (&Method::GET, true) if sub.as_deref() == Some("log") => {
             return nodeproxy::pod_log(api, &t, &q).await;
         }

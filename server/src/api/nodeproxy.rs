@@ -277,6 +277,33 @@ fn node_of(api: &Api, pod: &Value, name: &str) -> ApiResult<String> {
         .ok_or_else(|| {
             ApiError::bad_request(format!("pod {name} does not have a host assigned"))
         })?;
+    node_addr(api, node_name)
+}
+
+/// `GET nodes/NAME/proxy/PATH`: PATH on the node's API (`/stats/summary`,
+/// `/metrics/resource`, `/healthz`, `/containerLogs/...`).
+pub async fn node_proxy(api: &Api, t: &Target, query: Option<&str>) -> ApiResult<Response<Body>> {
+    let node = t.name.clone().unwrap_or_default();
+    let sub = t.subresource.clone().unwrap_or_default();
+    let path = format!(
+        "/{}",
+        sub.strip_prefix("proxy")
+            .unwrap_or("")
+            .trim_start_matches('/')
+    );
+    let addr = node_addr(api, &node)?;
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    relay(api, &addr, &path, &pairs).await
+}
+
+/// The `host:port` of node `node_name`'s API.
+fn node_addr(api: &Api, node_name: &str) -> ApiResult<String> {
     let nodes = crate::registry::find("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes are not served"))?;
     let entry = api

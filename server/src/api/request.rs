@@ -69,6 +69,11 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
                 [] => (None, None),
                 [name] => (Some(decode(name)?), None),
                 [name, sub] => (Some(decode(name)?), Some(sub.to_string())),
+                // `nodes/NAME/proxy/PATH…`: the path on the node's API rides along.
+                [name, "proxy", path @ ..] if *plural == "nodes" => (
+                    Some(decode(name)?),
+                    Some(format!("proxy/{}", path.join("/"))),
+                ),
                 _ => return Err(ApiError::no_route()),
             };
             if resource.namespaced && name.is_some() {
@@ -89,6 +94,7 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
             "status" => target.resource.status,
             "scale" => target.resource.scale,
             "finalize" => target.resource.kind == "Namespace",
+            s if s == "proxy" || s.starts_with("proxy/") => target.resource.kind == "Node",
             "binding" | "eviction" | "log" | "exec" | "portforward" => {
                 target.resource.kind == "Pod" && target.resource.group.is_empty()
             }
