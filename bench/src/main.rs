@@ -4,8 +4,12 @@
 //!
 //! Run: `cargo run --release -p skiff-bench -- --skiff target/release/skiff`; with
 //! `--suite scale` it runs [`scale`] instead: simulated nodes and tens of thousands of
-//! pods.
+//! pods; with `--suite node`, [`node`]: pods as real containers, their start latency
+//! beside `crun run`, and the node's memory.
 
+mod crun;
+mod image;
+mod node;
 mod scale;
 
 use anyhow::{bail, Context, Result};
@@ -38,8 +42,9 @@ struct Args {
     /// The port to run the server on.
     #[arg(long, default_value_t = 17443)]
     port: u16,
-    /// Which suite: `control-plane` (the API and datastore) or `scale` (simulated
-    /// nodes, scheduling, a large Deployment, a steady cluster).
+    /// Which suite: `control-plane` (the API and datastore), `scale` (simulated
+    /// nodes, scheduling, a large Deployment, a steady cluster) or `node` (real
+    /// containers: pod start latency beside crun, the node's memory).
     #[arg(long, default_value = "control-plane")]
     suite: String,
     /// Scale suite: simulated nodes.
@@ -54,6 +59,17 @@ struct Args {
     /// Scale suite: pods in the steady cluster.
     #[arg(long, default_value_t = 30_000)]
     total_pods: usize,
+    /// Node suite: pods started one after another for the start latency (and runs of
+    /// crun for its baseline).
+    #[arg(long, default_value_t = 50)]
+    start_pods: usize,
+    /// Node suite: pods running while the node's memory is measured.
+    #[arg(long, default_value_t = 30)]
+    running_pods: usize,
+    /// Node suite: the pods' imagePullPolicy. `IfNotPresent` measures a start with the
+    /// image present; `Always` (the default for `busybox`) asks the registry first.
+    #[arg(long, default_value = "IfNotPresent")]
+    pull_policy: String,
 }
 
 struct Server {
@@ -63,6 +79,8 @@ struct Server {
     port: u16,
     kubeconfig: PathBuf,
     db: PathBuf,
+    /// Where the server's log goes; `None`: the bench's stderr.
+    log: Option<PathBuf>,
 }
 
 impl Drop for Server {
@@ -79,9 +97,21 @@ impl Server {
 
     /// Starts a server on a fresh data dir with `extra` flags.
     fn start_with(skiff: &Path, port: u16, extra: &[&str]) -> Result<Server> {
-        let dir = tempfile::tempdir()?;
+        Server::start_in(tempfile::tempdir()?, skiff, port, extra, None)
+    }
+
+    /// Starts a server whose data dir is `dir/data`, which the caller may have filled
+    /// (an image in the node's air-gap folder), with `extra` flags and its log written
+    /// to `log` if given.
+    fn start_in(
+        dir: tempfile::TempDir,
+        skiff: &Path,
+        port: u16,
+        extra: &[&str],
+        log: Option<PathBuf>,
+    ) -> Result<Server> {
         let kubeconfig = dir.path().join("kubeconfig.yaml");
-        let child = spawn_server(skiff, port, dir.path(), &kubeconfig, extra)?;
+        let child = spawn_server(skiff, port, dir.path(), &kubeconfig, extra, log.as_deref())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !kubeconfig.exists() {
             if Instant::now() > deadline {
@@ -97,12 +127,16 @@ impl Server {
             port,
             kubeconfig,
             db,
+            log,
         })
     }
 
-    /// Stops the server (SIGTERM, as a service manager does) and starts it again on the
-    /// same data dir with `extra` flags; returns once it answers `/readyz`.
-    async fn restart(&mut self, extra: &[&str]) -> Result<()> {
+    /// Stops the server as a service manager does: SIGTERM, then SIGKILL if it has not
+    /// exited within 60 s.
+    fn terminate(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -110,13 +144,29 @@ impl Server {
         if !status.success() {
             bail!("kill -TERM of the server failed: {status}");
         }
-        self.child.wait()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                bail!("the server did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the server (SIGTERM, as a service manager does) and starts it again on the
+    /// same data dir with `extra` flags; returns once it answers `/readyz`.
+    async fn restart(&mut self, extra: &[&str]) -> Result<()> {
+        self.terminate()?;
         self.child = spawn_server(
             &self.skiff,
             self.port,
             self.dir.path(),
             &self.kubeconfig,
             extra,
+            self.log.as_deref(),
         )?;
         let t = target(&self.kubeconfig, self.port)?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,7 +199,18 @@ fn spawn_server(
     dir: &Path,
     kubeconfig: &Path,
     extra: &[&str],
+    log: Option<&Path>,
 ) -> Result<Child> {
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => Stdio::inherit(),
+    };
     Command::new(skiff)
         .args([
             "server",
@@ -171,7 +232,7 @@ fn spawn_server(
             std::env::var("SKIFF_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .with_context(|| format!("starting {}", skiff.display()))
 }
@@ -400,7 +461,16 @@ async fn main() -> Result<()> {
             })
             .await;
         }
-        other => bail!("--suite: unknown suite {other:?} (control-plane or scale)"),
+        "node" => {
+            return node::run(node::Plan {
+                skiff: &args.skiff,
+                start_pods: args.start_pods,
+                running_pods: args.running_pods,
+                pull_policy: &args.pull_policy,
+            })
+            .await;
+        }
+        other => bail!("--suite: unknown suite {other:?} (control-plane, scale or node)"),
     }
 
     let server = Server::start(&args.skiff, args.port)?;

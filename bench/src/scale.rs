@@ -43,7 +43,7 @@ struct Seen {
 }
 
 /// The simulator process, stopped when dropped.
-struct Sim(Child);
+pub(crate) struct Sim(pub(crate) Child);
 
 impl Drop for Sim {
     fn drop(&mut self) {
@@ -52,7 +52,7 @@ impl Drop for Sim {
     }
 }
 
-fn rss_mib(pid: u32) -> Result<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
         .lines()
@@ -185,7 +185,7 @@ async fn wait_bound(seen: &Mutex<Seen>, prefix: &str, n: usize) -> Result<Vec<In
     Ok(bound())
 }
 
-async fn post(c: &mut Conn, path: &str, body: &Value) -> Result<()> {
+pub(crate) async fn post(c: &mut Conn, path: &str, body: &Value) -> Result<()> {
     let (code, resp) = c.call("POST", path, Some(body)).await?;
     if code != 201 {
         bail!(
@@ -197,7 +197,7 @@ async fn post(c: &mut Conn, path: &str, body: &Value) -> Result<()> {
 }
 
 /// Whether a pod or node has the condition Ready=True.
-fn is_ready(obj: &Value) -> bool {
+pub(crate) fn is_ready(obj: &Value) -> bool {
     obj.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
