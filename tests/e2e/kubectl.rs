@@ -866,11 +866,15 @@ fn label_annotate_patch_scale(k: Kubectl) {
             "scale deployment web --current-replicas=3 --replicas=0",
         )
         .assert_lines(&["deployment.apps/web scaled"]);
-        assert_row(
-            &kc(&s, k, "get deployment web"),
-            "NAME READY UP-TO-DATE AVAILABLE AGE",
-            "web 0/0 0 0",
-        );
+        // The deployment controller catches up with the status on its own time.
+        wait_until(WAIT, "web 0/0 0 0", || {
+            let out = kc(&s, k, "get deployment web");
+            let rows = table(&out, "NAME READY UP-TO-DATE AVAILABLE AGE");
+            match rows.as_slice() {
+                [row] if row.starts_with("web 0/0 0 0 ") => Ok(()),
+                _ => Err(rows.join("; ")),
+            }
+        });
     });
     cases.finish();
 }
