@@ -2,7 +2,8 @@
 //! shim, [`crate::container::Containers`]) implement it; the WebAssembly runtime will
 //! implement it beside them, chosen by a pod's `runtimeClassName`. It is kept to what
 //! the kubelet needs: start a run, observe it (status, labels, list, wait), stop it
-//! (signal), run a process in it (exec), and forget it (remove).
+//! (signal), run a process in it (exec), reach its own stdio (attach), and forget it
+//! (remove).
 
 pub use crate::container::runtime::{Error, NewContainer, Status};
 pub use crate::container::State;
@@ -33,6 +34,9 @@ pub trait Runtime: Send + Sync {
     /// The command that runs `args` inside a running run (exec, probes, hooks), on a
     /// terminal with `tty`.
     fn exec_command(&self, id: &str, args: &[String], tty: bool) -> tokio::process::Command;
+    /// A connection to a running run's own stdio (`kubectl attach`), speaking the
+    /// frames of [`crate::container::attach`].
+    fn attach<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<tokio::net::UnixStream, Error>>;
     /// Forgets an ended run.
     fn remove(&self, id: &str) -> Result<(), Error>;
 }
@@ -61,6 +65,9 @@ impl Runtime for crate::container::Containers {
     }
     fn exec_command(&self, id: &str, args: &[String], tty: bool) -> tokio::process::Command {
         crate::container::Containers::exec_command(self, id, args, tty)
+    }
+    fn attach<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<tokio::net::UnixStream, Error>> {
+        Box::pin(crate::container::Containers::attach(self, id))
     }
     fn remove(&self, id: &str) -> Result<(), Error> {
         crate::container::Containers::remove(self, id)

@@ -313,7 +313,8 @@ impl KubectlCommand<'_> {
         self
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The kubectl command with the server's kubeconfig and its own discovery cache.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.which.program());
         cmd.args(args)
             .env("KUBECONFIG", self.server.kubeconfig())
@@ -610,7 +611,7 @@ impl Server {
         self.dir.path().join("kubeconfig.yaml")
     }
 
-    fn home(&self) -> PathBuf {
+    pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
 

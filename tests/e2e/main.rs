@@ -11,6 +11,7 @@
 //! - [`deletion`]: graceful deletion rules at the API;
 //! - [`churn`]: the database stays bounded under sustained updates;
 //! - [`node`]: the in-process node running real containers (needs root);
+//! - [`attach`]: `kubectl attach` and `kubectl run -i`/`-it` on that node (needs root);
 //! - [`portforward`]: `kubectl port-forward` to a pod on that node, SPDY in a WebSocket
 //!   and plain SPDY (needs root);
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
@@ -24,6 +25,7 @@
 // Test code: a failed unwrap is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+mod attach;
 mod bad_input;
 mod churn;
 mod cli;

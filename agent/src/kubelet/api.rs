@@ -4,7 +4,8 @@
 //! Served now: `/healthz`; `/containerLogs/{namespace}/{pod}/{container}` with
 //! upstream's options (follow, previous, timestamps, tailLines, sinceSeconds,
 //! sinceTime, limitBytes), read from the CRI log files; `/exec/{namespace}/{pod}/{container}`
-//! (`stream.rs`); and `/portForward/{namespace}/{pod}` (`portforward.rs`).
+//! and `/attach/{namespace}/{pod}/{container}` (`stream.rs`); `/portForward/{namespace}/{pod}`
+//! (`portforward.rs`); `/stats/summary` and `/metrics/resource` (`stats.rs`).
 
 use super::worker::labels;
 use super::Kubelet;
@@ -151,7 +152,7 @@ async fn route(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
         ("GET", ["containerLogs", ns, pod, container]) => {
             logs(k, ns, pod, container, &query).unwrap_or_else(bad)
         }
-        ("GET" | "POST", ["exec", ns, pod, container]) => {
+        ("GET" | "POST", [what @ ("exec" | "attach"), ns, pod, container]) => {
             let Some((_, id, _)) = runs(k, ns, pod, container).into_iter().next() else {
                 return bad(format!("container {container} not found in pod {pod}"));
             };
@@ -160,8 +161,12 @@ async fn route(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
                     "unable to upgrade connection: container not found (\"{container}\")"
                 ));
             }
-            let exec = super::stream::ExecRequest::from_query(&raw_query);
-            super::stream::exec(k, id, exec, req).unwrap_or_else(bad)
+            let streams = super::stream::ExecRequest::from_query(&raw_query);
+            if *what == "exec" {
+                super::stream::exec(k, id, streams, req).unwrap_or_else(bad)
+            } else {
+                super::stream::attach(k, id, streams, req).unwrap_or_else(bad)
+            }
         }
         ("GET" | "POST", ["portForward", ns, pod]) => match port_forward_target(k, ns, pod).await {
             Ok(target) => super::portforward::handle(target, req)

@@ -399,6 +399,8 @@ pub fn config(
         read_only_rootfs: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
         no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
         tty: container.tty == Some(true),
+        stdin: container.stdin == Some(true),
+        stdin_once: container.stdin_once == Some(true),
     })
 }
 

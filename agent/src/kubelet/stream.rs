@@ -1,4 +1,4 @@
-//! `kubectl exec` on the node: the WebSocket remote-command protocol
+//! `kubectl exec` and `kubectl attach` on the node: the WebSocket remote-command protocol
 //! (`v5.channel.k8s.io`, and `v4.channel.k8s.io` for older clients). Every binary
 //! message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the final status
 //! (a `Status` object, with the exit code for a non-zero exit), 4 terminal resize, and
@@ -79,6 +79,44 @@ pub fn exec(
     if exec.command.is_empty() {
         return Err("you must specify at least one command for the container".into());
     }
+    let k = k.clone();
+    upgrade(req, "exec", move |ws, v5| async move {
+        run(&k, &id, exec, v5, ws).await
+    })
+}
+
+/// Answers the WebSocket upgrade and attaches to container `id`'s own process (the
+/// same channels as exec, the streams being the container's); `Err` is a message for a
+/// 400 answer.
+pub fn attach(
+    k: &Arc<Kubelet>,
+    id: String,
+    attach: ExecRequest,
+    req: Request<Incoming>,
+) -> Result<Response<super::api::Body>, String> {
+    if !(attach.stdin || attach.stdout || attach.stderr) {
+        return Err("you must specify at least one of stdin, stdout, stderr".into());
+    }
+    let k = k.clone();
+    upgrade(req, "attach", move |ws, v5| async move {
+        run_attach(&k, &id, attach, v5, ws).await
+    })
+}
+
+/// The WebSocket the client upgraded to.
+type Socket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Answers a WebSocket upgrade in one of [`PROTOCOLS`], then runs `session` on the
+/// socket (with whether the protocol is v5).
+fn upgrade<F, Fut>(
+    req: Request<Incoming>,
+    what: &'static str,
+    session: F,
+) -> Result<Response<super::api::Body>, String>
+where
+    F: FnOnce(Socket, bool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -86,7 +124,9 @@ pub fn exec(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let (true, Some(key)) = (upgrade, key) else {
-        return Err("exec needs a WebSocket upgrade (SPDY is not served)".into());
+        return Err(format!(
+            "{what} needs a WebSocket upgrade (SPDY is not served)"
+        ));
     };
     let offered: Vec<String> = req
         .headers()
@@ -102,12 +142,11 @@ pub fn exec(
     };
     let v5 = protocol.starts_with("v5");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let k = k.clone();
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
             Err(e) => {
-                tracing::debug!(error = %e, "exec upgrade failed");
+                tracing::debug!(error = %e, what, "upgrade failed");
                 return;
             }
         };
@@ -117,7 +156,7 @@ pub fn exec(
             None,
         )
         .await;
-        run(&k, &id, exec, v5, ws).await;
+        session(ws, v5).await;
     });
     let mut resp = Response::new(super::api::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -134,15 +173,99 @@ pub fn exec(
     Ok(resp)
 }
 
-async fn run<S>(
-    k: &Kubelet,
-    id: &str,
-    exec: ExecRequest,
-    v5: bool,
-    ws: tokio_tungstenite::WebSocketStream<S>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+/// A terminal size message (channel 4: `{"Width": cols, "Height": rows}`).
+fn terminal_size(data: &[u8]) -> Option<(u16, u16)> {
+    let size: serde_json::Value = serde_json::from_slice(data).ok()?;
+    Some((
+        u16::try_from(size["Width"].as_u64()?).ok()?,
+        u16::try_from(size["Height"].as_u64()?).ok()?,
+    ))
+}
+
+/// Sends a channel-3 status and closes.
+async fn finish<S>(tx: &mut S, status: serde_json::Value)
+where
+    S: futures::Sink<Message> + Unpin,
 {
+    let mut msg = vec![3u8];
+    msg.extend(status.to_string().into_bytes());
+    let _ = tx.send(Message::binary(msg)).await;
+    close(tx).await;
+}
+
+async fn run_attach(k: &Kubelet, id: &str, r: ExecRequest, v5: bool, ws: Socket) {
+    use skiff_embedded::container::attach;
+    let (mut tx, mut rx) = ws.split();
+    let conn = match k.containers.attach(id).await {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("error attaching to container: {e}");
+            let status = json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500});
+            finish(&mut tx, status).await;
+            return;
+        }
+    };
+    let (mut from_shim, mut to_shim) = conn.into_split();
+    if r.stdin
+        && to_shim
+            .write_all(&attach::frame(attach::WANT_STDIN, &[]))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let mut decoder = attach::Decoder::default();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        tokio::select! {
+            n = from_shim.read(&mut buf) => {
+                // The shim closes the connection when the container has exited.
+                let Ok(n @ 1..) = n else { break };
+                decoder.push(&buf[..n]);
+                while let Ok(Some((kind, data))) = decoder.next_frame() {
+                    let channel = match kind {
+                        attach::STDOUT if r.stdout => 1u8,
+                        attach::STDERR if r.stderr => 2,
+                        _ => continue,
+                    };
+                    let mut msg = Vec::with_capacity(data.len() + 1);
+                    msg.push(channel);
+                    msg.extend_from_slice(&data);
+                    if tx.send(Message::binary(msg)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            msg = rx.next() => {
+                let frame = match msg {
+                    Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
+                        0 if r.stdin => attach::frame(attach::STDIN, &data[1..]),
+                        255 if v5 && r.stdin && data.get(1) == Some(&0) => {
+                            attach::frame(attach::CLOSE_STDIN, &[])
+                        }
+                        4 => match terminal_size(&data[1..]) {
+                            Some((cols, rows)) => {
+                                attach::frame(attach::RESIZE, &attach::resize_payload(cols, rows))
+                            }
+                            None => continue,
+                        },
+                        _ => continue,
+                    },
+                    // The client is gone: so is this connection (the shim then ends
+                    // a stdinOnce container's input).
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                if to_shim.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    finish(&mut tx, json!({"metadata": {}, "status": "Success"})).await;
+}
+
+async fn run(k: &Kubelet, id: &str, exec: ExecRequest, v5: bool, ws: Socket) {
     let (mut tx, mut rx) = ws.split();
     let mut cmd = k.containers.exec_command(id, &exec.command, exec.tty);
     // A terminal's size comes through a FIFO the process reads "COLS ROWS" lines from.
@@ -176,10 +299,7 @@ async fn run<S>(
         Ok(c) => c,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "message": format!("starting the command: {e}"), "reason": "InternalError"});
-            let mut msg = vec![3u8];
-            msg.extend(status.to_string().into_bytes());
-            let _ = tx.send(Message::binary(msg)).await;
-            close(&mut tx).await;
+            finish(&mut tx, status).await;
             return;
         }
     };
@@ -244,9 +364,7 @@ async fn run<S>(
                     }
                     255 if v5 && data.get(1) == Some(&0) => stdin = None,
                     4 => {
-                        // {"Width": cols, "Height": rows}
-                        let size: serde_json::Value = serde_json::from_slice(&data[1..]).unwrap_or_default();
-                        if let (Some(w), Some(h), Some(f)) = (size["Width"].as_u64(), size["Height"].as_u64(), resize.as_mut()) {
+                        if let (Some((w, h)), Some(f)) = (terminal_size(&data[1..]), resize.as_mut()) {
                             use std::io::Write;
                             let _ = writeln!(f, "{w} {h}");
                         }
@@ -271,10 +389,7 @@ async fn run<S>(
     if let Some(path) = &fifo {
         let _ = std::fs::remove_file(path);
     }
-    let mut msg = vec![3u8];
-    msg.extend(exit_status(&exec.command, code).to_string().into_bytes());
-    let _ = tx.send(Message::binary(msg)).await;
-    close(&mut tx).await;
+    finish(&mut tx, exit_status(&exec.command, code)).await;
 }
 
 /// Closes with code 1000: clients take a close without a code (1005) as an error.

@@ -141,7 +141,7 @@ fn run_tty(dir: &Path, args: Vec<String>) -> Result<i32, String> {
         }
     };
     let pid = Pid::from_raw(pid.as_raw()).ok_or("the process has no pid")?;
-    let master = receive_fd(&listener);
+    let master = super::receive_fd(&listener);
     cleanup();
     let master = master?;
     let resize = std::env::var_os("SKIFF_RESIZE_FIFO").and_then(|p| {
@@ -241,37 +241,4 @@ fn run_tty(dir: &Path, args: Vec<String>) -> Result<i32, String> {
     }
     let _: &OwnedFd = &master;
     wait(pid)
-}
-
-/// The pty master libcontainer sends over the console socket.
-fn receive_fd(listener: &std::os::unix::net::UnixListener) -> Result<std::os::fd::OwnedFd, String> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let (stream, _) = listener
-        .accept()
-        .map_err(|e| format!("the console socket: {e}"))?;
-    let mut name = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut name)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .map_err(|e| format!("receiving the terminal: {e}"))?;
-    for cmsg in msg
-        .cmsgs()
-        .map_err(|e| format!("receiving the terminal: {e}"))?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            if let Some(fd) = fds.first() {
-                #[allow(unsafe_code)]
-                // SAFETY: SCM_RIGHTS just gave this process the descriptor; nothing
-                // else owns it.
-                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-    }
-    Err("no terminal came over the console socket".into())
 }

@@ -3,6 +3,7 @@
 //! - `spec.rs`: the OCI runtime spec from a [`ContainerConfig`];
 //! - `shim.rs`: the shim process (`skiff shim DIR`): mounts the root, runs the container,
 //!   writes its CRI log, records its exit;
+//! - `attach.rs`: the frames the shim speaks to attached clients (`kubectl attach`);
 //! - `exec.rs`: a process run in a running container (`skiff container-exec`);
 //! - `log.rs`: the CRI log format and its rotation;
 //! - `runtime.rs`: [`Containers`], the agent's side: prepares a container's folder, starts
@@ -16,6 +17,7 @@
 //! needs), `meta.json` (the kubelet's labels), and what the shim writes: `state.json`
 //! once the container runs, `exit.json` once it has exited.
 
+pub mod attach;
 pub mod cgroups;
 pub mod exec;
 pub mod log;
@@ -54,6 +56,15 @@ pub struct ShimConfig {
     pub log_max_files: usize,
     /// The container's cgroup path (where its OOM kills are counted).
     pub cgroups_path: String,
+    /// The container runs on a terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// The container has a stdin that attached clients write to.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Its stdin closes for good when the first client's input ends.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// A running container.
@@ -99,4 +110,39 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::R
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The pty master libcontainer sends over the console socket.
+pub(crate) fn receive_fd(
+    listener: &std::os::unix::net::UnixListener,
+) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("the console socket: {e}"))?;
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(|e| format!("receiving the terminal: {e}"))?;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| format!("receiving the terminal: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                #[allow(unsafe_code)]
+                // SAFETY: SCM_RIGHTS just gave this process the descriptor; nothing
+                // else owns it.
+                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("no terminal came over the console socket".into())
 }

@@ -114,6 +114,9 @@ impl Containers {
             log_max_size: 10 << 20,
             log_max_files: 5,
             cgroups_path: new.config.cgroups_path.clone(),
+            tty: new.config.tty,
+            stdin: new.config.stdin,
+            stdin_once: new.config.stdin_once,
         };
         write_json(&dir.join(SHIM_FILE), &shim).map_err(io("writing shim.json"))?;
         write_json(&dir.join(META_FILE), new.labels).map_err(io("writing meta.json"))?;
@@ -282,6 +285,19 @@ impl Containers {
             source,
         })?;
         Ok(())
+    }
+
+    /// A connection to the running container `id`'s own stdio, speaking the frames of
+    /// [`super::attach`].
+    pub async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream> {
+        let io = |what| {
+            let id = id.to_string();
+            move |source| Error::Io { id, what, source }
+        };
+        let dir = std::fs::File::open(self.dir(id)).map_err(io("opening the folder"))?;
+        tokio::net::UnixStream::connect(super::attach::short_path(&dir, super::attach::SOCKET))
+            .await
+            .map_err(io("connecting to the attach socket"))
     }
 
     /// The command that runs `args` in the running container `id` (see `exec.rs`), on

@@ -156,6 +156,10 @@ pub struct ContainerConfig {
     pub no_new_privileges: bool,
     /// A terminal instead of pipes.
     pub tty: bool,
+    /// A stdin that attached clients write to (`stdin: true`); else `/dev/null`.
+    pub stdin: bool,
+    /// The stdin closes when the first attached client's input ends (`stdinOnce`).
+    pub stdin_once: bool,
 }
 
 fn cap_name(c: &str) -> String {

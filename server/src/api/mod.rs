@@ -59,7 +59,7 @@ pub struct Api {
     pub server_address: String,
     /// The largest request body accepted.
     pub max_body: usize,
-    /// How the API server reaches nodes' APIs (logs, exec, port-forward).
+    /// How the API server reaches nodes' APIs (logs, exec, attach, port-forward).
     pub kubelet_tls: Arc<rustls::ClientConfig>,
 }
 
@@ -422,7 +422,7 @@ async fn resource(
             return nodeproxy::pod_log(api, &t, &q).await;
         }
         (&Method::GET | &Method::POST, true)
-            if matches!(sub.as_deref(), Some("exec" | "portforward")) =>
+            if matches!(sub.as_deref(), Some("exec" | "attach" | "portforward")) =>
         {
             return nodeproxy::pod_stream(api, &t, req).await;
         }

@@ -1,5 +1,5 @@
-//! Pod subresources that the node running the pod serves: `pods/log`, `pods/exec` and
-//! `pods/portforward` (attach is still to come). The API server checks the request, finds
+//! Pod subresources that the node running the pod serves: `pods/log`, `pods/exec`,
+//! `pods/attach` and `pods/portforward`. The API server checks the request, finds
 //! the pod's node, and relays to that node's API over mutual TLS as
 //! `kube-apiserver-kubelet-client`, streaming the answer back as it comes; an upgraded
 //! connection (WebSocket, or SPDY for port-forward) is relayed byte for byte, the node
@@ -152,9 +152,10 @@ const UPGRADE_RESPONSE_HEADERS: &[&str] = &[
     "x-stream-protocol-version",
 ];
 
-/// `pods/exec` and `pods/portforward`: the client's upgrade (WebSocket; or for
-/// port-forward also SPDY/3.1, which kubectl falls back to), relayed to the node as
-/// `/exec/{ns}/{pod}/{container}` or `/portForward/{ns}/{pod}` with the client's query; the
+/// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade (WebSocket; or
+/// for port-forward also SPDY/3.1, which kubectl falls back to), relayed to the node as
+/// `/exec/{ns}/{pod}/{container}`, `/attach/{ns}/{pod}/{container}` or
+/// `/portForward/{ns}/{pod}` with the client's query; the
 /// node answers the upgrade, then bytes go both ways until either side closes.
 pub async fn pod_stream(
     api: &Api,
@@ -167,20 +168,30 @@ pub async fn pod_stream(
         .into_owned()
         .collect();
     let (pod, name, path) = match sub.as_str() {
-        "exec" => {
+        "exec" | "attach" => {
             let container_param = pairs
                 .iter()
                 .rev()
                 .find(|(k, _)| k == "container")
                 .map(|(_, v)| v.as_str());
             let (pod, name, namespace, container) = pod_container(api, t, container_param)?;
-            if !pairs.iter().any(|(k, _)| k == "command") {
+            let on = |key: &str| {
+                pairs
+                    .iter()
+                    .any(|(k, v)| k == key && (v == "true" || v == "1"))
+            };
+            if sub == "exec" && !pairs.iter().any(|(k, _)| k == "command") {
                 return Err(ApiError::bad_request(
                     "you must specify at least one command for the container",
                 ));
             }
+            if !(on("stdin") || on("stdout") || on("stderr")) {
+                return Err(ApiError::bad_request(
+                    "you must specify at least one of stdin, stdout, stderr",
+                ));
+            }
             let path = format!(
-                "/exec/{}/{}/{}",
+                "/{sub}/{}/{}/{}",
                 enc(&namespace),
                 enc(&name),
                 enc(&container)

@@ -95,7 +95,7 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
             "scale" => target.resource.scale,
             "finalize" => target.resource.kind == "Namespace",
             s if s == "proxy" || s.starts_with("proxy/") => target.resource.kind == "Node",
-            "binding" | "eviction" | "log" | "exec" | "portforward" => {
+            "binding" | "eviction" | "log" | "exec" | "attach" | "portforward" => {
                 target.resource.kind == "Pod" && target.resource.group.is_empty()
             }
             _ => false,
