@@ -135,6 +135,9 @@ pub struct ServerArgs {
     /// Port of the node's API (logs, exec, port-forward); 0 picks a free one [default: 10250]
     #[arg(long, env = "SKIFF_KUBELET_PORT")]
     pub kubelet_port: Option<u16>,
+    /// Containers without a seccompProfile run under RuntimeDefault, as the kubelet's --seccomp-default
+    #[arg(long, env = "SKIFF_SECCOMP_DEFAULT", num_args = 0..=1, default_missing_value = "true")]
+    pub seccomp_default: Option<bool>,
 }
 
 /// Flags of `skiff images`.

@@ -40,6 +40,7 @@ struct FileConfig {
     system_reserved: Option<String>,
     kubelet_port: Option<u16>,
     private_registry: Option<PathBuf>,
+    seccomp_default: Option<bool>,
 }
 
 /// A file mode written as a string ("0644") or a number (644).
@@ -354,6 +355,10 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
             control_plane: true,
             reserved,
             kubelet_port: args.kubelet_port.or(file.kubelet_port).unwrap_or(10250),
+            seccomp_default: args
+                .seccomp_default
+                .or(file.seccomp_default)
+                .unwrap_or(false),
             registries: {
                 let path = args
                     .private_registry
@@ -410,6 +415,20 @@ mod tests {
         assert_eq!(c.https_port, 8443);
         assert_eq!(c.tls_sans, vec!["b"]);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn seccomp_default_from_the_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "seccomp-default: true\n").unwrap();
+        let agent = |extra: &[&str]| server_config(args(extra)).unwrap().agent.unwrap();
+        assert!(agent(&["--config", file.to_str().unwrap()]).seccomp_default);
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "").unwrap();
+        let e = empty.to_str().unwrap();
+        assert!(!agent(&["--config", e]).seccomp_default);
+        assert!(agent(&["--config", e, "--seccomp-default"]).seccomp_default);
     }
 
     #[test]

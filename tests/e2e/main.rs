@@ -41,6 +41,7 @@ mod nodes;
 mod portforward;
 mod python;
 mod scheduling;
+mod security;
 mod services;
 mod sim;
 mod statefulset;

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use oci_spec::image::ImageConfiguration;
-use skiff_embedded::container::{ContainerConfig, Mount, Resources, Shared};
+use skiff_embedded::container::{ContainerConfig, Mount, Resources, Seccomp, Shared};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub struct PodContext {
     pub env_from: Vec<(String, String)>,
     /// The Services' variables (`KUBERNETES_SERVICE_HOST`, ...), below everything else.
     pub service_env: Vec<(String, String)>,
+    /// The container's seccomp filter, its Localhost profile already read
+    /// ([`super::seccomp::resolve`]).
+    pub seccomp: Seccomp,
 }
 
 /// The milli-CPUs of a quantity (`500m`, `2`, `1.5`).
@@ -401,6 +404,7 @@ pub fn config(
         tty: container.tty == Some(true),
         stdin: container.stdin == Some(true),
         stdin_once: container.stdin_once == Some(true),
+        seccomp: ctx.seccomp.clone(),
     })
 }
 
@@ -469,6 +473,7 @@ mod tests {
             env_from_refs: BTreeMap::new(),
             env_from: vec![],
             service_env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.43.0.1".into())],
+            seccomp: Seccomp::Unconfined,
         };
         let env = environment(&c, &img, &ctx).unwrap();
         assert_eq!(

@@ -3,16 +3,19 @@
 //!
 //! Start at [`run`]. Then `node.rs` (the Node object and its heartbeat), `pods.rs` (the
 //! watch and one worker per pod), `worker.rs` (a pod's lifecycle), `container.rs` (a pod's
-//! container as the runtime runs it), `volumes.rs` (volumes and `/etc` files) and
-//! `status.rs` (the pod's status as upstream writes it).
+//! container as the runtime runs it), `seccomp.rs` (its seccomp filter), `volumes.rs`
+//! (volumes and `/etc` files), `ownership.rs` (fsGroup on volumes) and `status.rs` (the
+//! pod's status as upstream writes it).
 
 pub mod api;
 pub mod container;
 pub mod gc;
 pub mod node;
+pub mod ownership;
 pub mod pods;
 pub mod portforward;
 pub mod probe;
+pub mod seccomp;
 pub mod spdy;
 pub mod static_pods;
 pub mod stats;
@@ -88,6 +91,9 @@ pub struct Config {
     pub kubelet_port: u16,
     /// Mirrors, credentials and TLS of registries (K3s's registries.yaml format).
     pub registries: skiff_embedded::image::registries::Registries,
+    /// Containers without a seccompProfile get RuntimeDefault (upstream's
+    /// `--seccomp-default`).
+    pub seccomp_default: bool,
 }
 
 /// What every part of the kubelet shares.
@@ -121,6 +127,11 @@ impl Kubelet {
     /// Where each pod's folder is.
     pub fn pods_dir(&self) -> PathBuf {
         self.agent_dir().join("pods")
+    }
+
+    /// Where Localhost seccomp profiles are (upstream's `--seccomp-profile-root`).
+    pub fn seccomp_dir(&self) -> PathBuf {
+        self.agent_dir().join("seccomp")
     }
 }
 
@@ -166,6 +177,11 @@ pub async fn run(
     .map_err(|e| Error::Runtime(e.to_string()))?
     .map_err(Error::Images)?;
     let host = node::Host::read(&config.data_dir);
+    if !host.seccomp {
+        tracing::warn!(
+            "this kernel has no seccomp (no Seccomp: line in /proc/self/status): containers run without a seccomp filter, whatever their seccompProfile"
+        );
+    }
     let k = Arc::new(Kubelet {
         client,
         node_name: config.node_name.clone(),

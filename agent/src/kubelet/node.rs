@@ -35,6 +35,8 @@ pub struct Host {
     pub machine_id: String,
     /// This boot's id.
     pub boot_id: String,
+    /// The kernel filters system calls (seccomp).
+    pub seccomp: bool,
 }
 
 impl Host {
@@ -66,6 +68,7 @@ impl Host {
             os_image,
             machine_id: read("/etc/machine-id"),
             boot_id: read("/proc/sys/kernel/random/boot_id"),
+            seccomp: skiff_embedded::container::seccomp::supported(&read("/proc/self/status")),
         }
     }
 }
@@ -422,6 +425,7 @@ mod tests {
             shim_exe: "/proc/self/exe".into(),
             kubelet_port: 10250,
             registries: Default::default(),
+            seccomp_default: false,
         }
     }
 

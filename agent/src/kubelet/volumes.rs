@@ -5,7 +5,12 @@
 //! key is a symlink through `..data`; an update writes a new folder and swaps `..data`
 //! with one rename, so a running container sees the old set or the new one, never a mix.
 //! Every sync rewrites them when their content changed, so updates reach running pods.
+//!
+//! With a pod `fsGroup`, the volumes kubelets manage get that group (`ownership.rs`):
+//! emptyDir when made, a claim when the pod first uses it, and the atomic writer's files
+//! as it writes them, so an update arrives with the group already set.
 
+use super::ownership::{self, Access, ChangePolicy};
 use super::Kubelet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
 use kube::api::Api;
@@ -114,10 +119,12 @@ fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<()> {
 }
 
 /// Makes or refreshes every volume of the pod; returns their host folders by name.
+/// `known` is what the last call returned: a claim not in it is new to this pod.
 pub async fn prepare(
     k: &Kubelet,
     pod: &Pod,
     dir: &Path,
+    known: &BTreeMap<String, PathBuf>,
 ) -> Result<BTreeMap<String, PathBuf>, String> {
     let mut out = BTreeMap::new();
     let ns = pod
@@ -126,7 +133,7 @@ pub async fn prepare(
         .clone()
         .unwrap_or_else(|| "default".into());
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = volume(k, pod, &ns, dir, v)
+        let path = volume(k, pod, &ns, dir, v, known.contains_key(&v.name))
             .await
             .map_err(|e| format!("volume {:?}: {e}", v.name))?;
         out.insert(v.name.clone(), path);
@@ -140,9 +147,12 @@ async fn volume(
     ns: &str,
     dir: &Path,
     v: &Volume,
+    known: bool,
 ) -> Result<PathBuf, String> {
     let path = dir.join("volumes").join(&v.name);
     let io = |e: io::Error| e.to_string();
+    let group = ownership::fs_group(pod);
+    let owned = |e: io::Error| format!("giving it the pod's fsGroup: {e}");
     if let Some(empty) = &v.empty_dir {
         if !path.exists() {
             std::fs::create_dir_all(&path).map_err(io)?;
@@ -164,6 +174,10 @@ async fn volume(
                     data.as_c_str(),
                 )
                 .map_err(|e| format!("mounting tmpfs: {e}"))?;
+            }
+            if let Some(g) = group {
+                ownership::set(&path, g, Access::ReadWrite, ChangePolicy::of(pod))
+                    .map_err(owned)?;
             }
         }
         return Ok(path);
@@ -218,7 +232,7 @@ async fn volume(
             None if cm.optional == Some(true) => Vec::new(),
             None => return Err(format!("configmap {name:?} not found")),
         };
-        write_atomic(&path, &files).map_err(io)?;
+        write_atomic(&path, &files, group).map_err(io)?;
         return Ok(path);
     }
     if let Some(s) = &v.secret {
@@ -242,7 +256,7 @@ async fn volume(
             None if s.optional == Some(true) => Vec::new(),
             None => return Err(format!("secret {name:?} not found")),
         };
-        write_atomic(&path, &files).map_err(io)?;
+        write_atomic(&path, &files, group).map_err(io)?;
         return Ok(path);
     }
     if let Some(d) = &v.downward_api {
@@ -264,11 +278,23 @@ async fn volume(
             let mode = item.mode.or(d.default_mode).unwrap_or(0o644);
             files.push((item.path.clone(), value.into_bytes(), mode as u32));
         }
-        write_atomic(&path, &files).map_err(io)?;
+        write_atomic(&path, &files, group).map_err(io)?;
         return Ok(path);
     }
     if let Some(claim) = &v.persistent_volume_claim {
-        return claimed_path(k, ns, &claim.claim_name).await;
+        let path = claimed_path(k, ns, &claim.claim_name).await?;
+        // Once per pod, as upstream sets a volume up once; a read-only claim is left
+        // alone, as upstream's local volumes are.
+        if let (Some(g), false, false) = (group, known, claim.read_only == Some(true)) {
+            let (root, policy) = (path.clone(), ChangePolicy::of(pod));
+            tokio::task::spawn_blocking(move || {
+                ownership::set(&root, g, Access::ReadWrite, policy)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(owned)?;
+        }
+        return Ok(path);
     }
     if let Some(p) = &v.projected {
         let mut files = Vec::new();
@@ -346,7 +372,7 @@ async fn volume(
                 return Err("serviceAccountToken projections need the TokenRequest API, which is not served yet".into());
             }
         }
-        write_atomic(&path, &files).map_err(io)?;
+        write_atomic(&path, &files, group).map_err(io)?;
         return Ok(path);
     }
     Err("this volume type is not supported yet".into())
@@ -432,8 +458,18 @@ fn select(
     }
 }
 
-/// Writes `files` (relative path, content, mode) into `dir` as the atomic writer does.
-pub fn write_atomic(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> io::Result<()> {
+/// Writes `files` (relative path, content, mode) into `dir` as the atomic writer does;
+/// with the pod's fsGroup `group`, every file and folder gets that group and group read.
+pub fn write_atomic(
+    dir: &Path,
+    files: &[(String, Vec<u8>, u32)],
+    group: Option<u32>,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mode_of = |mode: u32| match group {
+        Some(_) => ownership::mode_for(mode, false, Access::ReadOnly),
+        None => mode,
+    };
     for (rel, _, _) in files {
         if rel.starts_with('/')
             || rel.split('/').any(|c| c == ".." || c.is_empty())
@@ -453,7 +489,10 @@ pub fn write_atomic(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> io::Result<
         let same = files.iter().all(|(rel, content, mode)| {
             let p = current.join(rel);
             std::fs::read(&p).ok().as_deref() == Some(content.as_slice())
-                && std::fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o7777 == *mode)
+                && std::fs::metadata(&p).is_ok_and(|m| {
+                    m.permissions().mode() & 0o7777 == mode_of(*mode)
+                        && group.is_none_or(|g| m.gid() == g)
+                })
         }) && count_files(&current) == files.len();
         if same {
             return Ok(());
@@ -471,7 +510,11 @@ pub fn write_atomic(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> io::Result<
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&p, content)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode_of(*mode)))?;
+    }
+    // The new set has its group before it becomes visible through ..data.
+    if let Some(g) = group {
+        ownership::set(&target, g, Access::ReadOnly, ChangePolicy::Always)?;
     }
     let tmp_link = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp_link);
@@ -502,6 +545,10 @@ pub fn write_atomic(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> io::Result<
         if old != Path::new(&stamp) {
             let _ = std::fs::remove_dir_all(dir.join(old));
         }
+    }
+    // The volume's root, ..data and the names through it.
+    if let Some(g) = group {
+        ownership::set(dir, g, Access::ReadOnly, ChangePolicy::Always)?;
     }
     Ok(())
 }
@@ -761,6 +808,7 @@ mod tests {
                 ("a".into(), b"1".to_vec(), 0o644),
                 ("b".into(), b"2".to_vec(), 0o600),
             ],
+            None,
         )
         .unwrap();
         assert_eq!(std::fs::read(v.join("a")).unwrap(), b"1");
@@ -775,6 +823,7 @@ mod tests {
                 ("a".into(), b"1".to_vec(), 0o644),
                 ("b".into(), b"2".to_vec(), 0o600),
             ],
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -782,13 +831,58 @@ mod tests {
             first,
             "unchanged: not rewritten"
         );
-        write_atomic(&v, &[("a".into(), b"new".to_vec(), 0o644)]).unwrap();
+        write_atomic(&v, &[("a".into(), b"new".to_vec(), 0o644)], None).unwrap();
         assert_eq!(std::fs::read(v.join("a")).unwrap(), b"new");
         assert!(
             std::fs::symlink_metadata(v.join("b")).is_err(),
             "a removed key goes"
         );
         assert!(!v.join(&first).exists(), "the old set goes");
-        assert!(write_atomic(&v, &[("../x".into(), vec![], 0o644)]).is_err());
+        assert!(write_atomic(&v, &[("../x".into(), vec![], 0o644)], None).is_err());
+    }
+
+    /// Needs root (chown to another group), as the tests in CI run.
+    #[test]
+    fn atomic_writer_gives_the_fs_group_and_keeps_it_on_updates() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("cm");
+        let meta = |p: &str| std::fs::symlink_metadata(v.join(p)).unwrap();
+        let files = [
+            ("a".to_string(), b"1".to_vec(), 0o644),
+            ("nested/b".to_string(), b"2".to_vec(), 0o400),
+        ];
+        write_atomic(&v, &files, Some(2000)).unwrap();
+        let data = std::fs::read_link(v.join("..data")).unwrap();
+        for p in [
+            "",
+            "..data",
+            "a",
+            "nested",
+            "..data/a",
+            "..data/nested",
+            "..data/nested/b",
+        ] {
+            assert_eq!(meta(p).gid(), 2000, "{p:?} has the group");
+        }
+        assert_eq!(meta("..data/a").mode() & 0o7777, 0o644, "defaultMode kept");
+        assert_eq!(
+            meta("..data/nested/b").mode() & 0o7777,
+            0o440,
+            "an item's mode, made group-readable"
+        );
+        assert_eq!(meta("").mode() & 0o2000, 0o2000, "setgid root");
+        write_atomic(&v, &files, Some(2000)).unwrap();
+        assert_eq!(
+            std::fs::read_link(v.join("..data")).unwrap(),
+            data,
+            "unchanged: not rewritten"
+        );
+        write_atomic(&v, &[("a".to_string(), b"new".to_vec(), 0o600)], Some(2000)).unwrap();
+        assert_ne!(std::fs::read_link(v.join("..data")).unwrap(), data);
+        assert_eq!(std::fs::read(v.join("a")).unwrap(), b"new");
+        assert_eq!(meta("..data/a").gid(), 2000, "the update has the group");
+        assert_eq!(meta("..data/a").mode() & 0o7777, 0o640);
+        assert_eq!(meta("..data").gid(), 2000);
     }
 }

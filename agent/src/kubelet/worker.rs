@@ -239,7 +239,7 @@ impl Worker {
         }
         let etc = volumes::etc_files(&self.pod_dir(), pod, &self.k.node_name, self.k.node_ip)
             .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
-        match volumes::prepare(&self.k, pod, &self.pod_dir()).await {
+        match volumes::prepare(&self.k, pod, &self.pod_dir(), &self.volumes).await {
             Ok(v) => self.volumes = v,
             Err(e) => {
                 // Every container waits on its volumes.
@@ -506,6 +506,23 @@ impl Worker {
                 return Some(Duration::from_secs(2));
             }
         };
+        let node_seccomp = super::seccomp::NodeSeccomp {
+            supported: self.k.host.seccomp,
+            default_runtime_default: self.k.config.seccomp_default,
+        };
+        let seccomp = match super::seccomp::resolve(pod, c, node_seccomp, &self.k.seccomp_dir()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: Some(e.0),
+                    },
+                );
+                return Some(Duration::from_secs(2));
+            }
+        };
         let ctx = PodContext {
             net: ns.net.clone(),
             ipc: ns.ipc.clone(),
@@ -517,6 +534,7 @@ impl Worker {
             env_from_refs: env_refs.0,
             env_from: env_refs.1,
             service_env: volumes::service_env(&self.k, pod).await,
+            seccomp,
         };
         let config = match container::config(pod, c, &image.config, &ctx, &id) {
             Ok(config) => config,

@@ -5,6 +5,10 @@
 //! to the process, waits for it, and exits with its exit code (128 + the signal when a
 //! signal ended it).
 //!
+//! The process runs under the container's seccomp filter, loaded by [`WithSeccomp`]
+//! just before it executes, because libcontainer 0.7 leaves the filter out of the spec
+//! it builds for an exec'd process.
+//!
 //! With a terminal (`--tty`), libcontainer gives the process a pty and hands its master
 //! end back over a console socket; this process then copies its stdin to the terminal
 //! and the terminal to its stdout, and applies resizes ("COLS ROWS" lines) read from the
@@ -12,7 +16,12 @@
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{
+    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 use rustix::process::{Pid, WaitOptions};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -36,12 +45,64 @@ pub fn main(dir: &Path, args: Vec<String>, tty: bool) -> i32 {
     }
 }
 
+/// libcontainer's own executor, after loading the container's seccomp filter.
+///
+/// libcontainer 0.7 builds an exec'd process's spec from the namespaces and cgroup of
+/// the container's, without its `linux.seccomp`, so the process would run unfiltered.
+/// This executor runs last in the new process, after it dropped to the container's
+/// user and capabilities: loading a filter then needs `CAP_SYS_ADMIN` or
+/// `no_new_privs`, so a process without the former gets the latter (setuid programs in
+/// an exec'd shell of a filtered container do not gain privileges).
+#[derive(Clone)]
+struct WithSeccomp(Option<LinuxSeccomp>);
+
+impl WithSeccomp {
+    fn of(spec: &Spec) -> WithSeccomp {
+        WithSeccomp(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    }
+}
+
+impl Executor for WithSeccomp {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(filter) = &self.0 {
+            use rustix::thread::{capabilities, set_no_new_privs, CapabilitySet};
+            let admin =
+                capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_ADMIN));
+            if !admin {
+                set_no_new_privs(true)
+                    .map_err(|e| ExecutorError::Other(format!("setting no_new_privs: {e}")))?;
+            }
+            libcontainer::seccomp::initialize_seccomp(filter).map_err(|e| {
+                ExecutorError::Other(format!("loading the container's seccomp filter: {e}"))
+            })?;
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+
+    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        libcontainer::workload::default::get_executor().setup_envs(envs)
+    }
+}
+
 fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
     let id = dir
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| format!("{} is not a container folder", dir.display()))?
         .to_string();
+    let spec =
+        Spec::load(dir.join("config.json")).map_err(|e| format!("the container's spec: {e}"))?;
+    // The container's user, groups and working directory (the tenant builder's defaults
+    // are root and /).
+    let process = spec
+        .process()
+        .clone()
+        .ok_or("the container's spec has no process")?;
+    let user = process.user();
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| format!("duplicating stdio: {e}"))
     };
@@ -57,8 +118,13 @@ fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
+        .with_executor(WithSeccomp::of(&spec))
         .as_tenant()
         .with_container_args(args)
+        .with_user(Some(user.uid()))
+        .with_group(Some(user.gid()))
+        .with_additional_gids(user.additional_gids().clone().unwrap_or_default())
+        .with_cwd(Some(process.cwd()))
         .with_detach(false)
         .build()
         .map_err(|e| format!("executing in the container: {e}"))?;
@@ -87,7 +153,6 @@ fn wait(pid: Pid) -> Result<i32, String> {
 }
 
 fn run_tty(dir: &Path, args: Vec<String>) -> Result<i32, String> {
-    use oci_spec::runtime::Spec;
     use rustix::event::{poll, PollFd, PollFlags};
     use std::os::fd::{AsFd, OwnedFd};
     let id = dir
@@ -124,6 +189,7 @@ fn run_tty(dir: &Path, args: Vec<String>) -> Result<i32, String> {
         .map_err(|e| format!("the container's state: {e}"))
         .map(|b| {
             b.with_console_socket(Some(&sock_path))
+                .with_executor(WithSeccomp::of(&spec))
                 .as_tenant()
                 .with_process(Some(&process_path))
                 .with_detach(true)

@@ -1,6 +1,8 @@
 //! The container runtime: libcontainer behind a per-container shim.
 //!
 //! - `spec.rs`: the OCI runtime spec from a [`ContainerConfig`];
+//! - `seccomp.rs`: the seccomp filter a container runs under, and skiff's
+//!   `RuntimeDefault` profile;
 //! - `shim.rs`: the shim process (`skiff shim DIR`): mounts the root, runs the container,
 //!   writes its CRI log, records its exit;
 //! - `attach.rs`: the frames the shim speaks to attached clients (`kubectl attach`);
@@ -23,10 +25,12 @@ pub mod exec;
 pub mod log;
 pub mod runtime;
 pub mod sandbox;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 
 pub use runtime::{Containers, Status};
+pub use seccomp::Seccomp;
 pub use spec::{ContainerConfig, Mount, Resources, Shared};
 
 use serde::{Deserialize, Serialize};

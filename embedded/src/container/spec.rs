@@ -3,6 +3,7 @@
 //! read back through oci-spec's types, so a field of the wrong shape fails here, before
 //! anything is started.
 
+use super::seccomp::{self, Seccomp};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -144,7 +145,7 @@ pub struct ContainerConfig {
     pub cgroups_path: String,
     /// cgroup limits.
     pub resources: Resources,
-    /// Every capability, every device, no masked paths.
+    /// Every capability, every device, no masked paths, no seccomp filter.
     pub privileged: bool,
     /// Capabilities to add (`NET_ADMIN` or `CAP_NET_ADMIN`).
     pub cap_add: Vec<String>,
@@ -160,6 +161,8 @@ pub struct ContainerConfig {
     pub stdin: bool,
     /// The stdin closes when the first attached client's input ends (`stdinOnce`).
     pub stdin_once: bool,
+    /// The seccomp filter (none when privileged).
+    pub seccomp: Seccomp,
 }
 
 fn cap_name(c: &str) -> String {
@@ -293,11 +296,18 @@ pub fn build(config: &ContainerConfig) -> Result<Spec, Error> {
         )
     };
 
+    let filter = match &config.seccomp {
+        _ if config.privileged => None,
+        Seccomp::Unconfined => None,
+        Seccomp::RuntimeDefault => Some(seccomp::runtime_default(&caps).map_err(Error::Spec)?),
+        Seccomp::Localhost(profile) => Some((**profile).clone()),
+    };
+
     let mut user = json!({"uid": config.uid, "gid": config.gid});
     if !config.additional_gids.is_empty() {
         user["additionalGids"] = json!(config.additional_gids);
     }
-    let doc = json!({
+    let mut doc = json!({
         "ociVersion": "1.0.2",
         "root": {"path": "rootfs", "readonly": config.read_only_rootfs},
         "hostname": config.hostname,
@@ -310,7 +320,6 @@ pub fn build(config: &ContainerConfig) -> Result<Spec, Error> {
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "noNewPrivileges": config.no_new_privileges,
         },
         "mounts": mounts,
         "linux": {
@@ -321,6 +330,18 @@ pub fn build(config: &ContainerConfig) -> Result<Spec, Error> {
             "readonlyPaths": readonly,
         },
     });
+    // Only ever `true` or absent: libcontainer 0.7 loads the seccomp filter before it
+    // drops capabilities only when the field is absent; when it is there, even as
+    // `false`, it loads it afterwards, which the kernel refuses without no_new_privs
+    // or CAP_SYS_ADMIN.
+    if config.no_new_privileges {
+        doc["process"]["noNewPrivileges"] = json!(true);
+    }
+    if let Some(filter) = filter {
+        let filter =
+            serde_json::to_value(seccomp::for_libcontainer(filter)).map_err(Error::Spec)?;
+        doc["linux"]["seccomp"] = filter;
+    }
     serde_json::from_value(doc).map_err(Error::Spec)
 }
 
@@ -375,6 +396,53 @@ mod tests {
         assert_eq!(v["process"]["args"][2], "echo hi");
         assert_eq!(v["linux"]["cgroupsPath"], "/skiff/podx/c1");
         assert_eq!(v["root"]["path"], "rootfs");
+    }
+
+    #[test]
+    fn seccomp_follows_the_config_and_privileged_has_none() {
+        let seccomp = |c: &ContainerConfig| {
+            serde_json::to_value(build(c).unwrap()).unwrap()["linux"]["seccomp"].clone()
+        };
+        let mut c = config();
+        assert!(seccomp(&c).is_null(), "unconfined by default");
+        c.seccomp = Seccomp::RuntimeDefault;
+        let filter = seccomp(&c);
+        assert_eq!(filter["defaultAction"], "SCMP_ACT_ALLOW");
+        let denies = |f: &Value, name: &str| {
+            f["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["names"].as_array().unwrap().iter().any(|n| n == name))
+        };
+        assert!(denies(&filter, "unshare"));
+        c.cap_add = vec!["SYS_ADMIN".into()];
+        assert!(
+            !denies(&seccomp(&c), "unshare"),
+            "the profile follows the capabilities"
+        );
+        let local: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        }))
+        .unwrap();
+        c.seccomp = Seccomp::Localhost(Box::new(local));
+        assert_eq!(seccomp(&c)["syscalls"][0]["names"][0], "mkdirat");
+        c.privileged = true;
+        assert!(seccomp(&c).is_null(), "privileged: no filter");
+    }
+
+    #[test]
+    fn no_new_privileges_is_true_or_absent() {
+        let mut c = config();
+        let v = serde_json::to_value(build(&c).unwrap()).unwrap();
+        assert!(
+            v["process"].get("noNewPrivileges").is_none(),
+            "absent, so seccomp loads before the capabilities go"
+        );
+        c.no_new_privileges = true;
+        let v = serde_json::to_value(build(&c).unwrap()).unwrap();
+        assert_eq!(v["process"]["noNewPrivileges"], true);
     }
 
     #[test]
