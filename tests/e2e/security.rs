@@ -1,5 +1,6 @@
 //! Pods' security settings the node enforces: `seccompProfile` (RuntimeDefault, Localhost,
-//! Unconfined, and the node's `--seccomp-default`) and `fsGroup` on volumes.
+//! Unconfined, and the node's `--seccomp-default`), privileged containers, and `fsGroup`
+//! on volumes.
 //! Real containers from busybox, checked from inside with `kubectl exec`, as in
 //! [`crate::node`]. These tests need root, as CI is.
 
@@ -80,7 +81,8 @@ fn seccomp_modes(s: &Server, pod: &str) -> String {
 /// and the same `unshare` fails with EPERM, in the container's init and in `kubectl
 /// exec`; a container's Localhost profile from the node's folder replaces the pod's
 /// profile and denies what it lists; a missing Localhost profile is
-/// CreateContainerConfigError.
+/// CreateContainerConfigError; a privileged container runs unfiltered with every
+/// capability the node has.
 #[test]
 fn seccomp_profiles() {
     let s = Server::start_node(&["--seccomp-default"]);
@@ -122,9 +124,33 @@ fn seccomp_profiles() {
             json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/nosuch.json"}}),
         ),
     );
-    for name in ["unconfined", "default", "node-default", "local"] {
+    // Privileged, even under the node's default: no filter, and every capability the
+    // node itself has (this machine's bounding set may lack some).
+    apply(
+        &s,
+        &sleeper(
+            "privileged",
+            runtime_default.clone(),
+            json!({"privileged": true}),
+        ),
+    );
+    for name in [
+        "unconfined",
+        "default",
+        "node-default",
+        "local",
+        "privileged",
+    ] {
         wait_pod(&s, name, "running", running);
     }
+    assert_eq!(seccomp_modes(&s, "privileged"), "Seccomp:0\nSeccomp:0\n");
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .unwrap();
+    let out = exec(&s, "privileged", "grep CapEff: /proc/1/status");
+    assert_eq!(out.ok().trim(), format!("CapEff:\t{host_bounding}"));
 
     assert_eq!(seccomp_modes(&s, "unconfined"), "Seccomp:0\nSeccomp:0\n");
     let out = exec(

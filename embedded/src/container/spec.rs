@@ -36,7 +36,8 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability, for privileged containers.
+/// Every capability, for privileged containers, in the kernel's numbering (bit N of a
+/// capability set is entry N).
 const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -174,10 +175,21 @@ fn cap_name(c: &str) -> String {
     }
 }
 
-/// The capabilities after the defaults, drops and adds, in a stable order.
-pub fn capabilities(config: &ContainerConfig) -> Vec<String> {
+/// The capabilities after the defaults, drops and adds, in a stable order, within
+/// `bounding` (bit N is capability number N, as in `/proc/self/status`'s `CapBnd`): a
+/// container cannot have what the node's own processes may not, so a privileged one
+/// gets every capability the node has, as containerd gives it.
+pub fn capabilities(config: &ContainerConfig, bounding: u64) -> Vec<String> {
+    let all = || -> Vec<String> {
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| bounding & (1 << bit) != 0)
+            .map(|(_, c)| c.to_string())
+            .collect()
+    };
     if config.privileged {
-        return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        return all();
     }
     let drop: Vec<String> = config.cap_drop.iter().map(|c| cap_name(c)).collect();
     let drop_all = drop.iter().any(|c| c == "CAP_ALL");
@@ -189,13 +201,29 @@ pub fn capabilities(config: &ContainerConfig) -> Vec<String> {
     for add in &config.cap_add {
         let add = cap_name(add);
         if add == "CAP_ALL" {
-            return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+            return all();
         }
         if !caps.contains(&add) {
             caps.push(add);
         }
     }
+    let bit = |c: &String| ALL_CAPABILITIES.iter().position(|a| a == c);
+    caps.retain(|c| bit(c).is_none_or(|b| bounding & (1 << b) != 0));
     caps
+}
+
+/// This process's capability bounding set (`CapBnd` in `/proc/self/status`); every
+/// capability when it cannot be read.
+pub fn host_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
 }
 
 fn namespace(kind: &str, shared: &Option<Shared>) -> Option<Value> {
@@ -208,7 +236,7 @@ fn namespace(kind: &str, shared: &Option<Shared>) -> Option<Value> {
 
 /// The spec of a container whose root filesystem is `rootfs` (relative to the bundle).
 pub fn build(config: &ContainerConfig) -> Result<Spec, Error> {
-    let caps = capabilities(config);
+    let caps = capabilities(config, host_bounding_set());
     let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"})];
     namespaces.extend(namespace("network", &config.network));
     namespaces.extend(namespace("ipc", &config.ipc));
@@ -450,13 +478,34 @@ mod tests {
         let mut c = config();
         c.cap_drop = vec!["ALL".into()];
         c.cap_add = vec!["net_admin".into()];
-        assert_eq!(capabilities(&c), ["CAP_NET_ADMIN"]);
+        assert_eq!(capabilities(&c, u64::MAX), ["CAP_NET_ADMIN"]);
         c.cap_drop = vec!["CAP_CHOWN".into()];
         c.cap_add = vec![];
-        let caps = capabilities(&c);
+        let caps = capabilities(&c, u64::MAX);
         assert!(!caps.contains(&"CAP_CHOWN".to_string()));
         assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len() - 1);
         c.privileged = true;
-        assert!(capabilities(&c).contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(capabilities(&c, u64::MAX).contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(capabilities(&c, u64::MAX).len(), ALL_CAPABILITIES.len());
+    }
+
+    #[test]
+    fn capabilities_stay_within_the_bounding_set() {
+        // A node without CAP_SYS_RESOURCE (bit 24), as some VMs and nested containers are.
+        let bounding = 0x1ff_feff_ffff;
+        let mut c = config();
+        c.privileged = true;
+        let caps = capabilities(&c, bounding);
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(caps.len(), ALL_CAPABILITIES.len() - 1);
+        c.privileged = false;
+        c.cap_add = vec!["SYS_RESOURCE".into(), "NET_ADMIN".into()];
+        let caps = capabilities(&c, bounding);
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        // The table is in the kernel's numbering, which the bits index.
+        assert_eq!(ALL_CAPABILITIES[24], "CAP_SYS_RESOURCE");
+        assert_eq!(ALL_CAPABILITIES[40], "CAP_CHECKPOINT_RESTORE");
     }
 }
