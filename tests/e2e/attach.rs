@@ -76,14 +76,17 @@ fn attach_streams_output_and_keeps_stdin_across_sessions() {
         ),
     );
     wait_phase(&s, "talk", "Running");
-    for k in [Kubectl::V132, Kubectl::Current] {
-        let mut attached = s.kubectl(k).spawn(&["attach", "talk"]);
-        let first = attached.wait_for_line(SOON, |l| l.starts_with("out "));
-        let n: u64 = first["out ".len()..].parse().unwrap();
-        // Live: the next lines follow as the container writes them.
-        let next = format!("out {}", n + 2);
-        attached.wait_for_line(SOON, |l| l == next);
-        let stderr = attached.stop();
+    // Two clients at once, one of each kubectl version: once both have seen a line,
+    // both get every line after it.
+    let mut a = s.kubectl(Kubectl::V132).spawn(&["attach", "talk"]);
+    let mut b = s.kubectl(Kubectl::Current).spawn(&["attach", "talk"]);
+    let number = |line: String| -> u64 { line["out ".len()..].parse().unwrap() };
+    let seen_a = number(a.wait_for_line(SOON, |l| l.starts_with("out ")));
+    let seen_b = number(b.wait_for_line(SOON, |l| l.starts_with("out ")));
+    let next = format!("out {}", seen_a.max(seen_b) + 1);
+    a.wait_for_line(SOON, |l| l == next);
+    b.wait_for_line(SOON, |l| l == next);
+    for stderr in [a.stop(), b.stop()] {
         assert!(stderr.contains("err "), "stderr apart: {stderr}");
     }
 
@@ -97,21 +100,34 @@ fn attach_streams_output_and_keeps_stdin_across_sessions() {
         ),
     );
     wait_phase(&s, "echo", "Running");
-    let mut watcher = s.kubectl(KUBECTL).spawn(&["attach", "echo"]);
-    // A first session writes a line, then goes away without ending the input.
+    // A first session writes a line and sees the answer (kubectl sends input only once
+    // attached), then goes away without ending the input.
     let mut first = Reaped(
         s.kubectl(KUBECTL)
             .command(&["attach", "-i", "echo"])
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let mut input = first.0.stdin.take().unwrap();
+    let stdout = first.0.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     input.write_all(b"one\n").unwrap();
     input.flush().unwrap();
-    watcher.wait_for_line(SOON, |l| l == "got one");
+    let answer = lines
+        .recv_timeout(SOON)
+        .expect("the first session's answer");
+    assert_eq!(answer, "got one");
     drop(first);
     drop(input);
     // The container's stdin is still open for the next session, whose input ends it.
@@ -120,9 +136,7 @@ fn attach_streams_output_and_keeps_stdin_across_sessions() {
         .stdin("two\nquit\n")
         .run(&["attach", "-i", "echo"]);
     assert!(out.status.success(), "{out:?}");
-    assert!(out.stdout.contains("got quit"), "{out:?}");
-    watcher.wait_for_line(SOON, |l| l == "got two");
-    watcher.wait_for_line(SOON, |l| l == "got quit");
+    assert_eq!(out.stdout, "got two\ngot quit\n", "{out:?}");
     wait_phase(&s, "echo", "Succeeded");
     let logs = s.kubectl(KUBECTL).run(&["logs", "echo"]);
     assert_eq!(logs.ok(), "got one\ngot two\ngot quit\n");
