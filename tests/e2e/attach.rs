@@ -146,7 +146,8 @@ fn attach_streams_output_and_keeps_stdin_across_sessions() {
 /// `kubectl run -i --rm` (stdinOnce): the container reads what kubectl sends, its
 /// output comes back, the input ends with kubectl's, and the pod is deleted after.
 /// With `-t` under a terminal (`script` gives kubectl one), the container runs on a
-/// terminal of the client's size.
+/// terminal of the client's size (which kubectl sends once attached, so under load the
+/// typed-ahead line may arrive first: the shell looks again until the size is there).
 #[test]
 fn run_interactive_with_and_without_a_terminal() {
     let s = Server::start_node(&[]);
@@ -174,7 +175,7 @@ fn run_interactive_with_and_without_a_terminal() {
     }
 
     let cmd = format!(
-        "stty cols 100 rows 30; {} run tty --image=busybox --restart=Never -it --rm -- sh -c 'read x; echo \"got $x on $(tty) sized $(stty size)\"'",
+        "stty cols 100 rows 30; {} run tty --image=busybox --restart=Never -it --rm -- sh -c 'read x; for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.2; done; echo \"got $x on $(tty) sized $s\"'",
         KUBECTL.program().display()
     );
     let mut child = Reaped(

@@ -216,6 +216,9 @@ async fn run_attach(k: &Kubelet, id: &str, r: ExecRequest, v5: bool, ws: Socket)
     }
     let mut decoder = attach::Decoder::default();
     let mut buf = vec![0u8; 32 * 1024];
+    // Whether the shim still takes input. It stops when the container has exited; its
+    // last output may still be on the way, so the session goes on until that is read.
+    let mut shim_takes_input = true;
     loop {
         tokio::select! {
             n = from_shim.read(&mut buf) => {
@@ -256,8 +259,8 @@ async fn run_attach(k: &Kubelet, id: &str, r: ExecRequest, v5: bool, ws: Socket)
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     Some(Ok(_)) => continue,
                 };
-                if to_shim.write_all(&frame).await.is_err() {
-                    break;
+                if shim_takes_input && to_shim.write_all(&frame).await.is_err() {
+                    shim_takes_input = false;
                 }
             }
         }
