@@ -93,6 +93,18 @@ pub struct ServerArgs {
     /// NodePort range [default: 30000-32767]
     #[arg(long, env = "SKIFF_SERVICE_NODE_PORT_RANGE")]
     pub service_node_port_range: Option<String>,
+    /// Shared secret other machines join with (the secret, or a whole K10 token) [default: kept, or made on first start]
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// File holding the token
+    #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Shared secret that can only join agents
+    #[arg(long, env = "SKIFF_AGENT_TOKEN")]
+    pub agent_token: Option<String>,
+    /// File holding the agent token
+    #[arg(long, env = "SKIFF_AGENT_TOKEN_FILE", conflicts_with = "agent_token")]
+    pub agent_token_file: Option<PathBuf>,
     /// Do not run a node in this process
     #[arg(long, env = "SKIFF_DISABLE_AGENT", num_args = 0..=1, default_missing_value = "true")]
     pub disable_agent: Option<bool>,

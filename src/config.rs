@@ -41,6 +41,10 @@ struct FileConfig {
     kubelet_port: Option<u16>,
     private_registry: Option<PathBuf>,
     seccomp_default: Option<bool>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    agent_token: Option<String>,
+    agent_token_file: Option<PathBuf>,
 }
 
 /// A file mode written as a string ("0644") or a number (644).
@@ -109,6 +113,21 @@ pub struct Settings {
     pub agent: Option<skiff_agent::kubelet::Config>,
     /// The log filter.
     pub log: String,
+}
+
+/// A token from `--<flag>` or, failing that, the file `--<flag>-file` names.
+fn token_value(flag: &str, value: Option<String>, file: Option<PathBuf>) -> Result<Option<String>> {
+    let text = match (value, file) {
+        (Some(v), _) => v,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading --{flag}-file {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        bail!("--{flag} is empty");
+    }
+    Ok(Some(text))
 }
 
 /// The host's name, for the node's default name.
@@ -292,6 +311,16 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
                     .unwrap_or(40),
             ),
         },
+        token: token_value(
+            "token",
+            args.token.or(file.token),
+            args.token_file.or(file.token_file),
+        )?,
+        agent_token: token_value(
+            "agent-token",
+            args.agent_token.or(file.agent_token),
+            args.agent_token_file.or(file.agent_token_file),
+        )?,
     };
     let mut config = config;
     if config.https_port == 0 {

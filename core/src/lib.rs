@@ -9,3 +9,4 @@ pub mod defaults;
 pub mod kubeconfig;
 pub mod pki;
 pub mod tls;
+pub mod token;

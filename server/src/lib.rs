@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod controllers;
+pub mod join;
 pub mod registry;
 pub mod scheduler;
 pub mod store;
@@ -54,6 +55,11 @@ pub struct Config {
     pub scheduler: scheduler::Config,
     /// Controller settings.
     pub controllers: controllers::Config,
+    /// The server token, the secret alone or the whole secure token (`--token`); kept
+    /// from the last start, or made, when not given.
+    pub token: Option<String>,
+    /// A token that can only join agents (`--agent-token`).
+    pub agent_token: Option<String>,
 }
 
 /// Errors that stop the server.
@@ -62,6 +68,9 @@ pub enum Error {
     /// The PKI could not be prepared.
     #[error("preparing certificates")]
     Pki(#[from] skiff_core::pki::Error),
+    /// The join tokens are unusable.
+    #[error("the join tokens")]
+    Tokens(#[from] join::Error),
     /// The kubeconfig could not be written.
     #[error("writing the admin kubeconfig")]
     Kubeconfig(#[from] skiff_core::kubeconfig::Error),
@@ -138,6 +147,12 @@ pub async fn run_with_node(
 ) -> Result<(), Error> {
     let dir = config.server_dir();
     let pki = tls::Pki::prepare(&config)?;
+    let tokens = join::Tokens::prepare(
+        &dir,
+        &pki.ca,
+        config.token.as_deref(),
+        config.agent_token.as_deref(),
+    )?;
     let backend = store::sqlite::Sqlite::open(&dir.join("db").join("state.db"))
         .map_err(|e| Error::Store(store::Error::Backend(e)))?;
     let store = store::Store::open(backend, store::StoreConfig::default()).map_err(Error::Store)?;
@@ -155,6 +170,8 @@ pub async fn run_with_node(
         server_address: SocketAddr::new(config.advertised(), config.https_port).to_string(),
         max_body: skiff_core::defaults::MAX_REQUEST_BYTES,
         kubelet_tls: pki.kubelet_client_config()?,
+        ca_pem: pki.ca.pair.cert_pem.clone(),
+        tokens,
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await

@@ -16,6 +16,7 @@
 //!   and plain SPDY (needs root);
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
 //!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`];
+//! - [`join`]: the join tokens and `/cacerts`;
 //! - [`images`]: busybox container images, built as OCI image-layout tarballs to import.
 //!
 //! The current kubectl and the Python client come from a venv the CI script creates:
@@ -35,6 +36,7 @@ mod durability;
 mod harness;
 mod images;
 mod jobs;
+mod join;
 mod kubectl;
 mod node;
 mod nodes;

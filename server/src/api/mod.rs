@@ -61,6 +61,10 @@ pub struct Api {
     pub max_body: usize,
     /// How the API server reaches nodes' APIs (logs, exec, attach, port-forward).
     pub kubelet_tls: Arc<rustls::ClientConfig>,
+    /// The cluster CA (PEM), handed to joining machines at `/cacerts`.
+    pub ca_pem: String,
+    /// The tokens machines join with.
+    pub tokens: crate::join::Tokens,
 }
 
 /// A whole answer of a handler.
@@ -260,6 +264,14 @@ async fn route(
             return Ok(respond(200, "text/plain; charset=utf-8", "ok"));
         }
         "/version" | "/version/" => return Ok(json_response(200, &version_info())),
+        // The CA, for a joining machine to check against its token's hash.
+        "/cacerts" => {
+            return Ok(respond(
+                200,
+                "text/plain; charset=utf-8",
+                api.ca_pem.clone(),
+            ))
+        }
         _ => {}
     }
     if user.is_none() {
