@@ -132,6 +132,17 @@ impl Config {
     }
 }
 
+/// Where clients in this process reach an API listening on `bind`: that address, or
+/// loopback when it listens on every address. A server bound to one address does not
+/// listen on loopback.
+fn loopback_url(bind: IpAddr, port: u16) -> String {
+    match bind {
+        a if a.is_unspecified() => format!("https://127.0.0.1:{port}"),
+        IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+        a => format!("https://{a}:{port}"),
+    }
+}
+
 /// Runs the control plane until `cancel` fires or a component fails.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     run_with_node(config, cancel, None).await
@@ -195,7 +206,7 @@ pub async fn run_with_node(
     });
     // The scheduler and the controllers are clients of the API like any other, over
     // loopback HTTPS with their own identities, as upstream's components are.
-    let loopback = format!("https://127.0.0.1:{}", config.https_port);
+    let loopback = loopback_url(config.bind_address, config.https_port);
     if !config.disable_scheduler {
         let client = pki
             .component_client(&loopback, "scheduler")
@@ -250,4 +261,20 @@ pub async fn run_with_node(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_url;
+    use std::net::IpAddr;
+
+    #[test]
+    fn components_reach_the_api_where_it_listens() {
+        let url = |a: &str| loopback_url(a.parse::<IpAddr>().unwrap(), 6443);
+        assert_eq!(url("0.0.0.0"), "https://127.0.0.1:6443");
+        assert_eq!(url("::"), "https://127.0.0.1:6443");
+        assert_eq!(url("10.213.0.10"), "https://10.213.0.10:6443");
+        assert_eq!(url("127.0.0.1"), "https://127.0.0.1:6443");
+        assert_eq!(url("fd00::1"), "https://[fd00::1]:6443");
+    }
 }
