@@ -70,18 +70,38 @@ fn server(args: cli::ServerArgs) -> Result<ExitCode> {
                 Err(_) => Ok(()),
             }
         });
-        let first = tokio::select! {
-            r = &mut server => r.map(|r| r.map_err(anyhow::Error::from)),
-            r = &mut node => r.map(|r| r.context("the node failed")),
+        // Whichever ends first stops the other (a finished task is not awaited again);
+        // its error is the reason reported.
+        let (first, then) = tokio::select! {
+            r = &mut server => {
+                cancel.cancel();
+                (server_ended(r), node_ended(node.await))
+            }
+            r = &mut node => {
+                cancel.cancel();
+                (node_ended(r), server_ended(server.await))
+            }
         };
-        cancel.cancel();
-        let (a, b) = (server.await, node.await);
-        first.context("a component panicked")??;
-        a.context("the server panicked")??;
-        b.context("the node panicked")?.context("the node failed")?;
-        Ok(())
+        first.and(then)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the server task of `skiff server` ended, as its result.
+fn server_ended(
+    r: std::result::Result<std::result::Result<(), skiff_server::Error>, tokio::task::JoinError>,
+) -> Result<()> {
+    Ok(r.context("the server panicked")??)
+}
+
+/// How the node task of `skiff server` ended, as its result.
+fn node_ended(
+    r: std::result::Result<
+        std::result::Result<(), skiff_agent::kubelet::Error>,
+        tokio::task::JoinError,
+    >,
+) -> Result<()> {
+    r.context("the node panicked")?.context("the node failed")
 }
 
 /// `skiff shim DIR`: one container's shim. Single-threaded on purpose (libcontainer
