@@ -5,6 +5,8 @@
 //! [`Server::kubectl`] runs either kubectl ([`Kubectl`]) with that server's kubeconfig,
 //! [`Server::raw`] sends one HTTPS request with the admin client certificate, and
 //! [`wait_until`] polls a condition against a deadline: nothing here sleeps blindly.
+//! The pieces that do not need a [`Server`] ([`KubectlCommand::new`], [`client_from`],
+//! [`stop_containers`], [`log_tail`]) also serve the hosts of [`crate::cluster`].
 
 use std::ffi::OsString;
 use std::fmt;
@@ -229,7 +231,7 @@ pub fn normalized_lines(s: &str) -> Vec<String> {
 }
 
 /// Runs `cmd` to completion (with `stdin` fed to it), killing it after `timeout`.
-fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {
+pub fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {
     let command = describe(&cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -293,14 +295,34 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// A kubectl invocation being built: `server.kubectl(k).stdin(..).env(..).run(&[..])`.
-pub struct KubectlCommand<'a> {
-    server: &'a Server,
+pub struct KubectlCommand {
     which: Kubectl,
+    kubeconfig: PathBuf,
+    home: PathBuf,
+    dir: PathBuf,
     stdin: Option<Vec<u8>>,
     env: Vec<(OsString, OsString)>,
 }
 
-impl KubectlCommand<'_> {
+impl KubectlCommand {
+    /// A kubectl invocation with `kubeconfig`, `home` as `$HOME` (its discovery cache
+    /// goes below it) and `dir` as the working directory.
+    pub fn new(
+        which: Kubectl,
+        kubeconfig: impl Into<PathBuf>,
+        home: impl Into<PathBuf>,
+        dir: impl Into<PathBuf>,
+    ) -> KubectlCommand {
+        KubectlCommand {
+            which,
+            kubeconfig: kubeconfig.into(),
+            home: home.into(),
+            dir: dir.into(),
+            stdin: None,
+            env: Vec::new(),
+        }
+    }
+
     /// Feeds `data` to kubectl's standard input.
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
@@ -317,12 +339,12 @@ impl KubectlCommand<'_> {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.which.program());
         cmd.args(args)
-            .env("KUBECONFIG", self.server.kubeconfig())
+            .env("KUBECONFIG", &self.kubeconfig)
             // Discovery is cached under $HOME/.kube: keep each server's cache to itself,
             // so a port reused by a later run never sees a stale one.
-            .env("HOME", self.server.home())
+            .env("HOME", &self.home)
             .env_remove("KUBECTL_KUBERC")
-            .current_dir(self.server.dir());
+            .current_dir(&self.dir);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -561,41 +583,6 @@ impl Server {
         format!("node-{tail}")
     }
 
-    /// Stops the node's containers and removes what they left outside the test folder
-    /// (their logs under /var/log/pods).
-    fn stop_containers(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("killall")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "skiff killall failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("skiff killall did not run: {e}"),
-        }
-        let pods = self.data_dir().join("agent").join("pods");
-        let uids: Vec<String> = std::fs::read_dir(&pods)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        for e in std::fs::read_dir("/var/log/pods")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if uids.iter().any(|u| name.ends_with(&format!("_{u}"))) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-
     /// The test's directory (the data directory and kubeconfig are below it).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -708,47 +695,23 @@ impl Server {
     }
 
     fn kubeconfig_complete(&self) -> bool {
-        std::fs::read_to_string(self.kubeconfig())
-            .is_ok_and(|s| s.contains("current-context") && s.contains("client-key-data"))
+        kubeconfig_complete(&self.kubeconfig())
     }
 
     fn ready(&self) -> bool {
-        block_on(async {
-            let Ok(client) = self.try_client().await else {
-                return false;
-            };
-            let req = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("building a request");
-            matches!(client.request_text(req).await, Ok(body) if body.trim() == "ok")
-        })
-    }
-
-    async fn try_client(&self) -> Result<kube::Client, String> {
-        let config = kube::config::Kubeconfig::read_from(self.kubeconfig())
-            .map_err(|e| format!("reading the kubeconfig: {e}"))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            config,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("loading the kubeconfig: {e}"))?;
-        kube::Client::try_from(config).map_err(|e| format!("building a client: {e}"))
+        serves_readyz(&self.kubeconfig())
     }
 
     /// A kube client authenticated with the admin kubeconfig.
     pub async fn client(&self) -> kube::Client {
-        self.try_client().await.expect("a kube client")
+        client_from(&self.kubeconfig())
+            .await
+            .expect("a kube client")
     }
 
     /// A kubectl invocation against this server.
-    pub fn kubectl(&self, which: Kubectl) -> KubectlCommand<'_> {
-        KubectlCommand {
-            server: self,
-            which,
-            stdin: None,
-            env: Vec::new(),
-        }
+    pub fn kubectl(&self, which: Kubectl) -> KubectlCommand {
+        KubectlCommand::new(which, self.kubeconfig(), self.home(), self.dir())
     }
 
     /// Sends one request with the admin client certificate and returns the raw answer.
@@ -853,9 +816,7 @@ impl Server {
 
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
+        log_tail(&self.log_path())
     }
 }
 
@@ -863,7 +824,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         if self.node {
-            self.stop_containers();
+            stop_containers(&self.data_dir());
         }
         if std::thread::panicking() {
             eprintln!(
@@ -880,4 +841,76 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("probing for a free port")
         .port()
+}
+
+/// Whether the kubeconfig a server writes once it is ready is there in full.
+pub fn kubeconfig_complete(kubeconfig: &Path) -> bool {
+    std::fs::read_to_string(kubeconfig)
+        .is_ok_and(|s| s.contains("current-context") && s.contains("client-key-data"))
+}
+
+/// Whether the server `kubeconfig` names answers `ok` on `/readyz`.
+pub fn serves_readyz(kubeconfig: &Path) -> bool {
+    block_on(async {
+        let Ok(client) = client_from(kubeconfig).await else {
+            return false;
+        };
+        let req = http::Request::get("/readyz")
+            .body(Vec::new())
+            .expect("building a request");
+        matches!(client.request_text(req).await, Ok(body) if body.trim() == "ok")
+    })
+}
+
+/// A kube client from `kubeconfig` (its current context).
+pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client, String> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| format!("reading the kubeconfig: {e}"))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("loading the kubeconfig: {e}"))?;
+    kube::Client::try_from(config).map_err(|e| format!("building a client: {e}"))
+}
+
+/// The last lines of the log at `path`.
+pub fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Stops the containers of the node whose data directory is `data_dir` (`skiff
+/// killall`) and removes what they left outside it (their logs under /var/log/pods).
+pub fn stop_containers(data_dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("killall")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "skiff killall failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("skiff killall did not run: {e}"),
+    }
+    let pods = data_dir.join("agent").join("pods");
+    let uids: Vec<String> = std::fs::read_dir(&pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for e in std::fs::read_dir("/var/log/pods")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if uids.iter().any(|u| name.ends_with(&format!("_{u}"))) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }

@@ -17,6 +17,8 @@
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
 //!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`];
 //! - [`join`]: the join tokens and `/cacerts`;
+//! - [`cluster`]: clusters of several hosts, each a network namespace on a private bridge,
+//!   for tests of more than one node (needs root);
 //! - [`images`]: busybox container images, built as OCI image-layout tarballs to import.
 //!
 //! The current kubectl and the Python client come from a venv the CI script creates:
@@ -30,6 +32,7 @@ mod attach;
 mod bad_input;
 mod churn;
 mod cli;
+mod cluster;
 mod daemonset;
 mod deletion;
 mod durability;
