@@ -43,9 +43,20 @@ fn running(p: &Value) -> bool {
     p["status"]["containerStatuses"][0]["state"]["running"].is_object()
 }
 
+/// `kubectl exec POD -- sh -c SCRIPT`. kubectl 1.32's WebSocket client reads before it
+/// has made its streams, and on a loaded machine it can drop the first output with
+/// "Unknown stream id"; that run is made again (the scripts here may run twice).
 fn exec(s: &Server, pod: &str, script: &str) -> Output {
-    s.kubectl(KUBECTL)
-        .run(&["exec", pod, "--", "sh", "-c", script])
+    let mut tries = 0;
+    loop {
+        let out = s
+            .kubectl(KUBECTL)
+            .run(&["exec", pod, "--", "sh", "-c", script]);
+        tries += 1;
+        if tries == 3 || !out.stderr.contains("Unknown stream id") {
+            return out;
+        }
+    }
 }
 
 /// A pod that sleeps, with `pod_sc` as its securityContext and `sc` as its container's.
@@ -175,7 +186,7 @@ fn seccomp_profiles() {
         exec(
             &s,
             name,
-            "mkdir /tmp/d && echo x > /tmp/d/f && cat /tmp/d/f",
+            "mkdir -p /tmp/d && echo x > /tmp/d/f && cat /tmp/d/f",
         )
         .ok();
     }
@@ -262,7 +273,7 @@ fn fs_group_owns_the_volumes() {
     exec(
         &s,
         "owned",
-        "stat -c %a /work; echo hi > /work/new && stat -c '%u %g' /work/new; mkdir /work/sub && stat -c '%g %a' /work/sub",
+        "stat -c %a /work; echo hi > /work/new && stat -c '%u %g' /work/new; mkdir -p /work/sub && stat -c '%g %a' /work/sub",
     )
     .assert_lines(&["2777", "1000 2000", "2000 2755"]);
 
