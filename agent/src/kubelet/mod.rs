@@ -197,7 +197,29 @@ pub async fn run(
         config,
     });
     let api = tokio::spawn(api::serve(k.clone(), listener, tls, cancel.clone()));
-    let uid = node::register(&k).await?;
+    // Registration waits out an API that is not there yet (a server still starting, or
+    // gone for a while), and gives up quietly when the node is told to stop.
+    let mut pause = std::time::Duration::from_millis(200);
+    let uid = loop {
+        match node::register(&k).await {
+            Ok(uid) => break uid,
+            Err(_) if cancel.is_cancelled() => {
+                api.abort();
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, retry_in = ?pause, "registering the node failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = cancel.cancelled() => {
+                        api.abort();
+                        return Ok(());
+                    }
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    };
     let beat = tokio::spawn(node::heartbeat(k.clone(), uid.clone(), cancel.clone()));
     let statics = tokio::spawn(static_pods::run(k.clone(), uid, cancel.clone()));
     let image_gc = tokio::spawn(gc::run(k.clone(), cancel.clone()));
