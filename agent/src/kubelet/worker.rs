@@ -159,6 +159,19 @@ fn pod_key(p: &Pod) -> String {
 }
 
 impl Worker {
+    /// Container `c` cannot be configured (a missing key, profile or reference): it
+    /// waits with `CreateContainerConfigError`, and the pod is looked at again soon.
+    fn config_error(&mut self, c: &Container, message: String) -> Option<Duration> {
+        self.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: Some(message),
+            },
+        );
+        Some(Duration::from_secs(2))
+    }
+
     fn pod_dir(&self) -> std::path::PathBuf {
         self.k.pods_dir().join(&self.uid)
     }
@@ -495,16 +508,7 @@ impl Worker {
             .unwrap_or_else(|| sandbox::paths(&self.pod_dir(), true));
         let env_refs = match volumes::env_refs(&self.k, pod, c).await {
             Ok(v) => v,
-            Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: Some(e),
-                    },
-                );
-                return Some(Duration::from_secs(2));
-            }
+            Err(e) => return self.config_error(c, e),
         };
         let node_seccomp = super::seccomp::NodeSeccomp {
             supported: self.k.host.seccomp,
@@ -512,16 +516,7 @@ impl Worker {
         };
         let seccomp = match super::seccomp::resolve(pod, c, node_seccomp, &self.k.seccomp_dir()) {
             Ok(s) => s,
-            Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: Some(e.0),
-                    },
-                );
-                return Some(Duration::from_secs(2));
-            }
+            Err(e) => return self.config_error(c, e.0),
         };
         let ctx = PodContext {
             net: ns.net.clone(),
@@ -538,16 +533,7 @@ impl Worker {
         };
         let config = match container::config(pod, c, &image.config, &ctx, &id) {
             Ok(config) => config,
-            Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: Some(e.0),
-                    },
-                );
-                return Some(Duration::from_secs(2));
-            }
+            Err(e) => return self.config_error(c, e.0),
         };
         let labels = BTreeMap::from([
             (labels::POD_UID.to_string(), self.uid.clone()),
