@@ -4,35 +4,15 @@
 //! and a terminal of the client's size. Needs root, as CI is.
 
 use crate::harness::{wait_until, Kubectl, Server};
+use crate::node::{apply, phase, wait_pod, KUBECTL, SOON};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
-
-/// Convergence on a debug build on a busy 2-core machine.
-const SOON: Duration = Duration::from_secs(60);
-const KUBECTL: Kubectl = Kubectl::V132;
-
-fn apply(s: &Server, manifest: &Value) {
-    s.kubectl(KUBECTL)
-        .stdin(manifest.to_string())
-        .run(&["apply", "-f", "-"])
-        .ok();
-}
 
 /// Waits until pod `name`'s phase is `want`.
 #[track_caller]
 fn wait_phase(s: &Server, name: &str, want: &str) {
-    wait_until(SOON, &format!("pod {name} {want}"), || {
-        let out = s
-            .kubectl(KUBECTL)
-            .run(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
-        if out.status.success() && out.stdout == want {
-            Ok(())
-        } else {
-            Err(format!("{} {}", out.stdout, out.stderr))
-        }
-    });
+    wait_pod(s, name, want, |p| phase(p) == want);
 }
 
 /// A child process killed and reaped when dropped, even when the test fails.

@@ -8,17 +8,17 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Convergence on a debug build on a busy 2-core machine.
-const SOON: Duration = Duration::from_secs(60);
-const KUBECTL: Kubectl = Kubectl::V132;
+pub(crate) const SOON: Duration = Duration::from_secs(60);
+pub(crate) const KUBECTL: Kubectl = Kubectl::V132;
 
-fn apply(s: &Server, manifest: &Value) {
+pub(crate) fn apply(s: &Server, manifest: &Value) {
     s.kubectl(KUBECTL)
         .stdin(manifest.to_string())
         .run(&["apply", "-f", "-"])
         .ok();
 }
 
-fn pod(s: &Server, name: &str) -> Result<Value, String> {
+pub(crate) fn pod(s: &Server, name: &str) -> Result<Value, String> {
     let out = s.kubectl(KUBECTL).run(&["get", "pod", name, "-o", "json"]);
     if !out.status.success() {
         return Err(out.stderr.clone());
@@ -28,7 +28,12 @@ fn pod(s: &Server, name: &str) -> Result<Value, String> {
 
 /// Waits until `check` holds for the pod, returning it.
 #[track_caller]
-fn wait_pod(s: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_pod(
+    s: &Server,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     wait_until(SOON, &format!("pod {name}: {what}"), || {
         let p = pod(s, name)?;
         if check(&p) {
@@ -39,7 +44,7 @@ fn wait_pod(s: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) 
     })
 }
 
-fn phase(p: &Value) -> &str {
+pub(crate) fn phase(p: &Value) -> &str {
     p["status"]["phase"].as_str().unwrap_or_default()
 }
 

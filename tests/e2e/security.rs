@@ -4,40 +4,9 @@
 //! Real containers from busybox, checked from inside with `kubectl exec`, as in
 //! [`crate::node`]. These tests need root, as CI is.
 
-use crate::harness::{wait_until, Kubectl, Output, Server};
+use crate::harness::{wait_until, Output, Server};
+use crate::node::{apply, wait_pod, KUBECTL, SOON};
 use serde_json::{json, Value};
-use std::time::Duration;
-
-/// Convergence on a debug build on a busy 2-core machine.
-const SOON: Duration = Duration::from_secs(60);
-const KUBECTL: Kubectl = Kubectl::V132;
-
-fn apply(s: &Server, manifest: &Value) {
-    s.kubectl(KUBECTL)
-        .stdin(manifest.to_string())
-        .run(&["apply", "-f", "-"])
-        .ok();
-}
-
-fn pod(s: &Server, name: &str) -> Result<Value, String> {
-    let out = s.kubectl(KUBECTL).run(&["get", "pod", name, "-o", "json"]);
-    if !out.status.success() {
-        return Err(out.stderr.clone());
-    }
-    serde_json::from_str(&out.stdout).map_err(|e| e.to_string())
-}
-
-#[track_caller]
-fn wait_pod(s: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    wait_until(SOON, &format!("pod {name}: {what}"), || {
-        let p = pod(s, name)?;
-        if check(&p) {
-            Ok(p)
-        } else {
-            Err(p["status"].to_string())
-        }
-    })
-}
 
 fn running(p: &Value) -> bool {
     p["status"]["containerStatuses"][0]["state"]["running"].is_object()
