@@ -15,6 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 
+/// How long after the upgrade an exec's first output waits. kubectl 1.32's WebSocket
+/// client starts reading before it has made its streams, and drops output that arrives
+/// in between ("Unknown stream id"); a process in a container can answer that fast. The
+/// process itself starts at once; only its first output is held back until then.
+const FIRST_OUTPUT_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The subprotocols spoken, best first.
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -269,6 +275,7 @@ async fn run_attach(k: &Kubelet, id: &str, r: ExecRequest, v5: bool, ws: Socket)
 }
 
 async fn run(k: &Kubelet, id: &str, exec: ExecRequest, v5: bool, ws: Socket) {
+    let first_output = tokio::time::Instant::now() + FIRST_OUTPUT_AFTER;
     let (mut tx, mut rx) = ws.split();
     let mut cmd = k.containers.exec_command(id, &exec.command, exec.tty);
     // A terminal's size comes through a FIFO the process reads "COLS ROWS" lines from.
@@ -349,6 +356,7 @@ async fn run(k: &Kubelet, id: &str, exec: ExecRequest, v5: bool, ws: Socket) {
         tokio::select! {
             out = out_rx.recv(), if output_open => match out {
                 Some(msg) => {
+                    tokio::time::sleep_until(first_output).await;
                     if tx.send(Message::binary(msg)).await.is_err() {
                         let _ = child.kill().await;
                         return;
