@@ -7,6 +7,7 @@
 //! in controllers lives in [`controllers`].
 
 pub mod api;
+pub mod auth;
 pub mod bootstrap;
 pub mod controllers;
 pub mod join;

@@ -38,14 +38,7 @@ use tokio_util::sync::CancellationToken;
 /// A response body: a whole buffer or a stream (watch).
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// Who is calling, from the client certificate.
-#[derive(Debug, Clone)]
-pub struct User {
-    /// The user name (the certificate's CN).
-    pub name: String,
-    /// The groups (the certificate's O).
-    pub groups: Vec<String>,
-}
+pub use crate::auth::User;
 
 /// The API server's shared state.
 pub struct Api {
@@ -178,7 +171,7 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
-                .and_then(|c| user_of(c.as_ref()));
+                .and_then(|c| User::from_certificate(c.as_ref()));
             let service = hyper::service::service_fn(move |req| {
                 let api = api.clone();
                 let user = user.clone();
@@ -199,12 +192,6 @@ pub async fn serve(
         _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
     }
     Ok(())
-}
-
-/// The user a client certificate names (CN = user, O = groups).
-fn user_of(der: &[u8]) -> Option<User> {
-    let (name, groups) = skiff_core::tls::identity(der)?;
-    Some(User { name, groups })
 }
 
 /// Handles one request.
@@ -274,9 +261,9 @@ async fn route(
         }
         _ => {}
     }
-    if user.is_none() {
+    let Some(user) = user else {
         return Err(ApiError::unauthorized());
-    }
+    };
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -341,7 +328,7 @@ async fn route(
         _ => {}
     }
     let target = request::parse_path(&path)?.ok_or_else(ApiError::no_route)?;
-    resource(api, req, target, &accept).await
+    resource(api, req, target, &accept, user).await
 }
 
 async fn resource(
@@ -349,6 +336,7 @@ async fn resource(
     req: Request<Incoming>,
     t: request::Target,
     accept: &str,
+    _user: &User,
 ) -> ApiResult<Response<Body>> {
     let q = request::parse_query(req.uri().query());
     let table = table::wants_table(accept).then(|| table::TableOptions::from_query(&q));
