@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod defaults;
+pub mod join;
 pub mod kubeconfig;
 pub mod pki;
 pub mod tls;

@@ -9,7 +9,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use sha2::Digest;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -148,7 +147,7 @@ impl Ca {
 
     /// The SHA-256 of the CA certificate's PEM, hex: the hash a join token pins.
     pub fn hash(&self) -> String {
-        hex::encode(sha2::Sha256::digest(self.pair.cert_pem.as_bytes()))
+        crate::token::ca_hash(&self.pair.cert_pem)
     }
 
     /// Signs a new leaf certificate for `usage`.
@@ -222,6 +221,22 @@ impl Ca {
         Ok(pair)
     }
 }
+
+/// Whether `cert_pem` was signed for `usage` (same subject, SANs covering them) and
+/// has more than 90 days left.
+pub fn fits(cert_pem: &str, usage: &Usage) -> bool {
+    still_fits(cert_pem, usage, Path::new("<memory>")).unwrap_or(false)
+}
+
+/// When `cert_pem` expires (Unix seconds).
+pub fn expires_at(cert_pem: &str) -> Option<i64> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// How long before expiry a leaf certificate is renewed.
+pub const RENEW_BEFORE_SECS: i64 = RENEW_BEFORE.whole_seconds();
 
 /// The certificate and key paths of a leaf named `name` in `dir`.
 pub fn leaf_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

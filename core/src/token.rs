@@ -2,8 +2,10 @@
 //!
 //! The hash lets a joining machine check the CA it is handed before trusting it; the
 //! user says what the secret is good for (`server` for the server token, which also
-//! joins agents; `node` for the agent token, which only joins agents). A short token,
-//! the secret alone, is accepted without the CA check: callers warn loudly about it.
+//! joins agents; `node` for the agent token, which only joins agents). A bootstrap
+//! token (`skiff token create`) has the form `<id>.<secret>` in place of
+//! `<user>:<secret>`, as upstream's bootstrap tokens do. A short token, without `K10` and
+//! the hash, is accepted without the CA check: callers warn loudly about it.
 
 use std::fmt;
 
@@ -15,13 +17,29 @@ pub const SERVER_USER: &str = "server";
 /// The user of the agent token.
 pub const NODE_USER: &str = "node";
 
+/// Whether `id.secret` has the shape of a bootstrap token: a 6-character id and a
+/// 16-character secret, both `[a-z0-9]`.
+pub fn is_bootstrap(credentials: &str) -> bool {
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    credentials
+        .split_once('.')
+        .is_some_and(|(id, secret)| ok(id, 6) && ok(secret, 16))
+}
+
 /// A parsed token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     /// The SHA-256 (hex) of the CA bundle the server presents; `None` for a short token.
     pub ca_hash: Option<String>,
-    /// Who the secret authenticates: [`SERVER_USER`] or [`NODE_USER`].
+    /// Who the secret authenticates: [`SERVER_USER`], [`NODE_USER`], or a bootstrap
+    /// token's id.
     pub user: String,
+    /// A bootstrap token (`<id>.<secret>`), kept as a Secret in `kube-system`.
+    pub bootstrap: bool,
     /// The secret.
     pub secret: String,
 }
@@ -57,29 +75,64 @@ impl Token {
             return Err(Error::Empty);
         }
         let Some(rest) = text.strip_prefix(PREFIX) else {
+            if let Some((id, secret)) = text.split_once('.').filter(|_| is_bootstrap(text)) {
+                return Ok(Token::bootstrap(None, id, secret));
+            }
             return Ok(Token {
                 ca_hash: None,
                 user: default_user.to_string(),
+                bootstrap: false,
                 secret: text.to_string(),
             });
         };
         let (hash, credentials) = rest.split_once("::").ok_or(Error::Malformed)?;
-        let (user, secret) = credentials.split_once(':').ok_or(Error::Malformed)?;
         let hash_ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hash_ok || user.is_empty() || secret.is_empty() {
+        if !hash_ok {
+            return Err(Error::Malformed);
+        }
+        let hash = Some(hash.to_ascii_lowercase());
+        if let Some((id, secret)) = credentials
+            .split_once('.')
+            .filter(|_| is_bootstrap(credentials))
+        {
+            return Ok(Token::bootstrap(hash, id, secret));
+        }
+        let (user, secret) = credentials.split_once(':').ok_or(Error::Malformed)?;
+        if user.is_empty() || secret.is_empty() {
             return Err(Error::Malformed);
         }
         Ok(Token {
-            ca_hash: Some(hash.to_ascii_lowercase()),
+            ca_hash: hash,
             user: user.to_string(),
+            bootstrap: false,
             secret: secret.to_string(),
         })
+    }
+
+    /// A bootstrap token.
+    pub fn bootstrap(ca_hash: Option<String>, id: &str, secret: &str) -> Token {
+        Token {
+            ca_hash,
+            user: id.to_string(),
+            bootstrap: true,
+            secret: secret.to_string(),
+        }
+    }
+
+    /// The credentials part: `<user>:<secret>`, or `<id>.<secret>` for a bootstrap token.
+    pub fn credentials(&self) -> String {
+        if self.bootstrap {
+            format!("{}.{}", self.user, self.secret)
+        } else {
+            format!("{}:{}", self.user, self.secret)
+        }
     }
 
     /// The token in the secure format (a short token stays short).
     pub fn render(&self) -> String {
         match &self.ca_hash {
-            Some(hash) => format!("{PREFIX}{hash}::{}:{}", self.user, self.secret),
+            Some(hash) => format!("{PREFIX}{hash}::{}", self.credentials()),
+            None if self.bootstrap => self.credentials(),
             None => self.secret.clone(),
         }
     }
@@ -88,6 +141,30 @@ impl Token {
     pub fn accepts(&self, user: &str, secret: &str) -> bool {
         user == self.user && constant_time_eq(secret.as_bytes(), self.secret.as_bytes())
     }
+}
+
+/// A new bootstrap token's id and secret.
+pub fn new_bootstrap() -> (String, String) {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let mut pick = |n: usize| -> String {
+        (0..n)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+            .collect()
+    };
+    (pick(6), pick(16))
+}
+
+/// The hash a secure token carries: the SHA-256 (hex) of the CA bundle's PEM text.
+pub fn ca_hash(ca_pem: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(ca_pem.as_bytes()))
+}
+
+/// Compares two secrets in constant time.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// A new random secret: 32 bytes as hex.
@@ -148,6 +225,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn bootstrap_tokens_round_trip() {
+        let text = format!("K10{HASH}::abcdef.0123456789abcdef");
+        let t = Token::parse(&text, NODE_USER).unwrap();
+        assert!(t.bootstrap);
+        assert_eq!(
+            (t.user.as_str(), t.secret.as_str()),
+            ("abcdef", "0123456789abcdef")
+        );
+        assert_eq!(t.render(), text);
+        let short = Token::parse("abcdef.0123456789abcdef", NODE_USER).unwrap();
+        assert!(short.bootstrap && short.ca_hash.is_none());
+        assert_eq!(short.render(), "abcdef.0123456789abcdef");
+        // Not the shape: a plain secret that happens to hold a dot.
+        assert!(!Token::parse("abc.def", NODE_USER).unwrap().bootstrap);
+        let (id, secret) = new_bootstrap();
+        assert!(is_bootstrap(&format!("{id}.{secret}")));
+        assert_ne!(new_bootstrap(), new_bootstrap());
     }
 
     #[test]

@@ -183,7 +183,12 @@ pub async fn run_with_node(
         max_body: skiff_core::defaults::MAX_REQUEST_BYTES,
         kubelet_tls: pki.kubelet_client_config()?,
         ca_pem: pki.ca.pair.cert_pem.clone(),
-        tokens,
+        joining: join::Joining::new(
+            &dir,
+            skiff_core::pki::Ca::load_or_create(&dir.join("tls"))?,
+            tokens,
+            config.node.as_ref().map(|(name, _)| name.clone()),
+        ),
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await

@@ -56,8 +56,8 @@ pub struct Api {
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     /// The cluster CA (PEM), handed to joining machines at `/cacerts`.
     pub ca_pem: String,
-    /// The tokens machines join with.
-    pub tokens: crate::join::Tokens,
+    /// What machines join with: the tokens and the CA that signs their certificates.
+    pub joining: crate::join::Joining,
 }
 
 /// A whole answer of a handler.
@@ -251,6 +251,8 @@ async fn route(
             return Ok(respond(200, "text/plain; charset=utf-8", "ok"));
         }
         "/version" | "/version/" => return Ok(json_response(200, &version_info())),
+        // Agents join with their token, before they have a certificate.
+        skiff_core::join::JOIN_PATH => return join(api, req).await,
         // The CA, for a joining machine to check against its token's hash.
         "/cacerts" => {
             return Ok(respond(
@@ -264,6 +266,9 @@ async fn route(
     let Some(user) = user else {
         return Err(ApiError::unauthorized());
     };
+    if path == skiff_core::join::TOKEN_ROTATE_PATH {
+        return rotate_token(api, req, user).await;
+    }
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -502,6 +507,54 @@ async fn resource(
         }
     }
     Ok(reply_response(reply))
+}
+
+/// `POST /v1-skiff/join`: an agent's token and node password for its certificates.
+async fn join(api: &Api, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(req.method().as_str()));
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = request::read_body(req.into_body(), 64 * 1024).await?;
+    let issued = crate::join::admit(api, authorization.as_deref(), &body).await?;
+    let json = serde_json::to_vec(&issued)
+        .map_err(|e| ApiError::internal(format!("encoding the join response: {e}")))?;
+    Ok(respond(200, "application/json", json))
+}
+
+/// `POST /v1-skiff/token/rotate` (`skiff token rotate`), for cluster admins only: a new
+/// server token, given (`{"token": ...}`) or made.
+async fn rotate_token(api: &Api, req: Request<Incoming>, user: &User) -> ApiResult<Response<Body>> {
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(req.method().as_str()));
+    }
+    if !user.in_group("system:masters") {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "forbidden: User {:?} cannot rotate the server token",
+                user.name
+            ),
+        ));
+    }
+    let body = request::read_body(req.into_body(), 64 * 1024).await?;
+    let given: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?
+    };
+    let token = api
+        .joining
+        .rotate(given.get("token").and_then(Value::as_str))
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    tracing::info!(user = %user.name, "the server token was rotated");
+    Ok(json_response(200, &json!({"token": token.render()})))
 }
 
 /// How much of an oversized body is read and dropped before answering 413.
