@@ -17,6 +17,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane and a node on this machine.
     Server(Box<ServerArgs>),
+    /// Run a node that joins a server.
+    Agent(Box<AgentArgs>),
+    /// Manage bootstrap tokens, and rotate the server token.
+    Token(TokenArgs),
+    /// Manage this machine's certificates.
+    Certificate(CertificateArgs),
     /// Manage the node's images: import tarballs, list, remove, prune.
     Images(ImagesArgs),
     /// Stop every container this node runs and unmount what it mounted (data stays)
@@ -123,6 +129,41 @@ pub struct ServerArgs {
     /// Log filter (tracing's syntax, e.g. "info,skiff_server=debug") [default: info]
     #[arg(long, env = "SKIFF_LOG")]
     pub log: Option<String>,
+    /// The node in this process.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Flags of `skiff agent`, named as K3s names them; also from `SKIFF_*` variables and
+/// the config file, as the server's.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Config file (YAML whose keys are the flag names) [default: /etc/skiff/config.yaml]
+    #[arg(long, short = 'c', env = "SKIFF_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder to hold state [default: /var/lib/skiff]
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server to join, https://HOST:PORT
+    #[arg(long, short = 's', env = "SKIFF_URL")]
+    pub server: Option<String>,
+    /// The token to join with (the server's `<data-dir>/server/token`, an agent token or a `skiff token create` token)
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// File holding the token
+    #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Log filter (tracing's syntax) [default: info]
+    #[arg(long, env = "SKIFF_LOG")]
+    pub log: Option<String>,
+    /// The node.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Flags of the node, in `skiff server` and `skiff agent`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
     /// The node's name [default: the hostname]
     #[arg(long, env = "SKIFF_NODE_NAME")]
     pub node_name: Option<String>,
@@ -150,6 +191,67 @@ pub struct ServerArgs {
     /// Containers without a seccompProfile run under RuntimeDefault, as the kubelet's --seccomp-default
     #[arg(long, env = "SKIFF_SECCOMP_DEFAULT", num_args = 0..=1, default_missing_value = "true")]
     pub seccomp_default: Option<bool>,
+}
+
+/// Flags of `skiff token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The admin kubeconfig [default: /etc/skiff/skiff.yaml]
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// `skiff token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bootstrap token that joins agents, and print it
+    Create {
+        /// How long it lasts (30m, 24h, 7d; 0 for ever)
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// What it is for
+        #[arg(long)]
+        description: Option<String>,
+        /// The token to create ([a-z0-9]{6}.[a-z0-9]{16}) [default: a random one]
+        token: Option<String>,
+    },
+    /// List the bootstrap tokens
+    List,
+    /// Delete bootstrap tokens by id (or whole token)
+    Delete {
+        /// The token ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Replace the server token; joined nodes keep working. Prints the new token.
+    Rotate {
+        /// The new secret [default: a random one]
+        #[arg(long)]
+        new_token: Option<String>,
+    },
+}
+
+/// Flags of `skiff certificate`.
+#[derive(Debug, Args)]
+pub struct CertificateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CertificateCommand,
+}
+
+/// `skiff certificate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Renew this machine's certificates (not the CA) at skiff's next start; run it
+    /// while skiff is stopped
+    Rotate {
+        /// Folder holding state [default: /var/lib/skiff]
+        #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Flags of `skiff images`.

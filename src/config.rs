@@ -1,7 +1,7 @@
 //! Building the server's configuration: file < environment < flags, then validation,
 //! all before anything binds a port.
 
-use crate::cli::ServerArgs;
+use crate::cli::{AgentArgs, NodeArgs, ServerArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -45,6 +45,7 @@ struct FileConfig {
     token_file: Option<PathBuf>,
     agent_token: Option<String>,
     agent_token_file: Option<PathBuf>,
+    server: Option<String>,
 }
 
 /// A file mode written as a string ("0644") or a number (644).
@@ -211,6 +212,141 @@ fn parse_reserved(
     Ok(())
 }
 
+/// The node's configuration from its flags and the config file.
+fn node_config(
+    args: NodeArgs,
+    file: &mut FileConfig,
+    data_dir: &Path,
+    control_plane: bool,
+) -> Result<skiff_agent::kubelet::Config> {
+    let node_name = match args.node_name.or(file.node_name.take()) {
+        Some(n) => n,
+        None => hostname()?,
+    };
+    let node_ip = match args.node_ip.or(file.node_ip.take()) {
+        Some(ip) => parse_ip("node-ip", &ip)?,
+        None => default_node_ip(),
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    let label_args = if args.node_label.is_empty() {
+        std::mem::take(&mut file.node_label)
+    } else {
+        args.node_label
+    };
+    for l in label_args {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--node-label {l:?} is not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let mut taints = Vec::new();
+    let taint_args = if args.node_taint.is_empty() {
+        std::mem::take(&mut file.node_taint)
+    } else {
+        args.node_taint
+    };
+    for t in taint_args {
+        taints.push(skiff_agent::kubelet::node::parse_taint(&t).ok_or_else(|| {
+            anyhow!("--node-taint {t:?} is not key=value:Effect (NoSchedule, PreferNoSchedule or NoExecute)")
+        })?);
+    }
+    let mut reserved = std::collections::BTreeMap::new();
+    parse_reserved(
+        "kube-reserved",
+        args.kube_reserved.or(file.kube_reserved.take()).as_deref(),
+        &mut reserved,
+    )?;
+    parse_reserved(
+        "system-reserved",
+        args.system_reserved
+            .or(file.system_reserved.take())
+            .as_deref(),
+        &mut reserved,
+    )?;
+    Ok(skiff_agent::kubelet::Config {
+        node_name,
+        node_ip,
+        data_dir: data_dir.to_path_buf(),
+        pod_log_dir: PathBuf::from(defaults::POD_LOG_DIR),
+        labels,
+        taints,
+        control_plane,
+        reserved,
+        kubelet_port: args.kubelet_port.or(file.kubelet_port).unwrap_or(10250),
+        seccomp_default: args
+            .seccomp_default
+            .or(file.seccomp_default)
+            .unwrap_or(false),
+        registries: {
+            let path = args
+                .private_registry
+                .or(file.private_registry.take())
+                .unwrap_or_else(|| PathBuf::from(defaults::REGISTRIES_PATH));
+            skiff_embedded::image::registries::Registries::load(&path)
+                .with_context(|| format!("--private-registry {}", path.display()))?
+        },
+        shim_exe: std::env::current_exe()
+            .context("finding skiff's own binary for the container shim")?,
+    })
+}
+
+/// What `skiff agent` runs.
+#[derive(Debug)]
+pub struct AgentSettings {
+    /// How it joins.
+    pub join: skiff_agent::join::Config,
+    /// The node.
+    pub node: skiff_agent::kubelet::Config,
+    /// The log filter.
+    pub log: String,
+}
+
+/// The agent's configuration and log filter.
+pub fn agent_config(args: AgentArgs) -> Result<AgentSettings> {
+    let explicit = args.config.is_some();
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(defaults::CONFIG_PATH));
+    let mut file = read_file(&path, explicit)?;
+    let server = args
+        .server
+        .or(file.server.take())
+        .ok_or_else(|| anyhow!("--server is required: the URL of the server to join, such as https://192.168.1.10:6443"))?;
+    let server = skiff_agent::join::parse_server_url(&server)
+        .map_err(|e| anyhow!("--server {server:?}: {e}"))?;
+    let token = token_value(
+        "token",
+        args.token.or(file.token.take()),
+        args.token_file.or(file.token_file.take()),
+    )?
+    .ok_or_else(|| {
+        anyhow!(
+            "--token is required: the server's token, from <data-dir>/server/token on the server"
+        )
+    })?;
+    let token = skiff_core::token::Token::parse(&token, skiff_core::token::NODE_USER)
+        .map_err(|e| anyhow!("--token: {e}"))?;
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir.take())
+        .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+    let log = args
+        .log
+        .or(file.log.take())
+        .unwrap_or_else(|| "info".into());
+    let node = node_config(args.node, &mut file, &data_dir, false)?;
+    Ok(AgentSettings {
+        join: skiff_agent::join::Config {
+            server,
+            token,
+            data_dir,
+        },
+        node,
+        log,
+    })
+}
+
 /// The server configuration and the log filter.
 pub fn server_config(args: ServerArgs) -> Result<Settings> {
     let explicit = args.config.is_some();
@@ -218,19 +354,22 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(defaults::CONFIG_PATH));
-    let file = read_file(&path, explicit)?;
+    let mut file = read_file(&path, explicit)?;
 
     let bind = args
         .bind_address
-        .or(file.bind_address)
+        .or(file.bind_address.take())
         .unwrap_or_else(|| "0.0.0.0".into());
-    let advertise = args.advertise_address.or(file.advertise_address);
+    let advertise = args.advertise_address.or(file.advertise_address.take());
     let tls_sans = if args.tls_san.is_empty() {
-        file.tls_san
+        std::mem::take(&mut file.tls_san)
     } else {
         args.tls_san
     };
-    let mode = match (args.write_kubeconfig_mode, file.write_kubeconfig_mode) {
+    let mode = match (
+        args.write_kubeconfig_mode,
+        file.write_kubeconfig_mode.take(),
+    ) {
         (Some(m), _) | (None, Some(ModeValue::Text(m))) => parse_mode(&m)?,
         (None, Some(ModeValue::Number(n))) => parse_mode(&n.to_string())?,
         (None, None) => 0o600,
@@ -239,14 +378,14 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         "service-cidr",
         &args
             .service_cidr
-            .or(file.service_cidr)
+            .or(file.service_cidr.take())
             .unwrap_or_else(|| defaults::SERVICE_CIDR.into()),
     )?;
     let cluster_cidr = parse_cidr(
         "cluster-cidr",
         &args
             .cluster_cidr
-            .or(file.cluster_cidr)
+            .or(file.cluster_cidr.take())
             .unwrap_or_else(|| defaults::CLUSTER_CIDR.into()),
     )?;
     if service_cidr.contains(&cluster_cidr.network())
@@ -257,7 +396,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
     let config = skiff_server::Config {
         data_dir: args
             .data_dir
-            .or(file.data_dir)
+            .or(file.data_dir.take())
             .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
         bind_address: parse_ip("bind-address", &bind)?,
         https_port: args
@@ -270,7 +409,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         tls_sans,
         write_kubeconfig: args
             .write_kubeconfig
-            .or(file.write_kubeconfig)
+            .or(file.write_kubeconfig.take())
             .unwrap_or_else(|| PathBuf::from(defaults::KUBECONFIG_PATH)),
         write_kubeconfig_mode: mode,
         service_cidr,
@@ -278,7 +417,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         service_node_port_range: parse_port_range(
             &args
                 .service_node_port_range
-                .or(file.service_node_port_range)
+                .or(file.service_node_port_range.take())
                 .unwrap_or_else(|| defaults::SERVICE_NODE_PORT_RANGE.into()),
         )?,
         node: None,
@@ -293,7 +432,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         scheduler: skiff_server::scheduler::Config {
             strategy: match args
                 .scheduler_strategy
-                .or(file.scheduler_strategy)
+                .or(file.scheduler_strategy.take())
                 .as_deref()
                 .unwrap_or("least-allocated")
             {
@@ -313,92 +452,30 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         },
         token: token_value(
             "token",
-            args.token.or(file.token),
-            args.token_file.or(file.token_file),
+            args.token.or(file.token.take()),
+            args.token_file.or(file.token_file.take()),
         )?,
         agent_token: token_value(
             "agent-token",
-            args.agent_token.or(file.agent_token),
-            args.agent_token_file.or(file.agent_token_file),
+            args.agent_token.or(file.agent_token.take()),
+            args.agent_token_file.or(file.agent_token_file.take()),
         )?,
     };
     let mut config = config;
     if config.https_port == 0 {
         bail!("--https-listen-port must not be 0");
     }
-    let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    let log = args
+        .log
+        .or(file.log.take())
+        .unwrap_or_else(|| "info".into());
     let disable_agent = args.disable_agent.or(file.disable_agent).unwrap_or(false);
     let agent = if disable_agent {
         None
     } else {
-        let node_name = match args.node_name.or(file.node_name) {
-            Some(n) => n,
-            None => hostname()?,
-        };
-        let node_ip = match args.node_ip.or(file.node_ip) {
-            Some(ip) => parse_ip("node-ip", &ip)?,
-            None => default_node_ip(),
-        };
-        let mut labels = std::collections::BTreeMap::new();
-        let label_args = if args.node_label.is_empty() {
-            file.node_label
-        } else {
-            args.node_label
-        };
-        for l in label_args {
-            let (k, v) = l
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--node-label {l:?} is not key=value"))?;
-            labels.insert(k.to_string(), v.to_string());
-        }
-        let mut taints = Vec::new();
-        let taint_args = if args.node_taint.is_empty() {
-            file.node_taint
-        } else {
-            args.node_taint
-        };
-        for t in taint_args {
-            taints.push(skiff_agent::kubelet::node::parse_taint(&t).ok_or_else(|| {
-                anyhow!("--node-taint {t:?} is not key=value:Effect (NoSchedule, PreferNoSchedule or NoExecute)")
-            })?);
-        }
-        let mut reserved = std::collections::BTreeMap::new();
-        parse_reserved(
-            "kube-reserved",
-            args.kube_reserved.or(file.kube_reserved).as_deref(),
-            &mut reserved,
-        )?;
-        parse_reserved(
-            "system-reserved",
-            args.system_reserved.or(file.system_reserved).as_deref(),
-            &mut reserved,
-        )?;
-        config.node = Some((node_name.clone(), node_ip));
-        Some(skiff_agent::kubelet::Config {
-            node_name,
-            node_ip,
-            data_dir: config.data_dir.clone(),
-            pod_log_dir: PathBuf::from(defaults::POD_LOG_DIR),
-            labels,
-            taints,
-            control_plane: true,
-            reserved,
-            kubelet_port: args.kubelet_port.or(file.kubelet_port).unwrap_or(10250),
-            seccomp_default: args
-                .seccomp_default
-                .or(file.seccomp_default)
-                .unwrap_or(false),
-            registries: {
-                let path = args
-                    .private_registry
-                    .or(file.private_registry)
-                    .unwrap_or_else(|| PathBuf::from(defaults::REGISTRIES_PATH));
-                skiff_embedded::image::registries::Registries::load(&path)
-                    .with_context(|| format!("--private-registry {}", path.display()))?
-            },
-            shim_exe: std::env::current_exe()
-                .context("finding skiff's own binary for the container shim")?,
-        })
+        let node = node_config(args.node, &mut file, &config.data_dir, true)?;
+        config.node = Some((node.node_name.clone(), node.node_ip));
+        Some(node)
     };
     Ok(Settings {
         server: config,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod token;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -14,6 +15,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server(*args),
+        Command::Agent(args) => agent(*args),
+        Command::Token(args) => init_logging("warn")
+            .and_then(|()| run_until_signal(|_| token::run(args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Certificate(args) => certificate(args),
         Command::Images(args) => images(args),
         Command::Shim { dir } => shim(&dir),
         Command::ContainerExec { dir, tty, args } => {
@@ -84,6 +90,47 @@ fn server(args: cli::ServerArgs) -> Result<ExitCode> {
         };
         first.and(then)
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `skiff agent`: join a server and run a node.
+fn agent(args: cli::AgentArgs) -> Result<ExitCode> {
+    let settings = config::agent_config(args)?;
+    init_logging(&settings.log)?;
+    run_until_signal(|cancel| async move {
+        skiff_agent::join::run(settings.join, settings.node, cancel).await?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `skiff certificate rotate`: the certificates signed by the CA are removed, so that
+/// skiff issues (server) or asks for (agent) new ones at its next start. The CA, the
+/// ServiceAccount signing key and the tokens stay.
+fn certificate(args: cli::CertificateArgs) -> Result<ExitCode> {
+    let cli::CertificateCommand::Rotate { data_dir } = args.command;
+    let data_dir =
+        data_dir.unwrap_or_else(|| std::path::PathBuf::from(skiff_core::defaults::DATA_DIR));
+    let mut removed = skiff_agent::join::remove_identity(&data_dir);
+    let server_tls = data_dir.join("server").join("tls");
+    if let Ok(entries) = std::fs::read_dir(&server_tls) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let leaf = name.starts_with("client-") || name.starts_with("serving-");
+            if leaf && (name.ends_with(".crt") || name.ends_with(".key")) {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+                removed += 1;
+            }
+        }
+    }
+    if removed == 0 {
+        anyhow::bail!("no certificates to rotate in {}", data_dir.display());
+    }
+    println!(
+        "removed {removed} certificate files from {}; restart skiff to get new ones",
+        data_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,5 +3,6 @@
 //! pods bound to it, run as real containers. [`sim`] holds simulated nodes that exercise
 //! the control plane at scale without running containers.
 
+pub mod join;
 pub mod kubelet;
 pub mod sim;
