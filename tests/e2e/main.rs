@@ -28,6 +28,7 @@
 // Test code: a failed unwrap is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+mod agents;
 mod attach;
 mod bad_input;
 mod churn;
