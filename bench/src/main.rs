@@ -5,10 +5,12 @@
 //! Run: `cargo run --release -p skiff-bench -- --skiff target/release/skiff`; with
 //! `--suite scale` it runs [`scale`] instead: simulated nodes and tens of thousands of
 //! pods; with `--suite node`, [`node`]: pods as real containers, their start latency
-//! beside `crun run`, and the node's memory.
+//! beside `crun run`, and the node's memory; with `--suite join`, [`join`]: `skiff
+//! agent` from start to a Ready node.
 
 mod crun;
 mod image;
+mod join;
 mod node;
 mod scale;
 
@@ -70,6 +72,9 @@ struct Args {
     /// image present; `Always` (the default for `busybox`) asks the registry first.
     #[arg(long, default_value = "IfNotPresent")]
     pull_policy: String,
+    /// Join suite: agents that join one after another.
+    #[arg(long, default_value_t = 10)]
+    join_runs: usize,
 }
 
 struct Server {
@@ -470,7 +475,15 @@ async fn main() -> Result<()> {
             })
             .await;
         }
-        other => bail!("--suite: unknown suite {other:?} (control-plane, scale or node)"),
+        "join" => {
+            return join::run(join::Plan {
+                skiff: &args.skiff,
+                port: args.port,
+                runs: args.join_runs,
+            })
+            .await;
+        }
+        other => bail!("--suite: unknown suite {other:?} (control-plane, scale, node or join)"),
     }
 
     let server = Server::start(&args.skiff, args.port)?;
