@@ -2,10 +2,11 @@
 //! across restarts or set by `--token`, the agent-only token, and the CA handed out at
 //! `/cacerts` for a joining machine to check against its token.
 
-use crate::harness::Server;
+use crate::harness::{wait_until, Kubectl, Server};
 use sha2::Digest;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 /// `GET /cacerts` with no credentials at all, as a machine that has not joined yet.
 fn anonymous_cacerts(s: &Server) -> String {
@@ -72,4 +73,184 @@ fn given_tokens_are_used_and_a_foreign_one_is_refused() {
     );
     // And the token on disk is untouched.
     assert_eq!(read("token"), format!("K10{hash}::server:abc123"));
+}
+
+/// A `skiff agent` on this machine (loopback, no pods), killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl Agent {
+    /// Starts `skiff agent` joining `s` with `token`, as node `name`.
+    fn start(s: &Server, token: &str, name: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Agent::spawn(s, token, dir.path(), name);
+        Agent {
+            child,
+            dir,
+            name: name.to_string(),
+        }
+    }
+
+    fn spawn(
+        s: &Server,
+        token: &str,
+        data_dir: &std::path::Path,
+        name: &str,
+    ) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["agent", "--config", "/dev/null", "--server"])
+            .arg(format!("https://127.0.0.1:{}", s.port()))
+            .args(["--token", token, "--node-name", name])
+            .args(["--node-ip", "127.0.0.1", "--kubelet-port", "0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits for it to stop by itself and returns its last stderr line.
+    fn refused(mut self) -> String {
+        let out = wait_until(Duration::from_secs(30), "the agent to stop", || {
+            self.child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| "still running".to_string())
+        });
+        assert!(!out.success(), "a refused agent exits non-zero");
+        let mut err = String::new();
+        use std::io::Read as _;
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        err.lines().last().unwrap_or_default().to_string()
+    }
+
+    /// Waits until its node is Ready.
+    fn wait_ready(&mut self, s: &Server) {
+        let name = self.name.clone();
+        wait_until(
+            Duration::from_secs(60),
+            &format!("node {name} Ready"),
+            || {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    panic!("the agent exited with {status}");
+                }
+                let out = s.kubectl(Kubectl::V132).run(&[
+                    "get",
+                    "node",
+                    &name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ]);
+                (out.stdout.trim() == "True")
+                    .then_some(())
+                    .ok_or(out.stderr)
+            },
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `skiff token ARGS` against `s`.
+fn skiff_token(s: &Server, args: &[&str]) -> crate::harness::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    cmd.arg("token")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig());
+    crate::harness::run_command(cmd, None, Duration::from_secs(30))
+}
+
+/// Bootstrap tokens join agents until they expire or are deleted; the rotated server
+/// token joins new agents, the old one no longer does, and a node that joined before
+/// keeps working.
+#[test]
+fn tokens_join_agents_until_deleted_expired_or_rotated() {
+    let s = Server::start();
+    let server_token = std::fs::read_to_string(s.data_dir().join("server/token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ca = std::fs::read_to_string(s.data_dir().join("server/tls/ca.crt")).unwrap();
+    let hash = hex::encode(sha2::Sha256::digest(ca.as_bytes()));
+
+    // A bootstrap token: K10<hash>::<id>.<secret>, listed with its description.
+    let created = skiff_token(&s, &["create", "--ttl", "2h", "--description", "the pi"]);
+    let token = created.ok().trim().to_string();
+    let (prefix, credentials) = token.split_once("::").unwrap();
+    assert_eq!(prefix, format!("K10{hash}"));
+    let (id, _) = credentials.split_once('.').unwrap();
+    let listed = skiff_token(&s, &["list"]);
+    let line = listed
+        .ok()
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{listed:?}"))
+        .to_string();
+    assert!(
+        line.contains("authentication,signing") && line.contains("the pi"),
+        "{line}"
+    );
+
+    let mut first = Agent::start(&s, &token, "boot-a");
+    first.wait_ready(&s);
+
+    // Deleted: it joins no more.
+    skiff_token(&s, &["delete", id]).ok();
+    let last = Agent::start(&s, &token, "boot-b").refused();
+    assert!(last.contains(&format!("no bootstrap token {id}")), "{last}");
+    let missing = skiff_token(&s, &["delete", id]);
+    assert!(missing.err().contains("no such token"), "{missing:?}");
+
+    // Expired: refused with the time it expired.
+    let short = skiff_token(&s, &["create", "--ttl", "1s"]);
+    let short = short.ok().trim().to_string();
+    wait_until(Duration::from_secs(10), "the token to expire", || {
+        let out = skiff_token(&s, &["list"]);
+        out.ok()
+            .contains("<expired>")
+            .then_some(())
+            .ok_or(out.stdout.clone())
+    });
+    let last = Agent::start(&s, &short, "boot-c").refused();
+    assert!(last.contains("expired at"), "{last}");
+
+    // Rotation: the old server token is refused, the new one joins, the node that
+    // joined before restarts as itself.
+    let rotated = skiff_token(&s, &["rotate"]);
+    let new_token = rotated.ok().trim().to_string();
+    assert!(
+        new_token.starts_with(&format!("K10{hash}::server:")),
+        "{new_token}"
+    );
+    assert_ne!(new_token, server_token);
+    assert_eq!(
+        std::fs::read_to_string(s.data_dir().join("server/token"))
+            .unwrap()
+            .trim(),
+        new_token
+    );
+    let last = Agent::start(&s, &server_token, "rot-a").refused();
+    assert!(last.contains("the join token was refused"), "{last}");
+    let mut fresh = Agent::start(&s, &new_token, "rot-b");
+    fresh.wait_ready(&s);
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    first.child = Agent::spawn(&s, &token, first.dir.path(), "boot-a");
+    first.wait_ready(&s);
 }
