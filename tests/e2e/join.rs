@@ -254,3 +254,40 @@ fn tokens_join_agents_until_deleted_expired_or_rotated() {
     first.child = Agent::spawn(&s, &token, first.dir.path(), "boot-a");
     first.wait_ready(&s);
 }
+
+/// An agent started while its server is down keeps trying, and joins once the server
+/// is back.
+#[test]
+fn an_agent_waits_for_its_server() {
+    let mut s = Server::start();
+    let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
+    s.stop();
+    let mut agent = Agent::start(&s, token.trim(), "patient");
+    // It says it cannot join yet, twice (with a back-off between), and keeps running.
+    let stderr = agent.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("cannot join yet") && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    for attempt in 1..=2 {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no failed attempt #{attempt}: {e}"));
+    }
+    let cert = agent.dir.path().join("agent/tls/client-node.crt");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent gave up"
+    );
+    assert!(!cert.exists());
+    s.start_again();
+    agent.wait_ready(&s);
+    assert!(cert.exists());
+}
