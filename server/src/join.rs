@@ -327,6 +327,50 @@ fn check_bootstrap(api: &Api, credentials: &str) -> Result<(), String> {
 /// The Secret type of bootstrap tokens.
 pub const BOOTSTRAP_TYPE: &str = "bootstrap.kubernetes.io/token";
 
+/// Whether a stored bootstrap token's expiration is past at `now`.
+fn expired(secret: &Value, now: jiff::Timestamp) -> bool {
+    secret.pointer("/type").and_then(Value::as_str) == Some(BOOTSTRAP_TYPE)
+        && secret_field(secret, "expiration")
+            .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|at| at <= now)
+}
+
+/// Deletes expired bootstrap tokens every 30 s until `cancel` fires, as upstream's
+/// token cleaner does.
+pub async fn clean_expired_tokens(
+    api: std::sync::Arc<Api>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), crate::Error> {
+    let Some(secrets) = registry::find_kind("", "Secret") else {
+        return Ok(());
+    };
+    let prefix = secrets.prefix(Some(KUBE_SYSTEM));
+    loop {
+        let now = jiff::Timestamp::now();
+        let page = api.store.list(&prefix, None, 0, false, &|e| {
+            e.key.contains("/bootstrap-token-")
+                && serde_json::from_slice::<Value>(&e.value).is_ok_and(|v| expired(&v, now))
+        });
+        for e in page.items {
+            let op = WriteOp::Delete {
+                key: e.key.to_string(),
+                expected: Some(e.revision),
+            };
+            match api.store.write(op).await {
+                Ok(_) => tracing::info!(secret = %e.key, "deleted an expired bootstrap token"),
+                Err(store::Error::NotFound | store::Error::Conflict { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(secret = %e.key, error = %err, "cannot delete an expired bootstrap token")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+    }
+}
+
 fn password_hash(salt: &str, password: &str) -> String {
     let mut h = sha2::Sha256::new();
     h.update(salt.as_bytes());
@@ -475,6 +519,19 @@ mod tests {
 
     fn ca(dir: &Path) -> Ca {
         Ca::load_or_create(&dir.join("tls")).unwrap()
+    }
+
+    #[test]
+    fn bootstrap_tokens_expire() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let token = |exp: &str| json!({"type": BOOTSTRAP_TYPE, "data": {"token-id": b64("abcdef"), "expiration": b64(exp)}});
+        let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+        assert!(expired(&token("2026-12-03T11:59:59Z"), now));
+        assert!(!expired(&token("2026-12-03T12:00:01Z"), now));
+        // No expiration: for ever; another type: not a token.
+        assert!(!expired(&json!({"type": BOOTSTRAP_TYPE, "data": {}}), now));
+        let other = json!({"type": "Opaque", "data": {"expiration": b64("2000-01-01T00:00:00Z")}});
+        assert!(!expired(&other, now));
     }
 
     #[test]

@@ -199,6 +199,7 @@ pub async fn run_with_node(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(controllers::namespace::run(api.clone(), cancel.clone()));
+    tasks.spawn(join::clean_expired_tokens(api.clone(), cancel.clone()));
     let serve_cancel = cancel.clone();
     let tls_config = pki.server_config.clone();
     let serving = api.clone();
