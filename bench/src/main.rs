@@ -5,13 +5,15 @@
 //! Run: `cargo run --release -p skiff-bench -- --skiff target/release/skiff`; with
 //! `--suite scale` it runs [`scale`] instead: simulated nodes and tens of thousands of
 //! pods; with `--suite node`, [`node`]: pods as real containers, their start latency
-//! beside `crun run`, and the node's memory; with `--suite join`, [`join`]: `skiff
+//! beside `crun run`, and the node's memory; with `--suite rbac`, [`rbac`]: the cost of
+//! authorization with 1,000 RoleBindings present; with `--suite join`, [`join`]: `skiff
 //! agent` from start to a Ready node.
 
 mod crun;
 mod image;
 mod join;
 mod node;
+mod rbac;
 mod scale;
 
 use anyhow::{bail, Context, Result};
@@ -45,8 +47,9 @@ struct Args {
     #[arg(long, default_value_t = 17443)]
     port: u16,
     /// Which suite: `control-plane` (the API and datastore), `scale` (simulated
-    /// nodes, scheduling, a large Deployment, a steady cluster) or `node` (real
-    /// containers: pod start latency beside crun, the node's memory).
+    /// nodes, scheduling, a large Deployment, a steady cluster), `node` (real
+    /// containers: pod start latency beside crun, the node's memory) or `rbac` (the
+    /// cost of authorization).
     #[arg(long, default_value = "control-plane")]
     suite: String,
     /// Scale suite: simulated nodes.
@@ -75,6 +78,12 @@ struct Args {
     /// Join suite: agents that join one after another.
     #[arg(long, default_value_t = 10)]
     join_runs: usize,
+    /// RBAC suite: RoleBindings present.
+    #[arg(long, default_value_t = 1000)]
+    role_bindings: usize,
+    /// RBAC suite: GETs measured per user.
+    #[arg(long, default_value_t = 10_000)]
+    gets: usize,
 }
 
 struct Server {
@@ -475,6 +484,15 @@ async fn main() -> Result<()> {
             })
             .await;
         }
+        "rbac" => {
+            return rbac::run(rbac::Plan {
+                skiff: &args.skiff,
+                port: args.port,
+                bindings: args.role_bindings,
+                gets: args.gets,
+            })
+            .await;
+        }
         "join" => {
             return join::run(join::Plan {
                 skiff: &args.skiff,
@@ -483,7 +501,9 @@ async fn main() -> Result<()> {
             })
             .await;
         }
-        other => bail!("--suite: unknown suite {other:?} (control-plane, scale, node or join)"),
+        other => {
+            bail!("--suite: unknown suite {other:?} (control-plane, scale, node, rbac or join)")
+        }
     }
 
     let server = Server::start(&args.skiff, args.port)?;

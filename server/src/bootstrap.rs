@@ -117,5 +117,51 @@ pub async fn ensure_defaults(api: &Api, advertised: IpAddr, port: u16) -> Result
         }),
     )
     .await?;
+    ensure_policy(api).await
+}
+
+/// Creates the default ClusterRoles and ClusterRoleBindings that are missing and
+/// reconciles those annotated for autoupdate ([`crate::auth::policy::reconcile`]).
+pub async fn ensure_policy(api: &Api) -> Result<(), ApiError> {
+    use crate::auth::policy;
+    let kinds = [
+        ("ClusterRole", policy::cluster_roles()),
+        ("ClusterRoleBinding", policy::cluster_role_bindings()),
+    ];
+    for (kind, objects) in kinds {
+        let resource = registry::find_kind(crate::auth::rbac::GROUP, kind)
+            .ok_or_else(|| ApiError::internal(format!("no resource for {kind}")))?;
+        for wanted in objects {
+            let name = wanted
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let Some(existing) = api.store.get(&resource.key(None, &name)) else {
+                create_if_missing(api, crate::auth::rbac::GROUP, kind, None, wanted).await?;
+                continue;
+            };
+            let existing: Value = serde_json::from_slice(&existing.value)
+                .map_err(|e| ApiError::internal(format!("stored {kind} {name}: {e}")))?;
+            if policy::reconcile(&existing, &wanted).is_none() {
+                continue;
+            }
+            let target = Target {
+                resource,
+                namespace: None,
+                name: Some(name.clone()),
+                subresource: None,
+            };
+            handlers::guaranteed_update(
+                api,
+                &target,
+                handlers::Part::Main,
+                &WriteOptions::default(),
+                |old| Ok(policy::reconcile(old, &wanted).unwrap_or_else(|| old.clone())),
+            )
+            .await?;
+            tracing::info!(%kind, %name, "reconciled a default RBAC object");
+        }
+    }
     Ok(())
 }

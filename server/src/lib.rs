@@ -189,10 +189,13 @@ pub async fn run_with_node(
             tokens,
             config.node.as_ref().map(|(name, _)| name.clone()),
         ),
+        rbac: auth::rbac::Index::default(),
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    // Authorization reads RBAC from memory: load it before the API serves.
+    api.rbac.load(&api.store);
     // The kubeconfig is written last, so its presence means the server is ready to use.
     pki.write_admin_kubeconfig(&config)?;
     tracing::info!(%addr, kubeconfig = %config.write_kubeconfig.display(), "skiff server is ready");
@@ -200,6 +203,7 @@ pub async fn run_with_node(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(controllers::namespace::run(api.clone(), cancel.clone()));
     tasks.spawn(join::clean_expired_tokens(api.clone(), cancel.clone()));
+    tasks.spawn(auth::rbac::run(api.clone(), cancel.clone()));
     let serve_cancel = cancel.clone();
     let tls_config = pki.server_config.clone();
     let serving = api.clone();

@@ -17,6 +17,7 @@
 //! - [`sim`] and the controller tiers on simulated nodes: [`workloads`], [`daemonset`],
 //!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`];
 //! - [`join`]: the join tokens and `/cacerts`;
+//! - [`rbac`]: authorization: RBAC, the review APIs, impersonation, the node authorizer;
 //! - [`cluster`]: clusters of several hosts, each a network namespace on a private bridge,
 //!   for tests of more than one node (needs root);
 //! - [`images`]: busybox container images, built as OCI image-layout tarballs to import.
@@ -46,6 +47,7 @@ mod node;
 mod nodes;
 mod portforward;
 mod python;
+mod rbac;
 mod scheduling;
 mod security;
 mod services;

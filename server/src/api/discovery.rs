@@ -2,8 +2,43 @@
 //! documents and the aggregated ones (`apidiscovery.k8s.io/v2`) that current kubectl asks
 //! for first. All of it is derived from the resource table.
 
+use crate::auth::reviews::{Review, REVIEWS};
 use crate::registry::{self, Resource, RESOURCES};
 use serde_json::{json, Value};
+
+/// The groups discovery lists: the resource table's, plus the review APIs' groups
+/// (served, create-only, after `apps` as upstream lists them).
+fn served_groups() -> Vec<(&'static str, &'static str)> {
+    let mut out = registry::groups();
+    let at = out
+        .iter()
+        .position(|(g, _)| *g == "apps")
+        .map_or(out.len(), |i| i + 1);
+    let mut extra: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in REVIEWS {
+        if !out.contains(&(r.group, r.version)) && !extra.contains(&(r.group, r.version)) {
+            extra.push((r.group, r.version));
+        }
+    }
+    for (i, g) in extra.into_iter().enumerate() {
+        out.insert(at + i, g);
+    }
+    out
+}
+
+fn review_legacy(r: &Review) -> Value {
+    json!({"name": r.plural, "singularName": r.kind.to_ascii_lowercase(), "namespaced": r.namespaced, "kind": r.kind, "verbs": ["create"]})
+}
+
+fn review_aggregated(r: &Review) -> Value {
+    json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.kind.to_ascii_lowercase(),
+        "verbs": ["create"],
+    })
+}
 
 /// The content type of aggregated discovery answers.
 pub const AGGREGATED_V2: &str =
@@ -50,7 +85,7 @@ fn group_json(group: &str, version: &str) -> Value {
 
 /// `/apis`: every named group.
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = registry::groups()
+    let groups: Vec<Value> = served_groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| group_json(g, v))
@@ -60,7 +95,7 @@ pub fn api_group_list() -> Value {
 
 /// `/apis/<group>`.
 pub fn api_group(group: &str) -> Option<Value> {
-    registry::groups()
+    served_groups()
         .into_iter()
         .find(|(g, _)| *g == group && !g.is_empty())
         .map(|(g, v)| {
@@ -124,6 +159,12 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(legacy_resources)
+        .chain(
+            REVIEWS
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+                .map(review_legacy),
+        )
         .collect();
     if resources.is_empty() {
         return None;
@@ -186,7 +227,7 @@ pub fn aggregated(core: bool, content_type: &str) -> Value {
     } else {
         "apidiscovery.k8s.io/v2"
     };
-    let items: Vec<Value> = registry::groups()
+    let items: Vec<Value> = served_groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
         .map(|(g, v)| {
@@ -194,6 +235,12 @@ pub fn aggregated(core: bool, content_type: &str) -> Value {
                 .iter()
                 .filter(|r| r.group == g && r.version == v)
                 .map(aggregated_resource)
+                .chain(
+                    REVIEWS
+                        .iter()
+                        .filter(|r| r.group == g && r.version == v)
+                        .map(review_aggregated),
+                )
                 .collect();
             let mut metadata = json!({"creationTimestamp": null});
             if !g.is_empty() {

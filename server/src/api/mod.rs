@@ -22,6 +22,7 @@ pub mod status;
 pub mod table;
 pub mod watch;
 
+use crate::auth::authz::{self, Attributes};
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -58,6 +59,8 @@ pub struct Api {
     pub ca_pem: String,
     /// What machines join with: the tokens and the CA that signs their certificates.
     pub joining: crate::join::Joining,
+    /// The RBAC index authorization reads, kept current by [`crate::auth::rbac::run`].
+    pub rbac: crate::auth::rbac::Index,
 }
 
 /// A whole answer of a handler.
@@ -246,6 +249,28 @@ async fn route(
     user: Option<&User>,
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_string();
+    // Who the request acts as: the authenticated user, or whom it impersonates.
+    let impersonated = match user {
+        Some(u) => authz::impersonate(api, u, req.headers())?,
+        None => None,
+    };
+    let user = impersonated.as_ref().or(user);
+    let public = matches!(
+        path.as_str(),
+        "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/healthz/ping"
+            | "/livez/ping"
+            | "/readyz/ping"
+            | "/version"
+            | "/version/"
+    );
+    if public {
+        if let Some(u) = user {
+            authz::check(api, &Attributes::non_resource(u, "get", &path))?;
+        }
+    }
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
             return Ok(respond(200, "text/plain; charset=utf-8", "ok"));
@@ -275,8 +300,72 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    if let Some((review, ns)) = crate::auth::reviews::find(&path) {
+        return review_request(api, req, review, ns, user).await;
+    }
+    let target = request::parse_path(&path)?;
+    let Some(target) = target else {
+        // Not a resource path: discovery, OpenAPI, or nothing; authorized by path.
+        let verb = match *req.method() {
+            Method::GET | Method::HEAD => "get",
+            Method::POST => "post",
+            Method::PUT => "put",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => "",
+        };
+        authz::check(api, &Attributes::non_resource(user, verb, &path))?;
+        return non_resource(api, req, &path, &accept);
+    };
+    resource(api, req, target, &accept, user).await
+}
+
+/// A review (create-only, never stored): authorized as a create of its resource.
+async fn review_request(
+    api: &Api,
+    req: Request<Incoming>,
+    review: &'static crate::auth::reviews::Review,
+    namespace: Option<String>,
+    user: &User,
+) -> ApiResult<Response<Body>> {
+    let mut a = Attributes::new(user);
+    a.verb = match *req.method() {
+        Method::POST => "create".into(),
+        ref m => return Err(ApiError::method_not_allowed(m.as_str())),
+    };
+    a.resource_request = true;
+    a.api_group = review.group.into();
+    a.api_version = review.version.into();
+    a.resource = review.plural.into();
+    a.namespace = namespace.clone().unwrap_or_default();
+    authz::check(api, &a)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = request::read_body(req.into_body(), api.max_body).await?;
+    let obj = crate::auth::reviews::create(
+        api,
+        review,
+        namespace.as_deref(),
+        user,
+        &body,
+        content_type.as_deref(),
+    )?;
+    Ok(json_response(201, &obj))
+}
+
+/// Discovery and OpenAPI.
+fn non_resource(
+    api: &Api,
+    req: Request<Incoming>,
+    path: &str,
+    accept: &str,
+) -> ApiResult<Response<Body>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let is_get = req.method() == Method::GET;
+    let accept = accept.to_string();
     match segs.as_slice() {
         ["api"] if is_get => {
             return Ok(match discovery::aggregated_version(&accept) {
@@ -332,8 +421,7 @@ async fn route(
         }
         _ => {}
     }
-    let target = request::parse_path(&path)?.ok_or_else(ApiError::no_route)?;
-    resource(api, req, target, &accept, user).await
+    Err(ApiError::no_route())
 }
 
 async fn resource(
@@ -341,9 +429,23 @@ async fn resource(
     req: Request<Incoming>,
     t: request::Target,
     accept: &str,
-    _user: &User,
+    user: &User,
 ) -> ApiResult<Response<Body>> {
     let q = request::parse_query(req.uri().query());
+    let websocket = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let verb = authz::verb_of(req.method(), &t, &q, websocket);
+    let attrs = Attributes::resource(user, &verb, &t, &q);
+    authz::check(api, &attrs)?;
+    let node_user = crate::auth::node::node_name(user).is_some();
+    // Writes of RBAC objects by users outside system:masters are checked for escalation.
+    let escalation = r_is_rbac(&t) && !user.in_group(authz::MASTERS);
+    if node_user && verb != "create" {
+        crate::auth::node::admit(&api.store, &attrs, None)?;
+    }
     let table = table::wants_table(accept).then(|| table::TableOptions::from_query(&q));
     let partial = accept
         .split(',')
@@ -462,9 +564,17 @@ async fn resource(
         (&Method::POST, false) => {
             let opts = handlers::WriteOptions::from_query(&q)?;
             let body = read_body(req).await?;
+            if node_user || escalation {
+                let obj = request::decode_object(&body, content_type.as_deref(), r.kind)?;
+                crate::auth::node::admit(&api.store, &attrs, Some(&obj))?;
+                authz::check_escalation(api, &attrs, &obj)?;
+            }
             handlers::create(api, &t, &body, content_type.as_deref(), &opts).await?
         }
         (&Method::POST, true) if matches!(sub.as_deref(), Some("binding" | "eviction")) => {
+            if node_user {
+                crate::auth::node::admit(&api.store, &attrs, None)?;
+            }
             let body = read_body(req).await?;
             if sub.as_deref() == Some("binding") {
                 handlers::bind(api, &t, &body, content_type.as_deref()).await?
@@ -475,11 +585,26 @@ async fn resource(
         (&Method::PUT, true) => {
             let opts = handlers::WriteOptions::from_query(&q)?;
             let body = read_body(req).await?;
+            if escalation {
+                let obj = request::decode_object(&body, content_type.as_deref(), r.kind)?;
+                authz::check_escalation(api, &attrs, &obj)?;
+            }
             handlers::update(api, &t, &body, content_type.as_deref(), &opts).await?
         }
         (&Method::PATCH, true) => {
             let opts = handlers::WriteOptions::from_query(&q)?;
             let body = read_body(req).await?;
+            if escalation {
+                // The object the patch would store, to check what it grants.
+                let dry = handlers::WriteOptions {
+                    dry_run: true,
+                    ..opts.clone()
+                };
+                let would = handlers::patch(api, &t, &body, content_type.as_deref(), &dry).await?;
+                let obj: Value = serde_json::from_slice(&would.body)
+                    .map_err(|e| ApiError::internal(format!("encoding reply: {e}")))?;
+                authz::check_escalation(api, &attrs, &obj)?;
+            }
             handlers::patch(api, &t, &body, content_type.as_deref(), &opts).await?
         }
         (&Method::DELETE, true) if sub.is_none() => {
@@ -555,6 +680,10 @@ async fn rotate_token(api: &Api, req: Request<Incoming>, user: &User) -> ApiResu
         .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     tracing::info!(user = %user.name, "the server token was rotated");
     Ok(json_response(200, &json!({"token": token.render()})))
+}
+
+fn r_is_rbac(t: &request::Target) -> bool {
+    t.resource.group == crate::auth::rbac::GROUP
 }
 
 /// How much of an oversized body is read and dropped before answering 413.

@@ -21,6 +21,8 @@ use serde_json::{Map, Number, Value};
 #[rustfmt::skip]
 #[path = "protobuf_table.rs"]
 mod table;
+#[path = "protobuf_reviews.rs"]
+mod reviews;
 
 /// The media type of Kubernetes protobuf bodies, as sent in `Content-Type`.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -304,6 +306,7 @@ fn decode_envelope(
     }
     let Some(message) = table::KINDS
         .iter()
+        .chain(reviews::KINDS)
         .find(|(v, k, _)| *v == api_version && *k == kind)
         .map(|(_, _, m)| *m)
     else {

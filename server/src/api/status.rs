@@ -94,7 +94,10 @@ impl ApiError {
         message: impl Into<String>,
     ) -> ApiError {
         let q = qualify(plural, group);
-        let msg = if name.is_empty() {
+        let msg = if plural.is_empty() && group.is_empty() {
+            // No resource (a non-resource path): upstream's bare form.
+            format!("forbidden: {}", message.into())
+        } else if name.is_empty() {
             format!("{q} is forbidden: {}", message.into())
         } else {
             format!("{q} \"{name}\" is forbidden: {}", message.into())

@@ -1,7 +1,16 @@
 //! Who is calling, and what they may do.
 //!
 //! Every request is first given a [`User`]: from the client certificate (CN = user,
-//! O = groups), or none (anonymous). Authorization builds on this.
+//! O = groups), or none (anonymous). Authorization builds on this: [`authz`] decides
+//! each request (`system:masters`, then the [`node`] authorizer, then [`rbac`]) and
+//! handles impersonation; [`policy`] holds the default roles reconciled at every start;
+//! [`reviews`] serves the access and rules reviews and SelfSubjectReview.
+
+pub mod authz;
+pub mod node;
+pub mod policy;
+pub mod rbac;
+pub mod reviews;
 
 use std::collections::BTreeMap;
 
