@@ -2,8 +2,9 @@
 //! its own network namespace on the multi-node harness ([`crate::cluster`]). The agents
 //! join with the server's token and go Ready; a Deployment spreads over the three
 //! nodes and runs real containers there; `kubectl logs` and `exec` reach the agents'
-//! pods; a wrong token and a token naming another CA are refused with the reason; an
-//! agent restarts as the same node; the server restarts under running agents without a
+//! pods; a wrong token and a token naming another CA are refused with the reason; a
+//! node's certificate reads its own pods' Secrets but not another node's, and modifies
+//! only its own Node; an agent restarts as the same node; the server restarts under running agents without a
 //! container restarting; a cut-off agent goes NotReady and its pods are made again on
 //! the others.
 
@@ -214,6 +215,66 @@ fn agents_join_run_pods_and_survive_restarts() {
             .run(&["exec", pod, "--", "cat", "/etc/hostname"]);
         assert_eq!(exec.ok().trim(), pod.as_str());
     }
+
+    // The node authorizer: host1's own certificate reads the Secret of a pod bound to
+    // it, not that of a pod bound to host2, and may not modify host2's Node.
+    for (node, secret) in [("host1", "s1"), ("host2", "s2")] {
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "stringData": {"k": "v"}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("uses-{secret}")},
+             "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+                      "containers": [{"name": "c", "image": "docker.io/library/busybox:latest",
+                                      "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+                                      "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
+                      "volumes": [{"name": "s", "secret": {"secretName": secret}}]}},
+        ]});
+        c.kubectl(KUBECTL)
+            .stdin(objects.to_string())
+            .run(&["apply", "-f", "-"])
+            .ok();
+    }
+    let tls = c.host(1).data_dir().join("agent/tls");
+    let as_host1 = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(KUBECTL.program());
+        cmd.env("KUBECONFIG", "/dev/null")
+            .env("HOME", c.host(1).home())
+            .arg(format!("--server={}", c.server_url()))
+            .arg(format!(
+                "--certificate-authority={}",
+                tls.join("ca.crt").display()
+            ))
+            .arg(format!(
+                "--client-certificate={}",
+                tls.join("client-node.crt").display()
+            ))
+            .arg(format!(
+                "--client-key={}",
+                tls.join("client-node.key").display()
+            ))
+            .args(args);
+        crate::harness::run_command(cmd, None, Duration::from_secs(30))
+    };
+    assert_eq!(
+        as_host1(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]).ok(),
+        "dg=="
+    );
+    let denied = as_host1(&["get", "secret", "s2"]);
+    let err = denied.err();
+    assert!(
+        err.contains(r#"secrets "s2" is forbidden: User "system:node:host1" cannot get resource "secrets" in API group "" in the namespace "default""#),
+        "{denied:?}"
+    );
+    as_host1(&["annotate", "node", "host1", "checked=yes"]).ok();
+    let denied = as_host1(&["annotate", "node", "host2", "checked=yes"]);
+    assert!(
+        denied.err().contains(
+            r#"nodes "host2" is forbidden: node "host1" is not allowed to modify node "host2""#
+        ),
+        "{denied:?}"
+    );
+    c.kubectl(KUBECTL)
+        .run(&["delete", "pod", "uses-s1", "uses-s2", "--wait=false"])
+        .ok();
 
     // An agent restarts as the same node: same certificate, same password, Ready.
     c.host_mut(1).restart();
