@@ -449,6 +449,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
                     .or(file.node_monitor_grace_period)
                     .unwrap_or(40),
             ),
+            ..skiff_server::controllers::Config::default()
         },
         token: token_value(
             "token",

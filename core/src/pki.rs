@@ -238,6 +238,26 @@ pub fn expires_at(cert_pem: &str) -> Option<i64> {
 /// How long before expiry a leaf certificate is renewed.
 pub const RENEW_BEFORE_SECS: i64 = RENEW_BEFORE.whole_seconds();
 
+/// Loads the private key at `path` (PEM, PKCS#8), or makes an ECDSA P-256 key there
+/// (mode 0600) on first use; returns it as PKCS#8 DER. The ServiceAccount token
+/// signing key (`service.key`) lives this way: made once, kept across restarts, so
+/// tokens handed out before a restart stay valid.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>> {
+    let what = || format!("loading key {}", path.display());
+    if path.exists() {
+        let pem = read(path)?;
+        let kp = KeyPair::from_pem(&pem).map_err(|source| Error::Cert {
+            what: what(),
+            source,
+        })?;
+        return Ok(kp.serialize_der());
+    }
+    let kp = KeyPair::generate().map_err(cert_err("generating a signing key"))?;
+    write_file_atomic(path, kp.serialize_pem().as_bytes(), 0o600)
+        .map_err(io_err("writing", path))?;
+    Ok(kp.serialize_der())
+}
+
 /// The certificate and key paths of a leaf named `name` in `dir`.
 pub fn leaf_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (
@@ -382,5 +402,16 @@ mod tests {
         let d = ca.load_or_issue(dir.path(), "admin", &admin).unwrap();
         let e = ca.load_or_issue(dir.path(), "admin", &admin).unwrap();
         assert_eq!(d.cert_pem, e.cert_pem);
+    }
+
+    #[test]
+    fn a_signing_key_is_made_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls").join("service.key");
+        let a = load_or_create_key(&path).unwrap();
+        let b = load_or_create_key(&path).unwrap();
+        assert_eq!(a, b, "kept across loads");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -190,6 +190,7 @@ pub async fn run_with_node(
             config.node.as_ref().map(|(name, _)| name.clone()),
         ),
         rbac: auth::rbac::Index::default(),
+        sa_tokens: Arc::new(pki.service_account_tokens()?),
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await
@@ -237,7 +238,9 @@ pub async fn run_with_node(
                 component: "controller manager",
                 source,
             })?;
-        let (cfg, c) = (config.controllers.clone(), cancel.clone());
+        let (mut cfg, c) = (config.controllers.clone(), cancel.clone());
+        cfg.root_ca_pem = pki.ca.pair.cert_pem.clone();
+        cfg.service_account_tokens = Some(api.sa_tokens.clone());
         tasks.spawn(async move { controllers::run(client, cfg, c).await.map_err(Error::from) });
     }
     if let (Some((name, ip)), Some(node)) = (&config.node, node) {

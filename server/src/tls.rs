@@ -15,6 +15,15 @@ pub enum Error {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] skiff_core::tls::Error),
+    /// The ServiceAccount token signing key is unusable.
+    #[error("the service account signing key {path}")]
+    SigningKey {
+        /// The key file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: crate::auth::jwt::Error,
+    },
 }
 
 /// The server's PKI: CA, serving certificate, admin client certificate.
@@ -208,6 +217,27 @@ impl Pki {
             ca_pem: self.ca.pair.cert_pem.clone(),
             serving,
         })
+    }
+
+    /// The ServiceAccount token issuer: signs with `service.key` (made on first start,
+    /// mode 0600, kept), accepts the API audiences.
+    pub fn service_account_tokens(
+        &self,
+    ) -> Result<crate::auth::authn::ServiceAccountTokens, Error> {
+        let path = self.dir.join("service.key");
+        let der = skiff_core::pki::load_or_create_key(&path)?;
+        let signer =
+            crate::auth::jwt::Signer::from_pkcs8(&der).map_err(|source| Error::SigningKey {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(crate::auth::authn::ServiceAccountTokens::new(
+            signer,
+            crate::auth::jwt::API_AUDIENCES
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        ))
     }
 
     /// The TLS client the API server reaches nodes' APIs with.

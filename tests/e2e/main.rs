@@ -18,6 +18,8 @@
 //!   [`statefulset`], [`jobs`], [`services`], [`nodes`], [`scheduling`];
 //! - [`join`]: the join tokens and `/cacerts`;
 //! - [`rbac`]: authorization: RBAC, the review APIs, impersonation, the node authorizer;
+//! - [`satoken`]: ServiceAccount tokens, `kubectl create token`, `kube-root-ca.crt` and
+//!   the token volume of a real pod (needs root);
 //! - [`cluster`]: clusters of several hosts, each a network namespace on a private bridge,
 //!   for tests of more than one node (needs root);
 //! - [`images`]: busybox container images, built as OCI image-layout tarballs to import.
@@ -48,6 +50,7 @@ mod nodes;
 mod portforward;
 mod python;
 mod rbac;
+mod satoken;
 mod scheduling;
 mod security;
 mod services;

@@ -21,6 +21,7 @@ pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod stream;
+pub mod tokens;
 pub mod volumes;
 pub mod worker;
 
@@ -117,6 +118,8 @@ pub struct Kubelet {
     pub api_port: u16,
     /// When each image was last used, for the image GC.
     pub last_used: gc::LastUsed,
+    /// The pods' ServiceAccount tokens (projected `serviceAccountToken` sources).
+    pub tokens: tokens::Tokens,
 }
 
 impl Kubelet {
@@ -194,6 +197,7 @@ pub async fn run(
         )),
         api_port,
         last_used: gc::LastUsed::default(),
+        tokens: tokens::Tokens::default(),
         config,
     });
     let api = tokio::spawn(api::serve(k.clone(), listener, tls, cancel.clone()));

@@ -368,8 +368,15 @@ async fn volume(
                         item.mode.or(mode).unwrap_or(0o644) as u32,
                     ));
                 }
-            } else if source.service_account_token.is_some() {
-                return Err("serviceAccountToken projections need the TokenRequest API, which is not served yet".into());
+            } else if let Some(tp) = &source.service_account_token {
+                let token = k.tokens.get(&k.client, pod, ns, tp).await?;
+                // As upstream: owner-only when the pod has an fsGroup (which then adds
+                // group read), the volume's mode otherwise.
+                let mode = match group {
+                    Some(_) => 0o600,
+                    None => mode.unwrap_or(0o644) as u32,
+                };
+                files.push((tp.path.clone(), token.into_bytes(), mode));
             }
         }
         write_atomic(&path, &files, group).map_err(io)?;

@@ -996,6 +996,7 @@ impl Worker {
                 tracing::warn!(container = %r.id, error = %e, "removing a container");
             }
         }
+        self.k.tokens.forget(&self.uid);
         let dir = self.pod_dir();
         let cgroup = super::pod_cgroup(&self.uid);
         let removed = tokio::task::spawn_blocking(move || {

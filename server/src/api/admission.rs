@@ -1,6 +1,7 @@
 //! What the API server itself adds to objects as they are created or updated, beyond
-//! defaults: the steps upstream spreads over admission plugins (`Priority`) and the
-//! kinds' strategies (Job selectors, the DaemonSet template generation).
+//! defaults: the steps upstream spreads over admission plugins (`Priority`,
+//! `ServiceAccount`) and the kinds' strategies (Job selectors, the DaemonSet template
+//! generation).
 
 use super::objects::{meta, meta_mut, meta_str};
 use super::status::{ApiError, ApiResult};
@@ -36,7 +37,10 @@ const PREEMPT_LOWER_PRIORITY: &str = "PreemptLowerPriority";
 /// defaults and validation.
 pub fn on_create(api: &Api, r: &Resource, obj: &mut Value) -> ApiResult<()> {
     match (r.group, r.kind) {
-        ("", "Pod") => pod_priority(api, obj),
+        ("", "Pod") => {
+            pod_service_account(api, obj)?;
+            pod_priority(api, obj)
+        }
         ("batch", "Job") => {
             job_selector(obj);
             Ok(())
@@ -63,6 +67,157 @@ pub fn on_update(r: &Resource, old: &Value, new: &mut Value) {
         let generation = generation + i64::from(changed);
         set_annotation(new, DAEMONSET_TEMPLATE_GENERATION, &generation.to_string());
     }
+}
+
+/// The ServiceAccount a pod that names none runs as.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Where the token volume is mounted in each container.
+pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The prefix of the token volume's name.
+pub const TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+/// The lifetime of the token the kubelet puts there: upstream's one hour and seven
+/// seconds, which marks kubelet-made tokens.
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3607;
+/// The ConfigMap with the cluster CA in every namespace.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+/// The annotation a mirror (static) pod carries.
+const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+
+/// Upstream's `ServiceAccount` admission on a pod being created: the ServiceAccount
+/// defaults to `default`; a named one must exist (403 otherwise); `default` need not yet,
+/// because the ServiceAccount controller makes it just after its namespace (upstream
+/// waits for it briefly instead, and a cluster without controllers would never have it),
+/// and the kubelet retries the token until it exists. Unless the pod or its account opt
+/// out, every container gets the projected token volume. Mirror pods are left alone.
+fn pod_service_account(api: &Api, pod: &mut Value) -> ApiResult<()> {
+    if meta(pod)
+        .get("annotations")
+        .and_then(|a| a.get(MIRROR_POD))
+        .is_some()
+    {
+        return Ok(());
+    }
+    let ns = meta_str(pod, "namespace").to_string();
+    let name = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_SERVICE_ACCOUNT)
+        .to_string();
+    let accounts = crate::registry::find_kind("", "ServiceAccount")
+        .ok_or_else(|| ApiError::internal("ServiceAccount is not served"))?;
+    let account = api
+        .store
+        .get(&accounts.key(Some(&ns), &name))
+        .and_then(|e| serde_json::from_slice::<Value>(&e.value).ok());
+    if account.is_none() && name != DEFAULT_SERVICE_ACCOUNT {
+        return Err(ApiError::forbidden(
+            "",
+            "pods",
+            meta_str(pod, "name"),
+            format!(
+                "error looking up service account {ns}/{name}: serviceaccount \"{name}\" not found"
+            ),
+        ));
+    }
+    let suffix = super::objects::generate_name("");
+    service_account(pod, &name, account.as_ref(), &suffix);
+    Ok(())
+}
+
+/// The pure part of the ServiceAccount admission: `name` is the account, `account` it
+/// if it exists, `suffix` the five random characters of a new volume's name.
+pub fn service_account(pod: &mut Value, name: &str, account: Option<&Value>, suffix: &str) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert("serviceAccountName".into(), name.into());
+    // The pod's choice wins over its account's; both unset means mount.
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or_else(|| {
+            account
+                .and_then(|a| a.get("automountServiceAccountToken"))
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
+    // The account's image pull secrets serve a pod that names none.
+    let pull_secrets = account
+        .and_then(|a| a.get("imagePullSecrets"))
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty());
+    let has_pull_secrets = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    if let (Some(secrets), false) = (pull_secrets, has_pull_secrets) {
+        spec.insert("imagePullSecrets".into(), Value::Array(secrets.clone()));
+    }
+    if !automount {
+        return;
+    }
+    let existing = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .find(|n| n.starts_with(TOKEN_VOLUME_PREFIX))
+        .map(String::from);
+    let volume = existing
+        .clone()
+        .unwrap_or_else(|| format!("{TOKEN_VOLUME_PREFIX}{suffix}"));
+    let mount = json!({"name": volume, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
+    let mut needed = false;
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in containers.iter_mut().filter(|c| c.is_object()) {
+            let mounted = c
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH));
+            if mounted {
+                continue;
+            }
+            let mounts = &mut c["volumeMounts"];
+            if !mounts.is_array() {
+                *mounts = json!([]);
+            }
+            if let Some(m) = mounts.as_array_mut() {
+                m.push(mount.clone());
+            }
+            needed = true;
+        }
+    }
+    if needed && existing.is_none() {
+        let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+        if !volumes.is_array() {
+            *volumes = json!([]);
+        }
+        if let Some(v) = volumes.as_array_mut() {
+            v.push(token_volume(&volume));
+        }
+    }
+}
+
+/// The projected volume with the token, the cluster CA and the namespace.
+fn token_volume(name: &str) -> Value {
+    json!({
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
+                {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+            "defaultMode": 420,
+        },
+    })
 }
 
 fn set_annotation(obj: &mut Value, key: &str, value: &str) {
@@ -226,6 +381,72 @@ pub fn system_priority_classes() -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_container_gets_the_token_volume_once() {
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {
+            "initContainers": [{"name": "i", "image": "x"}],
+            "containers": [
+                {"name": "a", "image": "x"},
+                {"name": "b", "image": "x", "volumeMounts": [{"name": "mine", "mountPath": TOKEN_MOUNT_PATH}]},
+            ],
+            "volumes": [{"name": "mine", "emptyDir": {}}],
+        }});
+        service_account(&mut pod, "default", None, "abcde");
+        let spec = &pod["spec"];
+        assert_eq!(spec["serviceAccountName"], "default");
+        let mount = json!({"name": "kube-api-access-abcde", "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
+        assert_eq!(spec["initContainers"][0]["volumeMounts"], json!([mount]));
+        assert_eq!(spec["containers"][0]["volumeMounts"], json!([mount]));
+        assert_eq!(
+            spec["containers"][1]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "a container that mounts there already is left alone"
+        );
+        let volumes = spec["volumes"].as_array().unwrap();
+        assert_eq!(volumes.len(), 2);
+        let v = &volumes[1];
+        assert_eq!(v["name"], "kube-api-access-abcde");
+        assert_eq!(v["projected"]["defaultMode"], 420);
+        let sources = &v["projected"]["sources"];
+        assert_eq!(sources[0]["serviceAccountToken"]["expirationSeconds"], 3607);
+        assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+        assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+        assert_eq!(sources[1]["configMap"]["items"][0]["key"], "ca.crt");
+        assert_eq!(
+            sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+        // Admitting again (an update never does, but a retried create might) adds nothing.
+        let again = pod.clone();
+        service_account(&mut pod, "default", None, "zzzzz");
+        assert_eq!(pod, again);
+    }
+
+    #[test]
+    fn the_pod_or_its_account_may_opt_out() {
+        let base = json!({"spec": {"serviceAccountName": "robot", "containers": [{"name": "a"}]}});
+        let mut pod = base.clone();
+        pod["spec"]["automountServiceAccountToken"] = false.into();
+        service_account(&mut pod, "robot", None, "abcde");
+        assert!(pod["spec"].get("volumes").is_none());
+
+        let account =
+            json!({"automountServiceAccountToken": false, "imagePullSecrets": [{"name": "reg"}]});
+        let mut pod = base.clone();
+        service_account(&mut pod, "robot", Some(&account), "abcde");
+        assert!(pod["spec"].get("volumes").is_none());
+        assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": "reg"}]));
+
+        // The pod's true beats the account's false.
+        let mut pod = base.clone();
+        pod["spec"]["automountServiceAccountToken"] = true.into();
+        service_account(&mut pod, "robot", Some(&account), "abcde");
+        assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 1);
+    }
 
     #[test]
     fn a_job_gets_its_selector_and_pod_labels() {

@@ -126,6 +126,9 @@ fn legacy_resources(r: &Resource) -> Vec<Value> {
     if r.kind == "Node" && r.group.is_empty() {
         out.push(json!({"name": "nodes/proxy", "singularName": "", "namespaced": false, "kind": "NodeProxyOptions", "verbs": ["get"]}));
     }
+    if is_core_service_account(r) {
+        out.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+    }
     if r.kind == "Namespace" {
         out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));
     }
@@ -144,6 +147,11 @@ fn legacy_resources(r: &Resource) -> Vec<Value> {
 /// looks for `pods/eviction` in discovery and deletes pods outright when it is missing.
 fn is_core_pod(r: &Resource) -> bool {
     r.group.is_empty() && r.kind == "Pod"
+}
+
+/// ServiceAccounts carry `token`, the TokenRequest API (`kubectl create token`).
+fn is_core_service_account(r: &Resource) -> bool {
+    r.group.is_empty() && r.kind == "ServiceAccount"
 }
 
 /// A stable hash of the resource's storage identity, as discovery carries it.
@@ -189,6 +197,9 @@ fn aggregated_resource(r: &Resource) -> Value {
     }
     if r.kind == "Node" && r.group.is_empty() {
         subresources.push(json!({"subresource": "proxy", "responseKind": {"group": "", "version": "v1", "kind": "NodeProxyOptions"}, "verbs": ["get"]}));
+    }
+    if is_core_service_account(r) {
+        subresources.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
     }
     if r.kind == "Namespace" {
         subresources.push(json!({"subresource": "finalize", "responseKind": {"group": "", "version": "v1", "kind": "Namespace"}, "verbs": ["update"]}));

@@ -20,6 +20,7 @@ pub mod selectable;
 pub mod selectors;
 pub mod status;
 pub mod table;
+pub mod tokenrequest;
 pub mod watch;
 
 use crate::auth::authz::{self, Attributes};
@@ -61,6 +62,8 @@ pub struct Api {
     pub joining: crate::join::Joining,
     /// The RBAC index authorization reads, kept current by [`crate::auth::rbac::run`].
     pub rbac: crate::auth::rbac::Index,
+    /// ServiceAccount tokens: issued by `serviceaccounts/token`, accepted as bearers.
+    pub sa_tokens: Arc<crate::auth::authn::ServiceAccountTokens>,
 }
 
 /// A whole answer of a handler.
@@ -207,6 +210,27 @@ pub async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
+    // The client certificate first, as upstream's authenticators are ordered; then a
+    // bearer token. A token that fails is 401 whatever the path: anonymous access is
+    // for requests without credentials. The join checks its own token (a join or
+    // bootstrap token, not a ServiceAccount's).
+    let from_token;
+    let joining = uri.path() == skiff_core::join::JOIN_PATH;
+    let user = match user {
+        Some(u) => Some(u),
+        None if joining => None,
+        None => match bearer_user(api, &req) {
+            Bearer::Absent => None,
+            Bearer::Valid(u) => {
+                from_token = u;
+                Some(&from_token)
+            }
+            Bearer::Invalid => {
+                tracing::debug!(%method, uri = %uri, %peer, "invalid bearer token");
+                return error_response(&ApiError::unauthorized());
+            }
+        },
+    };
     let resp = match route(api, req, user).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -221,6 +245,32 @@ pub async fn handle(
         "request"
     );
     resp
+}
+
+/// What the `Authorization` header says.
+enum Bearer {
+    /// No bearer token.
+    Absent,
+    /// A token that authenticates this user.
+    Valid(User),
+    /// A token that does not authenticate anyone.
+    Invalid,
+}
+
+fn bearer_user(api: &Api, req: &Request<Incoming>) -> Bearer {
+    let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::authn::bearer)
+    else {
+        return Bearer::Absent;
+    };
+    let now = jiff::Timestamp::now().as_second();
+    match api.sa_tokens.authenticate(token, now, &api.store) {
+        Some(u) => Bearer::Valid(u),
+        None => Bearer::Invalid,
+    }
 }
 
 fn version_info() -> Value {
@@ -393,6 +443,19 @@ fn non_resource(
             return discovery::api_resource_list(group, version)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route);
+        }
+        [".well-known", "openid-configuration"] if is_get => {
+            return Ok(json_response(
+                200,
+                &crate::auth::jwt::openid_configuration(&api.server_address),
+            ));
+        }
+        ["openid", "v1", "jwks"] if is_get => {
+            return Ok(respond(
+                200,
+                "application/jwk-set+json",
+                api.sa_tokens.signer().jwks().to_string(),
+            ));
         }
         ["openapi", "v2"] if is_get => {
             // kubectl asks for the protobuf form and decodes the body as protobuf.
@@ -570,6 +633,10 @@ async fn resource(
                 authz::check_escalation(api, &attrs, &obj)?;
             }
             handlers::create(api, &t, &body, content_type.as_deref(), &opts).await?
+        }
+        (&Method::POST, true) if sub.as_deref() == Some("token") => {
+            let body = read_body(req).await?;
+            tokenrequest::create(api, &t, &body, content_type.as_deref())?
         }
         (&Method::POST, true) if matches!(sub.as_deref(), Some("binding" | "eviction")) => {
             if node_user {

@@ -94,6 +94,7 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
             "status" => target.resource.status,
             "scale" => target.resource.scale,
             "finalize" => target.resource.kind == "Namespace",
+            "token" => target.resource.kind == "ServiceAccount" && target.resource.group.is_empty(),
             s if s == "proxy" || s.starts_with("proxy/") => target.resource.kind == "Node",
             "binding" | "eviction" | "log" | "exec" | "attach" | "portforward" => {
                 target.resource.kind == "Pod" && target.resource.group.is_empty()

@@ -1,12 +1,15 @@
 //! Who is calling, and what they may do.
 //!
 //! Every request is first given a [`User`]: from the client certificate (CN = user,
-//! O = groups), or none (anonymous). Authorization builds on this: [`authz`] decides
+//! O = groups), else from a bearer token ([`authn`]: ServiceAccount tokens, [`jwt`]),
+//! or none (anonymous). Authorization builds on this: [`authz`] decides
 //! each request (`system:masters`, then the [`node`] authorizer, then [`rbac`]) and
 //! handles impersonation; [`policy`] holds the default roles reconciled at every start;
 //! [`reviews`] serves the access and rules reviews and SelfSubjectReview.
 
+pub mod authn;
 pub mod authz;
+pub mod jwt;
 pub mod node;
 pub mod policy;
 pub mod rbac;

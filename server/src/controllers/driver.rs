@@ -60,6 +60,9 @@ pub enum Error {
     /// An object could not be turned into JSON or back.
     #[error("encoding {0}")]
     Encode(String, #[source] serde_json::Error),
+    /// A legacy ServiceAccount token could not be signed.
+    #[error("signing a service account token")]
+    Sign(#[source] crate::auth::jwt::Error),
 }
 
 impl Error {
@@ -502,9 +505,14 @@ where
     }
 }
 
-/// Watches a kind through `client` and feeds `cache` until `cancel` fires.
-pub async fn reflect<K>(client: kube::Client, cache: Arc<Cache<K>>, cancel: CancellationToken)
-where
+/// Watches a kind through `client` (only the objects `fields` selects, if given) and
+/// feeds `cache` until `cancel` fires.
+pub async fn reflect<K>(
+    client: kube::Client,
+    cache: Arc<Cache<K>>,
+    fields: Option<&'static str>,
+    cancel: CancellationToken,
+) where
     K: Resource<DynamicType = ()>
         + Clone
         + Debug
@@ -515,16 +523,21 @@ where
 {
     use kube::runtime::WatchStreamExt;
     let api = Api::<K>::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut config = watcher::Config::default();
+    if let Some(f) = fields {
+        config = config.fields(f);
+    }
+    let stream = watcher::watcher(api, config).default_backoff();
     tokio::select! {
         () = cancel.cancelled() => {}
         () = cache.feed(stream) => {}
     }
 }
 
-/// Declares [`Caches`]: one shared cache per kind the controllers read.
+/// Declares [`Caches`]: one shared cache per kind the controllers read, optionally
+/// limited by a field selector.
 macro_rules! caches {
-    ($($field:ident: $ty:ty, $doc:literal;)*) => {
+    ($($field:ident: $ty:ty, $doc:literal $(, fields = $fields:literal)?;)*) => {
         /// The caches the controllers share, one per kind, each fed by one watch.
         pub struct Caches {
             $(
@@ -547,7 +560,8 @@ macro_rules! caches {
                 tasks: &mut tokio::task::JoinSet<()>,
             ) {
                 $(
-                    tasks.spawn(reflect(client.clone(), self.$field.clone(), cancel.clone()));
+                    let fields: Option<&'static str> = None $(.or(Some($fields)))?;
+                    tasks.spawn(reflect(client.clone(), self.$field.clone(), fields, cancel.clone()));
                 )*
             }
 
@@ -585,6 +599,10 @@ caches! {
     pvcs: k8s_openapi::api::core::v1::PersistentVolumeClaim, "PersistentVolumeClaims.";
     pdbs: k8s_openapi::api::policy::v1::PodDisruptionBudget, "PodDisruptionBudgets.";
     resourcequotas: k8s_openapi::api::core::v1::ResourceQuota, "ResourceQuotas.";
+    rootcas: k8s_openapi::api::core::v1::ConfigMap, "The `kube-root-ca.crt` ConfigMaps (no others).",
+        fields = "metadata.name=kube-root-ca.crt";
+    tokensecrets: k8s_openapi::api::core::v1::Secret, "ServiceAccount token Secrets (no others).",
+        fields = "type=kubernetes.io/service-account-token";
 }
 
 impl Default for Caches {

@@ -6,7 +6,8 @@
 //! the shared [`driver`] and writing Events through [`events`]: [`replicaset`],
 //! [`deployment`], [`daemonset`], [`statefulset`], [`job`], [`cronjob`], the garbage
 //! collector ([`gc`]), [`endpoints`], [`serviceaccount`], [`nodelifecycle`] (with pod
-//! GC), [`disruption`] and [`resourcequota`].
+//! GC), [`disruption`], [`resourcequota`], [`rootca`] (the `kube-root-ca.crt`
+//! ConfigMaps) and [`tokens`] (legacy ServiceAccount token Secrets).
 
 pub mod cronjob;
 pub mod daemonset;
@@ -21,8 +22,10 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tokens;
 
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -34,12 +37,20 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// How long a node's Lease may go unrenewed before the node is `Ready=Unknown`.
     pub node_monitor_grace_period: Duration,
+    /// The cluster CA (PEM) the `kube-root-ca.crt` ConfigMaps publish; filled in by the
+    /// server from its PKI.
+    pub root_ca_pem: String,
+    /// What signs legacy ServiceAccount tokens (the server's issuer); without it the
+    /// tokens controller does not run.
+    pub service_account_tokens: Option<Arc<crate::auth::authn::ServiceAccountTokens>>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             node_monitor_grace_period: Duration::from_secs(40),
+            root_ca_pem: String::new(),
+            service_account_tokens: None,
         }
     }
 }
@@ -123,6 +134,8 @@ pub async fn run(
         nodelifecycle::start(&ctx),
         disruption::start(&ctx),
         resourcequota::start(&ctx),
+        rootca::start(&ctx),
+        tokens::start(&ctx),
     ];
 
     let mut tasks = tokio::task::JoinSet::new();
