@@ -52,6 +52,8 @@ pub enum Command {
     /// Register simulated nodes that run no containers but move their pods through
     /// their lifecycle (for testing and measuring the control plane at scale).
     SimNodes(SimNodesArgs),
+    /// Show or rotate the keys Secrets are encrypted with at rest (`--secrets-encryption`).
+    SecretsEncrypt(SecretsEncryptArgs),
     /// Run kubectl (found on PATH) against this server with the admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl {
@@ -129,6 +131,9 @@ pub struct ServerArgs {
     /// Log filter (tracing's syntax, e.g. "info,skiff_server=debug") [default: info]
     #[arg(long, env = "SKIFF_LOG")]
     pub log: Option<String>,
+    /// Encrypt Secrets at rest (AES-GCM); once turned on it stays on
+    #[arg(long, env = "SKIFF_SECRETS_ENCRYPTION", num_args = 0..=1, default_missing_value = "true")]
+    pub secrets_encryption: Option<bool>,
     /// The node in this process.
     #[command(flatten)]
     pub node: NodeArgs,
@@ -191,6 +196,38 @@ pub struct NodeArgs {
     /// Containers without a seccompProfile run under RuntimeDefault, as the kubelet's --seccomp-default
     #[arg(long, env = "SKIFF_SECCOMP_DEFAULT", num_args = 0..=1, default_missing_value = "true")]
     pub seccomp_default: Option<bool>,
+}
+
+/// Flags of `skiff secrets-encrypt`.
+#[derive(Debug, Args)]
+pub struct SecretsEncryptArgs {
+    /// The server's admin kubeconfig [default: /etc/skiff/skiff.yaml]
+    #[arg(long, env = "SKIFF_WRITE_KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Output format
+    #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
+    pub output: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SecretsEncryptCommand,
+}
+
+/// How `skiff secrets-encrypt` prints the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// As K3s prints it.
+    Text,
+    /// The server's answer.
+    Json,
+}
+
+/// `skiff secrets-encrypt` subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum SecretsEncryptCommand {
+    /// Whether Secrets are encrypted, and with which keys
+    Status,
+    /// Make a new key the active one, re-encrypt every Secret with it, drop the old keys
+    RotateKeys,
 }
 
 /// Flags of `skiff token`.

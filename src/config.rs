@@ -41,6 +41,7 @@ struct FileConfig {
     kubelet_port: Option<u16>,
     private_registry: Option<PathBuf>,
     seccomp_default: Option<bool>,
+    secrets_encryption: Option<bool>,
     token: Option<String>,
     token_file: Option<PathBuf>,
     agent_token: Option<String>,
@@ -461,6 +462,10 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
             args.agent_token.or(file.agent_token.take()),
             args.agent_token_file.or(file.agent_token_file.take()),
         )?,
+        secrets_encryption: args
+            .secrets_encryption
+            .or(file.secrets_encryption)
+            .unwrap_or(false),
     };
     let mut config = config;
     if config.https_port == 0 {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod secrets_encrypt;
 mod token;
 
 use anyhow::{Context, Result};
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Command::Killall { data_dir } => killall(data_dir),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Kubectl { args } => kubectl(args),
+        Command::SecretsEncrypt(args) => secrets_encrypt::run(args),
     };
     match result {
         Ok(code) => code,

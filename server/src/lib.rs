@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod controllers;
+pub mod encryption;
 pub mod join;
 pub mod registry;
 pub mod scheduler;
@@ -61,6 +62,8 @@ pub struct Config {
     pub token: Option<String>,
     /// A token that can only join agents (`--agent-token`).
     pub agent_token: Option<String>,
+    /// Encrypt Secrets at rest (`--secrets-encryption`); once turned on it stays on.
+    pub secrets_encryption: bool,
 }
 
 /// Errors that stop the server.
@@ -78,6 +81,9 @@ pub enum Error {
     /// The datastore could not be opened.
     #[error("opening the datastore")]
     Store(#[source] store::Error),
+    /// Secrets encryption could not be set up.
+    #[error("secrets encryption")]
+    Encryption(#[from] encryption::Error),
     /// TLS could not be configured.
     #[error("configuring TLS")]
     Tls(#[from] tls::Error),
@@ -165,9 +171,38 @@ pub async fn run_with_node(
         config.token.as_deref(),
         config.agent_token.as_deref(),
     )?;
-    let backend = store::sqlite::Sqlite::open(&dir.join("db").join("state.db"))
+    let mut backend = store::sqlite::Sqlite::open(&dir.join("db").join("state.db"))
         .map_err(|e| Error::Store(store::Error::Backend(e)))?;
-    let store = store::Store::open(backend, store::StoreConfig::default()).map_err(Error::Store)?;
+    let encryption =
+        encryption::Encryption::prepare(&dir, config.secrets_encryption)?.map(Arc::new);
+    let store = match &encryption {
+        Some(enc) => {
+            if enc.is_new() {
+                // Secrets deleted before this start may linger in freed pages.
+                backend
+                    .scrub()
+                    .map_err(|e| Error::Store(store::Error::Backend(e)))?;
+            }
+            let mut backend = store::encrypted::Encrypted::new(backend, enc.keyring());
+            // Secrets stored before encryption was turned on (or under an older key, if
+            // a rotation was cut short) are sealed with the active key now, in place.
+            let sealed = store::Backend::rewrite(
+                &mut backend,
+                store::encrypted::SECRETS_PREFIX,
+                &mut |_| Ok(None),
+            )
+            .map_err(|e| Error::Store(store::Error::Backend(e)))?;
+            if sealed > 0 {
+                tracing::info!(
+                    rows = sealed,
+                    "secrets encryption: stored secrets re-encrypted"
+                );
+            }
+            store::Store::open(backend, store::StoreConfig::default())
+        }
+        None => store::Store::open(backend, store::StoreConfig::default()),
+    }
+    .map_err(Error::Store)?;
     let addr = SocketAddr::new(config.bind_address, config.https_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -191,6 +226,7 @@ pub async fn run_with_node(
         ),
         rbac: auth::rbac::Index::default(),
         sa_tokens: Arc::new(pki.service_account_tokens()?),
+        encryption,
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await

@@ -588,6 +588,11 @@ impl Server {
         self.dir.path()
     }
 
+    /// The extra `skiff server` flags, to change before [`start_again`](Self::start_again).
+    pub fn extra_flags(&mut self) -> &mut Vec<String> {
+        &mut self.extra
+    }
+
     /// The server's `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -8,6 +8,7 @@
 //! - [`watch`]: a kube-rs watcher across a server restart;
 //! - [`python`]: the official Python client (`SKIFF_TEST_PYTHON`);
 //! - [`durability`]: acknowledged writes survive SIGKILL;
+//! - [`encryption`]: Secrets encrypted at rest (`--secrets-encryption`, `skiff secrets-encrypt`);
 //! - [`deletion`]: graceful deletion rules at the API;
 //! - [`churn`]: the database stays bounded under sustained updates;
 //! - [`node`]: the in-process node running real containers (needs root);
@@ -40,6 +41,7 @@ mod cluster;
 mod daemonset;
 mod deletion;
 mod durability;
+mod encryption;
 mod harness;
 mod images;
 mod jobs;

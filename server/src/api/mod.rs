@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod allocator;
 pub mod discovery;
+pub mod encryption;
 pub mod handlers;
 pub mod nodeproxy;
 pub mod objects;
@@ -64,6 +65,8 @@ pub struct Api {
     pub rbac: crate::auth::rbac::Index,
     /// ServiceAccount tokens: issued by `serviceaccounts/token`, accepted as bearers.
     pub sa_tokens: Arc<crate::auth::authn::ServiceAccountTokens>,
+    /// Secrets encryption at rest, when on.
+    pub encryption: Option<Arc<crate::encryption::Encryption>>,
 }
 
 /// A whole answer of a handler.
@@ -343,6 +346,9 @@ async fn route(
     };
     if path == skiff_core::join::TOKEN_ROTATE_PATH {
         return rotate_token(api, req, user).await;
+    }
+    if let Some(action) = path.strip_prefix("/v1-skiff/secrets-encrypt/") {
+        return encryption::serve(api, req.method(), action, user).await;
     }
     let accept = req
         .headers()

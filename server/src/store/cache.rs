@@ -58,6 +58,17 @@ impl Shared {
 
 type Reply = oneshot::Sender<Result<Entry>>;
 
+/// What the writer thread is asked to do.
+enum Request {
+    /// One write; batched with the others waiting.
+    Write(WriteOp, Reply),
+    /// [`Backend::rewrite`] of the rows under a prefix, between two batches.
+    Rewrite {
+        prefix: String,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+}
+
 /// The most events one [`Watch::next`] hands out, so one slow reader does not hold the
 /// lock long.
 const MAX_WATCH_BATCH: usize = 1024;
@@ -66,7 +77,7 @@ const MAX_WATCH_BATCH: usize = 1024;
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    writes: mpsc::Sender<(WriteOp, Reply)>,
+    writes: mpsc::Sender<Request>,
 }
 
 /// One page of a list.
@@ -257,7 +268,23 @@ impl Store {
     pub async fn write(&self, op: WriteOp) -> Result<Entry> {
         let (tx, rx) = oneshot::channel();
         self.writes
-            .send((op, tx))
+            .send(Request::Write(op, tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Has the backend store again, in place, every kept row under `prefix` whose stored
+    /// form is out of date (after the encryption key changed, see [`Backend::rewrite`]).
+    /// Values and revisions do not change, so memory and watches see nothing; writes
+    /// wait meanwhile. Returns how many rows were stored again.
+    pub async fn rewrite_stored(&self, prefix: &str) -> Result<usize> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(Request::Rewrite {
+                prefix: prefix.to_string(),
+                reply,
+            })
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -380,18 +407,38 @@ struct Writer<B> {
 }
 
 impl<B: Backend> Writer<B> {
-    fn run(mut self, mut rx: mpsc::Receiver<(WriteOp, Reply)>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut next = rx.blocking_recv();
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write(op, reply) => {
+                    let mut batch = vec![(op, reply)];
+                    while batch.len() < self.config.max_batch {
+                        match rx.try_recv() {
+                            Ok(Request::Write(op, reply)) => batch.push((op, reply)),
+                            // Anything else runs once this batch is committed.
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch);
+                    if self.since_compact >= self.config.compact_every {
+                        self.compact();
+                    }
+                }
+                Request::Rewrite { prefix, reply } => {
+                    let result = self.backend.rewrite(&prefix, &mut |_| Ok(None));
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, prefix, "rewriting stored rows failed");
+                    }
+                    let _ = reply.send(result.map_err(Error::Backend));
                 }
             }
-            self.commit(batch);
-            if self.since_compact >= self.config.compact_every {
-                self.compact();
+            if next.is_none() {
+                next = rx.blocking_recv();
             }
         }
         tracing::debug!("store writer stopped");

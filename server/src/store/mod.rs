@@ -10,8 +10,11 @@
 //!
 //! Values are Kubernetes objects as JSON. The store stamps `metadata.resourceVersion`
 //! into each value as it assigns the revision, so a read never re-encodes an object.
+//! Secrets can be encrypted at rest: [`encrypted::Encrypted`] wraps the backend, so
+//! memory holds plaintext and the disk ciphertext.
 
 mod cache;
+pub mod encrypted;
 pub mod sqlite;
 
 pub use cache::{ListPage, Store, StoreConfig, Watch};
@@ -175,4 +178,16 @@ pub trait Backend: Send + 'static {
     /// Forgets history up to `revision`: rows superseded at or before it and deletions at
     /// or before it. The state as of `revision` and everything after stay.
     fn compact(&mut self, revision: Revision) -> Result<(), BackendError>;
+    /// Replaces, in place and in one transaction, the stored value of each kept row
+    /// (current or history) whose key starts with `prefix` and for which `f` returns a
+    /// new value; revisions stay. Once it returns, no trace of a replaced value is left
+    /// in the backend's files. A backend that transforms values on their way to disk
+    /// (encryption) hands `f` the values as loaded, and also stores again every row
+    /// whose stored form is out of date, so `f` returning `None` for every row brings
+    /// the rows under `prefix` up to date. Returns how many rows were stored again.
+    fn rewrite(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&Row) -> Result<Option<Bytes>, BackendError>,
+    ) -> Result<usize, BackendError>;
 }

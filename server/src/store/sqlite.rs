@@ -8,6 +8,7 @@
 //! waiting) pays that fsync once per batch rather than once per write.
 
 use super::{Backend, BackendError, Loaded, Revision, Row};
+use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -45,6 +46,16 @@ impl Sqlite {
             );",
         )?;
         Ok(Sqlite { conn })
+    }
+
+    /// Leaves in the files nothing but the live database: old values survive in pages
+    /// SQLite freed or reused in part, and in the WAL, so the file is rebuilt from what
+    /// is live (VACUUM) and the WAL emptied. Costs a copy of the database.
+    pub fn scrub(&mut self) -> Result<(), BackendError> {
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     fn meta(&self, name: &str) -> Result<Revision, BackendError> {
@@ -141,5 +152,48 @@ impl Backend for Sqlite {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         tracing::debug!(revision, superseded, deletions, "datastore compacted");
         Ok(())
+    }
+
+    fn rewrite(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&Row) -> Result<Option<Bytes>, BackendError>,
+    ) -> Result<usize, BackendError> {
+        let tx = self.conn.transaction()?;
+        let rows = {
+            let mut stmt = tx.prepare(
+                "SELECT revision, key, value, create_revision, prev_revision, deleted
+                 FROM log WHERE substr(key, 1, length(?1)) = ?1 ORDER BY revision",
+            )?;
+            let rows = stmt
+                .query_map([prefix], |r| {
+                    Ok(Row {
+                        revision: r.get(0)?,
+                        key: r.get::<_, String>(1)?.into(),
+                        value: r.get::<_, Vec<u8>>(2)?.into(),
+                        create_revision: r.get(3)?,
+                        prev_revision: r.get(4)?,
+                        deleted: r.get::<_, i64>(5)? != 0,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        let mut changed = 0;
+        {
+            let mut update = tx.prepare("UPDATE log SET value = ?1 WHERE revision = ?2")?;
+            for row in &rows {
+                if let Some(value) = f(row)? {
+                    update.execute(params![&value[..], row.revision])?;
+                    changed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        if changed > 0 {
+            self.scrub()?;
+        }
+        tracing::debug!(prefix, changed, "datastore rows rewritten");
+        Ok(changed)
     }
 }
