@@ -69,6 +69,14 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileConfig> {
     }
 }
 
+/// The config file `--config` names (it must exist), or the default one if present.
+fn config_file(given: Option<&Path>) -> Result<FileConfig> {
+    match given {
+        Some(path) => read_file(path, true),
+        None => read_file(Path::new(defaults::CONFIG_PATH), false),
+    }
+}
+
 fn parse_mode(s: &str) -> Result<u32> {
     let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
         anyhow!("--write-kubeconfig-mode {s:?} is not an octal file mode such as 0600")
@@ -304,12 +312,7 @@ pub struct AgentSettings {
 
 /// The agent's configuration and log filter.
 pub fn agent_config(args: AgentArgs) -> Result<AgentSettings> {
-    let explicit = args.config.is_some();
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(defaults::CONFIG_PATH));
-    let mut file = read_file(&path, explicit)?;
+    let mut file = config_file(args.config.as_deref())?;
     let server = args
         .server
         .or(file.server.take())
@@ -350,12 +353,7 @@ pub fn agent_config(args: AgentArgs) -> Result<AgentSettings> {
 
 /// The server configuration and the log filter.
 pub fn server_config(args: ServerArgs) -> Result<Settings> {
-    let explicit = args.config.is_some();
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(defaults::CONFIG_PATH));
-    let mut file = read_file(&path, explicit)?;
+    let mut file = config_file(args.config.as_deref())?;
 
     let bind = args
         .bind_address
