@@ -5,4 +5,5 @@
 
 pub mod join;
 pub mod kubelet;
+pub mod network;
 pub mod sim;
