@@ -98,6 +98,15 @@ pub struct ServerArgs {
     /// Pod network [default: 10.42.0.0/16]
     #[arg(long, env = "SKIFF_CLUSTER_CIDR")]
     pub cluster_cidr: Option<String>,
+    /// Cluster DNS address given to pods [default: the 10th address of the service network, 10.43.0.10]
+    #[arg(long, env = "SKIFF_CLUSTER_DNS")]
+    pub cluster_dns: Option<String>,
+    /// Cluster DNS domain [default: cluster.local]
+    #[arg(long, env = "SKIFF_CLUSTER_DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// How nodes reach each other's pods: vxlan, host-gw (nodes on one L2 segment) or none [default: vxlan]
+    #[arg(long, env = "SKIFF_NETWORK_BACKEND")]
+    pub network_backend: Option<String>,
     /// NodePort range [default: 30000-32767]
     #[arg(long, env = "SKIFF_SERVICE_NODE_PORT_RANGE")]
     pub service_node_port_range: Option<String>,
@@ -175,6 +184,12 @@ pub struct NodeArgs {
     /// The node's address [default: the address of the default route's interface]
     #[arg(long, env = "SKIFF_NODE_IP")]
     pub node_ip: Option<String>,
+    /// External address of the node (LoadBalancer ingress)
+    #[arg(long, env = "SKIFF_NODE_EXTERNAL_IP")]
+    pub node_external_ip: Option<String>,
+    /// Interface the pod network's overlay runs over [default: the one holding the node address]
+    #[arg(long, env = "SKIFF_NODE_INTERFACE")]
+    pub node_interface: Option<String>,
     /// A label of the node, key=value (repeatable)
     #[arg(long = "node-label", env = "SKIFF_NODE_LABEL", value_delimiter = ',')]
     pub node_label: Vec<String>,

@@ -23,6 +23,11 @@ struct FileConfig {
     write_kubeconfig_mode: Option<ModeValue>,
     service_cidr: Option<String>,
     cluster_cidr: Option<String>,
+    cluster_dns: Option<String>,
+    cluster_domain: Option<String>,
+    network_backend: Option<String>,
+    node_external_ip: Option<String>,
+    node_interface: Option<String>,
     service_node_port_range: Option<String>,
     disable_agent: Option<bool>,
     disable_scheduler: Option<bool>,
@@ -236,6 +241,30 @@ fn node_config(
         Some(ip) => parse_ip("node-ip", &ip)?,
         None => default_node_ip(),
     };
+    let external_ip = match args.node_external_ip.or(file.node_external_ip.take()) {
+        Some(ip) => match parse_ip("node-external-ip", &ip)? {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => bail!("--node-external-ip {ip:?}: only IPv4 is supported"),
+        },
+        None => None,
+    };
+    let network = skiff_agent::network::Config {
+        node_name: node_name.clone(),
+        node_ip: match node_ip {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(_) => bail!("--node-ip {node_ip}: only IPv4 is supported"),
+        },
+        external_ip,
+        interface: args.node_interface.or(file.node_interface.take()),
+        // The cluster's settings: the server's own, or what an agent reads from its
+        // server before its node starts.
+        cluster_cidr: parse_cidr("cluster-cidr", defaults::CLUSTER_CIDR)?,
+        service_cidr: parse_cidr("service-cidr", defaults::SERVICE_CIDR)?,
+        cluster_dns: std::net::Ipv4Addr::new(10, 43, 0, 10),
+        cluster_domain: defaults::CLUSTER_DOMAIN.into(),
+        backend: skiff_agent::network::Backend::Vxlan,
+        data_dir: data_dir.to_path_buf(),
+    };
     let mut labels = std::collections::BTreeMap::new();
     let label_args = if args.node_label.is_empty() {
         std::mem::take(&mut file.node_label)
@@ -296,6 +325,7 @@ fn node_config(
         },
         shim_exe: std::env::current_exe()
             .context("finding skiff's own binary for the container shim")?,
+        network,
     })
 }
 
@@ -387,6 +417,35 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
             .or(file.cluster_cidr.take())
             .unwrap_or_else(|| defaults::CLUSTER_CIDR.into()),
     )?;
+    let cluster_dns = match args.cluster_dns.or(file.cluster_dns.take()) {
+        Some(ip) => match parse_ip("cluster-dns", &ip)? {
+            IpAddr::V4(v4) if service_cidr.contains(&v4) => v4,
+            _ => bail!(
+                "--cluster-dns {ip:?} is not an IPv4 address in --service-cidr {service_cidr}"
+            ),
+        },
+        None => std::net::Ipv4Addr::from(u32::from(service_cidr.network()) + 10),
+    };
+    let cluster_domain = args
+        .cluster_domain
+        .or(file.cluster_domain.take())
+        .unwrap_or_else(|| defaults::CLUSTER_DOMAIN.into());
+    if cluster_domain.is_empty()
+        || cluster_domain.split('.').any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+    {
+        bail!("--cluster-domain {cluster_domain:?} is not a DNS domain such as cluster.local");
+    }
+    let network_backend = args
+        .network_backend
+        .or(file.network_backend.take())
+        .unwrap_or_else(|| "vxlan".into());
+    if skiff_agent::network::Backend::parse(&network_backend).is_none() {
+        bail!("--network-backend {network_backend:?} is not one of vxlan, host-gw, none");
+    }
     if service_cidr.contains(&cluster_cidr.network())
         || cluster_cidr.contains(&service_cidr.network())
     {
@@ -413,6 +472,9 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
         write_kubeconfig_mode: mode,
         service_cidr,
         cluster_cidr,
+        cluster_dns,
+        cluster_domain: cluster_domain.clone(),
+        network_backend: network_backend.clone(),
         service_node_port_range: parse_port_range(
             &args
                 .service_node_port_range
@@ -448,6 +510,7 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
                     .or(file.node_monitor_grace_period)
                     .unwrap_or(40),
             ),
+            cluster_cidr: Some(cluster_cidr),
             ..skiff_server::controllers::Config::default()
         },
         token: token_value(
@@ -477,8 +540,14 @@ pub fn server_config(args: ServerArgs) -> Result<Settings> {
     let agent = if disable_agent {
         None
     } else {
-        let node = node_config(args.node, &mut file, &config.data_dir, true)?;
+        let mut node = node_config(args.node, &mut file, &config.data_dir, true)?;
         config.node = Some((node.node_name.clone(), node.node_ip));
+        node.network.cluster_cidr = config.cluster_cidr;
+        node.network.service_cidr = config.service_cidr;
+        node.network.cluster_dns = config.cluster_dns;
+        node.network.cluster_domain = config.cluster_domain.clone();
+        node.network.backend = skiff_agent::network::Backend::parse(&config.network_backend)
+            .unwrap_or(skiff_agent::network::Backend::Vxlan);
         Some(node)
     };
     Ok(Settings {

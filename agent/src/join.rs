@@ -117,6 +117,11 @@ pub async fn run(
             ca_pem: identity.ca.clone(),
             serving: identity.serving.clone(),
         };
+        let Some(cluster) = cluster_network(&creds.client, &join.data_dir, &cancel).await else {
+            return Ok(());
+        };
+        let mut node = node.clone();
+        apply_cluster_network(&mut node.network, &cluster);
         let run_cancel = cancel.child_token();
         let timer = run_cancel.clone();
         let renewal = tokio::spawn(async move {
@@ -481,6 +486,85 @@ async fn call(
     tokio::time::timeout(Duration::from_secs(15), exchange)
         .await
         .map_err(|_| Attempt::Retry("the server did not answer within 15 s".into()))?
+}
+
+/// The cluster's network settings, from the server, kept in the data dir so that a node
+/// restarted while its server is down still knows them. `None` once `cancel` fires.
+async fn cluster_network(
+    client: &kube::Client,
+    data_dir: &std::path::Path,
+    cancel: &CancellationToken,
+) -> Option<skiff_core::join::ClusterNetwork> {
+    let kept = data_dir.join("agent").join("network").join("cluster.json");
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let req = http::Request::get(skiff_core::join::NETWORK_PATH).body(Vec::new());
+        let fetched = match req {
+            Ok(req) => client
+                .request::<skiff_core::join::ClusterNetwork>(req)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match fetched {
+            Ok(n) => {
+                if let Ok(bytes) = serde_json::to_vec(&n) {
+                    let _ = kept.parent().map(std::fs::create_dir_all);
+                    if let Err(e) = std::fs::write(&kept, bytes) {
+                        tracing::warn!(path = %kept.display(), error = %e, "keeping the cluster's network settings");
+                    }
+                }
+                return Some(n);
+            }
+            Err(e) => {
+                if let Some(n) = std::fs::read(&kept)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                {
+                    tracing::warn!(error = %e, "reading the cluster's network settings failed; using the kept ones");
+                    return Some(n);
+                }
+                tracing::warn!(error = %e, retry_in = ?pause, "reading the cluster's network settings failed; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => return None,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+/// Puts the cluster's settings into the node's network configuration; a value that does
+/// not parse keeps the default (and is logged).
+pub fn apply_cluster_network(
+    config: &mut crate::network::Config,
+    cluster: &skiff_core::join::ClusterNetwork,
+) {
+    let warn = |what: &str, v: &str| {
+        tracing::warn!(
+            setting = what,
+            value = v,
+            "the server sent a network setting that does not parse; using the default"
+        )
+    };
+    match cluster.cluster_cidr.parse() {
+        Ok(v) => config.cluster_cidr = v,
+        Err(_) => warn("clusterCIDR", &cluster.cluster_cidr),
+    }
+    match cluster.service_cidr.parse() {
+        Ok(v) => config.service_cidr = v,
+        Err(_) => warn("serviceCIDR", &cluster.service_cidr),
+    }
+    match cluster.cluster_dns.parse() {
+        Ok(v) => config.cluster_dns = v,
+        Err(_) => warn("clusterDNS", &cluster.cluster_dns),
+    }
+    config.cluster_domain = cluster.cluster_domain.clone();
+    match crate::network::Backend::parse(&cluster.backend) {
+        Some(b) => config.backend = b,
+        None => warn("backend", &cluster.backend),
+    }
 }
 
 #[cfg(test)]

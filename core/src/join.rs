@@ -57,3 +57,23 @@ pub fn node_user(name: &str) -> String {
 
 /// The group of every node.
 pub const NODES_GROUP: &str = "system:nodes";
+
+/// Where a node reads the cluster's network settings (any node or cluster admin).
+pub const NETWORK_PATH: &str = "/v1-skiff/network";
+
+/// The cluster's network settings, which every node's network follows; the server's
+/// flags decide them and agents read them at [`NETWORK_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNetwork {
+    /// All pods' addresses (`--cluster-cidr`).
+    pub cluster_cidr: String,
+    /// All Services' cluster addresses (`--service-cidr`).
+    pub service_cidr: String,
+    /// The cluster DNS address (`--cluster-dns`).
+    pub cluster_dns: String,
+    /// The cluster's DNS domain (`--cluster-domain`).
+    pub cluster_domain: String,
+    /// How nodes reach each other's pods (`--network-backend`: vxlan, host-gw, none).
+    pub backend: String,
+}

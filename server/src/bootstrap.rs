@@ -88,6 +88,28 @@ pub async fn ensure_defaults(api: &Api, advertised: IpAddr, port: u16) -> Result
         }),
     )
     .await?;
+    // The cluster DNS address, held by a Service as upstream's DNS add-on holds it (so it
+    // is never given to another Service); every node answers it itself.
+    create_if_missing(
+        api,
+        "",
+        "Service",
+        Some("kube-system"),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS", "kubernetes.io/cluster-service": "true"}},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": api.network.cluster_dns,
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                ],
+            },
+        }),
+    )
+    .await?;
     let address = advertised.to_string();
     create_if_missing(
         api,

@@ -44,6 +44,12 @@ pub struct Config {
     pub service_cidr: Ipv4Net,
     /// The pod network.
     pub cluster_cidr: Ipv4Net,
+    /// The cluster DNS address (`--cluster-dns`), held by the `kube-dns` Service.
+    pub cluster_dns: std::net::Ipv4Addr,
+    /// The cluster's DNS domain (`--cluster-domain`).
+    pub cluster_domain: String,
+    /// How nodes reach each other's pods (`--network-backend`).
+    pub network_backend: String,
     /// The NodePort range, inclusive.
     pub service_node_port_range: (u16, u16),
     /// The node that runs in this process, if one does (its name and address): the
@@ -227,6 +233,13 @@ pub async fn run_with_node(
         rbac: auth::rbac::Index::default(),
         sa_tokens: Arc::new(pki.service_account_tokens()?),
         encryption,
+        network: skiff_core::join::ClusterNetwork {
+            cluster_cidr: config.cluster_cidr.to_string(),
+            service_cidr: config.service_cidr.to_string(),
+            cluster_dns: config.cluster_dns.to_string(),
+            cluster_domain: config.cluster_domain.clone(),
+            backend: config.network_backend.clone(),
+        },
     });
     bootstrap::ensure_defaults(&api, config.advertised(), config.https_port)
         .await

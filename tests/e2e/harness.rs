@@ -553,6 +553,11 @@ impl Server {
                     "127.0.0.1",
                     "--kubelet-port",
                     "0",
+                    // Loopback servers run side by side in one network namespace:
+                    // their pod networks would collide. The network has its own tier
+                    // on the multi-node harness.
+                    "--network-backend",
+                    "none",
                 ]
                 .map(String::from),
             );

@@ -47,6 +47,7 @@ mod images;
 mod jobs;
 mod join;
 mod kubectl;
+mod network;
 mod node;
 mod nodes;
 mod portforward;

@@ -95,6 +95,8 @@ pub struct Config {
     /// Containers without a seccompProfile get RuntimeDefault (upstream's
     /// `--seccomp-default`).
     pub seccomp_default: bool,
+    /// The node's network.
+    pub network: crate::network::Config,
 }
 
 /// What every part of the kubelet shares.
@@ -120,6 +122,8 @@ pub struct Kubelet {
     pub last_used: gc::LastUsed,
     /// The pods' ServiceAccount tokens (projected `serviceAccountToken` sources).
     pub tokens: tokens::Tokens,
+    /// The pod network pods are attached to.
+    pub network: Arc<crate::network::Network>,
 }
 
 impl Kubelet {
@@ -198,6 +202,7 @@ pub async fn run(
         api_port,
         last_used: gc::LastUsed::default(),
         tokens: tokens::Tokens::default(),
+        network: crate::network::Network::new(config.network.clone()),
         config,
     });
     let api = tokio::spawn(api::serve(k.clone(), listener, tls, cancel.clone()));
@@ -225,10 +230,24 @@ pub async fn run(
         }
     };
     let beat = tokio::spawn(node::heartbeat(k.clone(), uid.clone(), cancel.clone()));
+    let network = tokio::spawn({
+        let (net, client, pods, cancel) = (
+            k.network.clone(),
+            k.client.clone(),
+            k.pods_dir(),
+            cancel.clone(),
+        );
+        async move {
+            if let Err(e) = net.run(client, pods, cancel).await {
+                tracing::error!(error = %worker::chain(&e), "the pod network failed; pods get no address");
+            }
+        }
+    });
     let statics = tokio::spawn(static_pods::run(k.clone(), uid, cancel.clone()));
     let image_gc = tokio::spawn(gc::run(k.clone(), cancel.clone()));
     let result = pods::run(k, cancel).await;
     beat.abort();
+    network.abort();
     statics.abort();
     image_gc.abort();
     api.abort();

@@ -426,6 +426,18 @@ mod tests {
             kubelet_port: 10250,
             registries: Default::default(),
             seccomp_default: false,
+            network: crate::network::Config {
+                node_name: "edge-1".into(),
+                node_ip: "10.0.0.5".parse().unwrap(),
+                external_ip: None,
+                interface: None,
+                cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+                service_cidr: "10.43.0.0/16".parse().unwrap(),
+                cluster_dns: "10.43.0.10".parse().unwrap(),
+                cluster_domain: "cluster.local".into(),
+                backend: crate::network::Backend::None,
+                data_dir: "/tmp".into(),
+            },
         }
     }
 

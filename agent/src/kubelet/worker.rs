@@ -77,6 +77,8 @@ struct Worker {
     /// Pull back-off per image: failures so far and when to try again.
     pull_backoff: HashMap<String, (u32, tokio::time::Instant)>,
     sandbox: Option<sandbox::Namespaces>,
+    /// The pod's address on the pod network, once it has one.
+    pod_ip: Option<std::net::Ipv4Addr>,
     volumes: BTreeMap<String, std::path::PathBuf>,
     last_status: Option<serde_json::Value>,
     wake: mpsc::UnboundedSender<()>,
@@ -113,6 +115,7 @@ pub async fn run(
         failures: HashMap::new(),
         pull_backoff: HashMap::new(),
         sandbox: None,
+        pod_ip: None,
         volumes: BTreeMap::new(),
         last_status: None,
         wake,
@@ -250,6 +253,46 @@ impl Worker {
                     .map_err(|e| format!("making the pod's namespaces: {}", chain(&e)))?;
             self.sandbox = Some(ns);
         }
+        if !host_network && self.pod_ip.is_none() {
+            if let Some(netns) = self.sandbox.as_ref().and_then(|s| s.net.clone()) {
+                match self.k.network.attach(&self.uid, &netns).await {
+                    Ok(ip) => self.pod_ip = ip,
+                    Err(e) => {
+                        for c in spec
+                            .init_containers
+                            .iter()
+                            .flatten()
+                            .chain(&spec.containers)
+                        {
+                            self.waiting.insert(
+                                c.name.clone(),
+                                Waiting {
+                                    reason: "ContainerCreating".into(),
+                                    message: Some(format!("network: {}", chain(&e))),
+                                },
+                            );
+                        }
+                        self.report(pod, false, false).await;
+                        return Ok(Duration::from_millis(500));
+                    }
+                }
+            }
+        }
+        // The pod's own address, as the API will soon show it, for /etc/hosts and the
+        // downward API.
+        let with_ip;
+        let pod = match self.pod_ip {
+            Some(ip)
+                if pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+                    != Some(&ip.to_string()) =>
+            {
+                let mut p = pod.clone();
+                p.status.get_or_insert_with(Default::default).pod_ip = Some(ip.to_string());
+                with_ip = p;
+                &with_ip
+            }
+            _ => pod,
+        };
         let etc = volumes::etc_files(&self.pod_dir(), pod, &self.k.node_name, self.k.node_ip)
             .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
         match volumes::prepare(&self.k, pod, &self.pod_dir(), &self.volumes).await {
@@ -900,7 +943,11 @@ impl Worker {
                 .cloned(),
         );
         let host_ip = self.k.node_ip.to_string();
-        let pod_ip = (spec.host_network == Some(true)).then(|| host_ip.clone());
+        let pod_ip = if spec.host_network == Some(true) {
+            Some(host_ip.clone())
+        } else {
+            self.pod_ip.map(|ip| ip.to_string())
+        };
         let status = PodStatus {
             phase: Some(phase.to_string()),
             conditions: Some(conditions),
@@ -997,6 +1044,7 @@ impl Worker {
             }
         }
         self.k.tokens.forget(&self.uid);
+        self.k.network.release(&self.uid);
         let dir = self.pod_dir();
         let cgroup = super::pod_cgroup(&self.uid);
         let removed = tokio::task::spawn_blocking(move || {

@@ -8,9 +8,71 @@
 //! - Services, as nftables rules in skiff's own table;
 //! - cluster DNS, answered from this node's own watch of Services and EndpointSlices.
 
+pub mod ipam;
+pub mod links;
+pub mod overlay;
+
+use futures::StreamExt;
 use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use links::Links;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The bridge pods hang off.
+pub const BRIDGE: &str = "skiff0";
+/// The VXLAN device.
+pub const VXLAN: &str = "skiff.1";
+/// The VXLAN network identifier.
+pub const VNI: u32 = 1;
+/// The VXLAN UDP port.
+pub const VXLAN_PORT: u16 = 8472;
+/// What VXLAN adds to each packet (outer Ethernet, IP, UDP and VXLAN headers).
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// Errors of the node's network.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A netlink operation failed.
+    #[error(transparent)]
+    Links(#[from] links::Error),
+    /// The address store failed.
+    #[error("pod addresses")]
+    Ipam(#[from] ipam::Error),
+    /// An API request failed.
+    #[error("{what}")]
+    Api {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A kernel setting could not be written.
+    #[error("setting {path}")]
+    Sysctl {
+        /// The file under /proc/sys.
+        path: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The interface named by `--node-interface`, or holding the node address, is
+    /// missing.
+    #[error("no interface {0}")]
+    NoInterface(String),
+    /// Pods cannot be given addresses yet.
+    #[error("the pod network is not ready yet (waiting for this node's pod range)")]
+    NotReady,
+}
+
+/// A `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How the pod networks of the nodes reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,4 +115,345 @@ impl Config {
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("agent").join("network")
     }
+}
+
+impl Backend {
+    /// The name nodes publish (`vxlan`, `host-gw`, `none`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vxlan => "vxlan",
+            Backend::HostGw => "host-gw",
+            Backend::None => "none",
+        }
+    }
+
+    /// The backend named `s`.
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "vxlan" => Some(Backend::Vxlan),
+            "host-gw" => Some(Backend::HostGw),
+            "none" => Some(Backend::None),
+            _ => None,
+        }
+    }
+}
+
+/// What pods are attached with, once the node has its range.
+struct PodNet {
+    links: Links,
+    ipam: ipam::Ipam,
+    bridge: u32,
+    mtu: u32,
+}
+
+/// The node's network: [`Network::run`] sets it up and keeps the routes to other nodes
+/// current; the kubelet attaches pods to it.
+pub struct Network {
+    config: Config,
+    ready: tokio::sync::watch::Sender<Option<Arc<PodNet>>>,
+}
+
+/// The name of the host side of pod `uid`'s veth: short enough for a link name (15
+/// bytes), the same at every start.
+pub fn veth_name(uid: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(uid.as_bytes());
+    format!("veth{}", &hex::encode(digest)[..10])
+}
+
+impl Network {
+    /// A network not yet set up.
+    pub fn new(config: Config) -> Arc<Network> {
+        Arc::new(Network {
+            config,
+            ready: tokio::sync::watch::Sender::new(None),
+        })
+    }
+
+    /// What it was told.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Gives pod `uid`, whose network namespace is `netns`, its address and its link to
+    /// the bridge; the same address again for a pod that has one. `None` without a pod
+    /// network (`--network-backend=none`).
+    pub async fn attach(&self, uid: &str, netns: &Path) -> Result<Option<Ipv4Addr>> {
+        if self.config.backend == Backend::None {
+            return Ok(None);
+        }
+        let Some(net) = self.ready.borrow().clone() else {
+            return Err(Error::NotReady);
+        };
+        let ipam = net.ipam.clone();
+        let owner = uid.to_string();
+        let ip = tokio::task::spawn_blocking(move || ipam.allocate(&owner))
+            .await
+            .map_err(|e| ipam::Error::Io {
+                what: "allocating",
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let range = net.ipam.range();
+        let address = Ipv4Net::new(ip, range.prefix_len()).unwrap_or(range);
+        net.links
+            .attach(
+                &veth_name(uid),
+                net.bridge,
+                netns,
+                address,
+                net.ipam.gateway(),
+                net.mtu,
+            )
+            .await?;
+        Ok(Some(ip))
+    }
+
+    /// Frees pod `uid`'s address (its veth went with its namespace).
+    pub fn release(&self, uid: &str) {
+        let Some(net) = self.ready.borrow().clone() else {
+            return;
+        };
+        if let Err(e) = net.ipam.release(uid) {
+            tracing::warn!(pod = uid, error = %e, "freeing the pod's address");
+        }
+    }
+
+    /// Sets the network up once the node has its pod range, then keeps the routes to the
+    /// other nodes' pods current until `cancel` fires. Pods whose folder is gone from
+    /// `pods_dir` lose the addresses they held.
+    pub async fn run(
+        self: Arc<Self>,
+        client: kube::Client,
+        pods_dir: PathBuf,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        if self.config.backend == Backend::None {
+            cancel.cancelled().await;
+            return Ok(());
+        }
+        let nodes: Api<Node> = Api::all(client);
+        let Some(range) = self.own_range(&nodes, &cancel).await? else {
+            return Ok(());
+        };
+        let links = Links::connect()?;
+        let iface = match &self.config.interface {
+            Some(name) => links
+                .get(name)
+                .await?
+                .ok_or_else(|| Error::NoInterface(name.clone()))?,
+            None => links
+                .holding(self.config.node_ip)
+                .await?
+                .ok_or_else(|| Error::NoInterface(format!("holding {}", self.config.node_ip)))?,
+        };
+        let mtu = match self.config.backend {
+            Backend::Vxlan => iface.mtu.saturating_sub(VXLAN_OVERHEAD),
+            _ => iface.mtu,
+        };
+        sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+        let ipam = ipam::Ipam::open(&self.config.state_dir().join("ipam"), range)?;
+        let gateway = Ipv4Net::new(ipam.gateway(), range.prefix_len()).unwrap_or(range);
+        let bridge = links.ensure_bridge(BRIDGE, gateway, mtu).await?;
+        let freed = ipam.collect(|uid| pods_dir.join(uid).exists())?;
+        if !freed.is_empty() {
+            tracing::info!(addresses = ?freed, "freed the addresses of pods that are gone");
+        }
+        let mut annotations = BTreeMap::from([
+            (
+                overlay::BACKEND.to_string(),
+                self.config.backend.name().to_string(),
+            ),
+            (
+                overlay::PUBLIC_IP.to_string(),
+                self.config.node_ip.to_string(),
+            ),
+        ]);
+        let vxlan = if self.config.backend == Backend::Vxlan {
+            let dev = links
+                .ensure_vxlan(&links::Vxlan {
+                    name: VXLAN,
+                    vni: VNI,
+                    port: VXLAN_PORT,
+                    local: self.config.node_ip,
+                    dev: iface.index,
+                    mtu,
+                    address: Ipv4Net::new(range.network(), 32).unwrap_or(range),
+                })
+                .await?;
+            annotations.insert(overlay::VTEP_MAC.into(), overlay::format_mac(&dev.mac));
+            Some(dev.index)
+        } else {
+            None
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        nodes
+            .patch(
+                &self.config.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| Error::Api {
+                what: "publishing the node's network annotations",
+                source,
+            })?;
+        self.ready.send_replace(Some(Arc::new(PodNet {
+            links: links.clone(),
+            ipam,
+            bridge: bridge.index,
+            mtu,
+        })));
+        tracing::info!(pod_cidr = %range, backend = self.config.backend.name(), mtu, "pod network ready");
+        self.follow_peers(&nodes, &links, vxlan, cancel).await
+    }
+
+    /// Waits for this node's pod range.
+    async fn own_range(
+        &self,
+        nodes: &Api<Node>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Ipv4Net>> {
+        let config =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.config.node_name));
+        let mut stream = std::pin::pin!(watcher::watcher(nodes.clone(), config));
+        loop {
+            let event = tokio::select! {
+                () = cancel.cancelled() => return Ok(None),
+                e = stream.next() => e,
+            };
+            let node = match event {
+                Some(Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => n,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "watching this node for its pod range");
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+                None => return Ok(None),
+            };
+            if let Some(range) = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_deref())
+                .and_then(|c| c.parse::<Ipv4Net>().ok())
+            {
+                return Ok(Some(range));
+            }
+        }
+    }
+
+    /// Keeps the routes (and, over VXLAN, the neighbours and forwarding entries) to the
+    /// other nodes' pods as the Nodes say, removing skiff's routes no node accounts for.
+    async fn follow_peers(
+        &self,
+        nodes: &Api<Node>,
+        links: &Links,
+        vxlan: Option<u32>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let (reader, writer) = kube::runtime::reflector::store();
+        let stream = kube::runtime::reflector(
+            writer,
+            watcher::watcher(nodes.clone(), watcher::Config::default()),
+        );
+        let mut stream = std::pin::pin!(stream);
+        let mut had: BTreeMap<String, overlay::Peer> = BTreeMap::new();
+        let mut swept = false;
+        let backend = self.config.backend.name();
+        loop {
+            let event = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                e = stream.next() => e,
+            };
+            match event {
+                None => return Ok(()),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "watching nodes");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                Some(Ok(_)) => {}
+            }
+            let all = reader.state();
+            let refs: Vec<&Node> = all.iter().map(AsRef::as_ref).collect();
+            let want = overlay::peers(&refs, &self.config.node_name, backend);
+            if !swept {
+                // Routes of nodes deleted while this one was down.
+                let wanted: Vec<Ipv4Net> = want.values().map(|p| p.range).collect();
+                for dst in links.routes().await? {
+                    if !wanted.contains(&dst) {
+                        tracing::info!(route = %dst, "removing a route no node accounts for");
+                        links.delete_route(dst).await?;
+                    }
+                }
+                swept = true;
+            }
+            let (remove, add) = overlay::changes(&had, &want);
+            for p in &remove {
+                if let Err(e) = unprogram(links, vxlan, p).await {
+                    tracing::warn!(range = %p.range, error = %e, "removing the route to a node's pods");
+                }
+            }
+            let mut failed = false;
+            for p in &add {
+                if let Err(e) = program(links, vxlan, p).await {
+                    tracing::warn!(range = %p.range, error = %e, "adding the route to a node's pods");
+                    failed = true;
+                }
+            }
+            if !remove.is_empty() || !add.is_empty() {
+                tracing::info!(
+                    peers = want.len(),
+                    added = add.len(),
+                    removed = remove.len(),
+                    "routes to other nodes' pods changed"
+                );
+            }
+            if !failed {
+                had = want;
+            }
+        }
+    }
+}
+
+async fn program(links: &Links, vxlan: Option<u32>, p: &overlay::Peer) -> Result<()> {
+    match (vxlan, p.mac) {
+        (Some(dev), Some(mac)) => {
+            links.replace_fdb(dev, &mac, p.ip).await?;
+            links.replace_neighbour(dev, p.vtep(), &mac).await?;
+            links
+                .replace_route(p.range, p.vtep(), Some(dev), true)
+                .await?;
+        }
+        _ => links.replace_route(p.range, p.ip, None, false).await?,
+    }
+    Ok(())
+}
+
+async fn unprogram(links: &Links, vxlan: Option<u32>, p: &overlay::Peer) -> Result<()> {
+    links.delete_route(p.range).await?;
+    if let (Some(dev), Some(mac)) = (vxlan, p.mac) {
+        links.delete_neighbour(dev, p.vtep()).await?;
+        links.delete_fdb(dev, &mac, p.ip).await?;
+    }
+    Ok(())
+}
+
+fn sysctl(path: &'static str, value: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    std::fs::write(path, value).map_err(|source| Error::Sysctl { path, source })
+}
+
+/// Removes what the node's network made on the host (the bridge, the VXLAN device and
+/// skiff's routes), as `skiff killall` does once the pods are gone.
+pub async fn remove() -> Result<()> {
+    let links = Links::connect()?;
+    for dst in links.routes().await? {
+        links.delete_route(dst).await?;
+    }
+    links.delete(VXLAN).await?;
+    links.delete(BRIDGE).await?;
+    Ok(())
 }

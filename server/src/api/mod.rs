@@ -67,6 +67,8 @@ pub struct Api {
     pub sa_tokens: Arc<crate::auth::authn::ServiceAccountTokens>,
     /// Secrets encryption at rest, when on.
     pub encryption: Option<Arc<crate::encryption::Encryption>>,
+    /// The cluster's network settings, served to nodes.
+    pub network: skiff_core::join::ClusterNetwork,
 }
 
 /// A whole answer of a handler.
@@ -346,6 +348,22 @@ async fn route(
     };
     if path == skiff_core::join::TOKEN_ROTATE_PATH {
         return rotate_token(api, req, user).await;
+    }
+    if path == skiff_core::join::NETWORK_PATH {
+        if !(user.in_group(skiff_core::join::NODES_GROUP) || user.in_group("system:masters")) {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "forbidden: User {:?} cannot read the cluster's network settings",
+                    user.name
+                ),
+            ));
+        }
+        return Ok(json_response(
+            200,
+            &serde_json::to_value(&api.network).unwrap_or_default(),
+        ));
     }
     if let Some(action) = path.strip_prefix("/v1-skiff/secrets-encrypt/") {
         return encryption::serve(api, req.method(), action, user).await;

@@ -22,6 +22,11 @@ pub const BOOTSTRAPPING: (&str, &str) = ("kubernetes.io/bootstrapping", "rbac-de
 /// skiff's role for its controllers (see the module doc).
 pub const CONTROLLERS_ROLE: &str = "system:skiff:controller-manager";
 
+/// skiff's role for its nodes' network (service proxy, cluster DNS, network policy):
+/// what reading Services, their endpoints, and the pods, namespaces and policies that
+/// policies select takes. Bound to every node beside upstream's `system:node-proxier`.
+pub const NODE_NETWORK_ROLE: &str = "system:skiff:node-network";
+
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const ALL_RW: &[&str] = &[
@@ -473,6 +478,19 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         role(
+            NODE_NETWORK_ROLE,
+            &[],
+            vec![
+                Rule::new(
+                    READ,
+                    &[""],
+                    &["services", "endpoints", "namespaces", "pods"],
+                ),
+                Rule::new(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                Rule::new(READ, &["networking.k8s.io"], &["networkpolicies"]),
+            ],
+        ),
+        role(
             CONTROLLERS_ROLE,
             &[],
             vec![
@@ -577,6 +595,16 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             CONTROLLERS_ROLE,
             CONTROLLERS_ROLE,
             &[Subject::user("system:kube-controller-manager")],
+        ),
+        binding(
+            "system:skiff:node-proxier",
+            "system:node-proxier",
+            &[Subject::group("system:nodes")],
+        ),
+        binding(
+            NODE_NETWORK_ROLE,
+            NODE_NETWORK_ROLE,
+            &[Subject::group("system:nodes")],
         ),
     ]
 }

@@ -6,7 +6,7 @@
 //! the shared [`driver`] and writing Events through [`events`]: [`replicaset`],
 //! [`deployment`], [`daemonset`], [`statefulset`], [`job`], [`cronjob`], the garbage
 //! collector ([`gc`]), [`endpoints`], [`serviceaccount`], [`nodelifecycle`] (with pod
-//! GC), [`disruption`], [`resourcequota`], [`rootca`] (the `kube-root-ca.crt`
+//! GC), [`nodeipam`] (each Node's `podCIDR`), [`disruption`], [`resourcequota`], [`rootca`] (the `kube-root-ca.crt`
 //! ConfigMaps) and [`tokens`] (legacy ServiceAccount token Secrets).
 
 pub mod cronjob;
@@ -19,6 +19,7 @@ pub mod events;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod resourcequota;
@@ -43,6 +44,10 @@ pub struct Config {
     /// What signs legacy ServiceAccount tokens (the server's issuer); without it the
     /// tokens controller does not run.
     pub service_account_tokens: Option<Arc<crate::auth::authn::ServiceAccountTokens>>,
+    /// The pod network nodes get their ranges from; without it nodes get none.
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// The prefix length of each node's range (upstream's `--node-cidr-mask-size`).
+    pub node_cidr_prefix: u8,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             node_monitor_grace_period: Duration::from_secs(40),
             root_ca_pem: String::new(),
             service_account_tokens: None,
+            cluster_cidr: None,
+            node_cidr_prefix: 24,
         }
     }
 }
@@ -132,6 +139,7 @@ pub async fn run(
         endpoints::start(&ctx),
         serviceaccount::start(&ctx),
         nodelifecycle::start(&ctx),
+        nodeipam::start(&ctx),
         disruption::start(&ctx),
         resourcequota::start(&ctx),
         rootca::start(&ctx),
