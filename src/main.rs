@@ -175,7 +175,8 @@ fn shim(dir: &std::path::Path) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-/// `skiff killall`: every container of the node stopped, its mounts undone.
+/// `skiff killall`: every container of the node stopped, its mounts undone, and the
+/// node's network (nftables table, bridge, VXLAN device, routes) removed.
 fn killall(data_dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
     init_logging("warn")?;
     let data_dir =
@@ -183,6 +184,12 @@ fn killall(data_dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
     let killed = skiff_agent::kubelet::killall(&data_dir)
         .with_context(|| format!("stopping the containers of {}", data_dir.display()))?;
     println!("stopped {killed} containers");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?
+        .block_on(skiff_agent::network::remove())
+        .context("removing the node's network")?;
     Ok(ExitCode::SUCCESS)
 }
 

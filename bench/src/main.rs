@@ -7,12 +7,18 @@
 //! pods; with `--suite node`, [`node`]: pods as real containers, their start latency
 //! beside `crun run`, and the node's memory; with `--suite rbac`, [`rbac`]: the cost of
 //! authorization with 1,000 RoleBindings present; with `--suite join`, [`join`]: `skiff
-//! agent` from start to a Ready node.
+//! agent` from start to a Ready node; with `--suite proxy`, [`proxy`]: Services
+//! programmed as nftables rules (1,000 Services, 5,000 endpoints) and the time of one
+//! Service's endpoint change (root, in a network namespace of its own); with `--suite
+//! dns`, [`dns`]: the node's cluster DNS answering cluster names (in-process, over
+//! loopback UDP).
 
 mod crun;
+mod dns;
 mod image;
 mod join;
 mod node;
+mod proxy;
 mod rbac;
 mod scale;
 
@@ -48,8 +54,9 @@ struct Args {
     port: u16,
     /// Which suite: `control-plane` (the API and datastore), `scale` (simulated
     /// nodes, scheduling, a large Deployment, a steady cluster), `node` (real
-    /// containers: pod start latency beside crun, the node's memory) or `rbac` (the
-    /// cost of authorization).
+    /// containers: pod start latency beside crun, the node's memory), `rbac` (the
+    /// cost of authorization), `join`, `proxy` (Services as nftables rules; root) or `dns`
+    /// (cluster DNS answering cluster names).
     #[arg(long, default_value = "control-plane")]
     suite: String,
     /// Scale suite: simulated nodes.
@@ -84,6 +91,18 @@ struct Args {
     /// RBAC suite: GETs measured per user.
     #[arg(long, default_value_t = 10_000)]
     gets: usize,
+    /// Proxy suite: Services programmed.
+    #[arg(long, default_value_t = 1000)]
+    proxy_services: usize,
+    /// Proxy suite: endpoints per Service.
+    #[arg(long, default_value_t = 5)]
+    proxy_endpoints: usize,
+    /// Proxy suite: one-Service endpoint changes timed.
+    #[arg(long, default_value_t = 50)]
+    proxy_changes: usize,
+    /// DNS suite: Services in the cluster zone.
+    #[arg(long, default_value_t = 1000)]
+    dns_services: usize,
 }
 
 struct Server {
@@ -501,8 +520,25 @@ async fn main() -> Result<()> {
             })
             .await;
         }
+        "proxy" => {
+            return proxy::run(proxy::Plan {
+                services: args.proxy_services,
+                endpoints: args.proxy_endpoints,
+                changes: args.proxy_changes,
+            });
+        }
+        "dns" => {
+            return dns::run(dns::Plan {
+                services: args.dns_services,
+                clients: args.clients,
+                seconds: args.seconds,
+            })
+            .await;
+        }
         other => {
-            bail!("--suite: unknown suite {other:?} (control-plane, scale, node, rbac or join)")
+            bail!(
+                "--suite: unknown suite {other:?} (control-plane, scale, node, rbac, join, proxy or dns)"
+            )
         }
     }
 

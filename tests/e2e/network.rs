@@ -315,3 +315,223 @@ fn pods_reach_each_other_across_nodes_and_nothing_leaks() {
         }
     });
 }
+
+/// What `sh -c script` prints in pod `pod` (an error's text when it fails).
+fn sh(c: &Cluster, pod: &str, script: &str) -> Result<String, String> {
+    let out = c
+        .kubectl(KUBECTL)
+        .run(&["exec", pod, "--", "sh", "-c", script]);
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!("{}{}", out.stdout, out.stderr))
+    }
+}
+
+/// The body host `i` gets for `GET /` from `addr:port`, with busybox's nc in its
+/// network namespace.
+fn host_fetch(c: &Cluster, i: usize, addr: &str, port: u16) -> Result<String, String> {
+    let script =
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 {addr} {port}");
+    let out = c.host(i).run(&["sh", "-c", &script]);
+    match out.stdout.split_once("\r\n\r\n") {
+        Some((head, body)) if head.contains(" 200 ") => Ok(body.trim().to_string()),
+        _ => Err(format!("{}{}", out.stdout, out.stderr)),
+    }
+}
+
+/// The IPv4 addresses busybox's nslookup in pod `pod` finds for `name`.
+fn lookup(c: &Cluster, pod: &str, name: &str) -> Result<Vec<String>, String> {
+    let out = sh(c, pod, &format!("nslookup {name}"))?;
+    // The answer section follows the server's lines: "Name: ..." then "Address: ...".
+    let answers = out.split_once("Name:").map(|(_, a)| a).unwrap_or("");
+    let mut ips: Vec<String> = answers
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    ips.sort();
+    if ips.is_empty() {
+        Err(out)
+    } else {
+        Ok(ips)
+    }
+}
+
+fn apply(c: &Cluster, obj: Value) {
+    c.kubectl(KUBECTL)
+        .stdin(obj.to_string())
+        .run(&["apply", "-f", "-"])
+        .ok();
+}
+
+#[test]
+fn services_and_cluster_dns_across_nodes() {
+    let c = cluster(3, &[]);
+    web(&c, "web", 6);
+    let port = |name: &str, p: u16| json!({"name": name, "port": p, "targetPort": 8080, "protocol": "TCP"});
+    for (name, spec) in [
+        (
+            "web",
+            json!({"selector": {"app": "web"}, "ports": [port("http", 80)]}),
+        ),
+        (
+            "web-np",
+            json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [port("http", 80)]}),
+        ),
+        (
+            "web-lb",
+            json!({"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [port("http", 8088)]}),
+        ),
+        (
+            "web-headless",
+            json!({"clusterIP": "None", "selector": {"app": "web"}, "ports": [port("http", 8080)]}),
+        ),
+    ] {
+        apply(
+            &c,
+            json!({"apiVersion": "v1", "kind": "Service",
+                         "metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+        );
+    }
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "labels": {"app": "client"}},
+        "spec": {"nodeName": "host1", "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "c", "image": "docker.io/library/busybox:latest",
+                                 "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}}),
+    );
+    let pods = wait_pods(&c, "web", 6);
+    wait_pods(&c, "client", 1);
+
+    // The pod's resolv.conf is upstream's.
+    let resolv = sh(&c, "client", "cat /etc/resolv.conf").unwrap();
+    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+
+    // By name, through the ClusterIP: the answers spread over pods on several nodes.
+    let cluster_ip = c
+        .kubectl(KUBECTL)
+        .run(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .ok()
+        .trim()
+        .to_string();
+    let found = wait_until(SOON, "web.default.svc.cluster.local resolves", || {
+        lookup(&c, "client", "web.default.svc.cluster.local")
+    });
+    assert_eq!(found, vec![cluster_ip.clone()]);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let got = wait_until(
+            Duration::from_secs(20),
+            "web answers through its Service",
+            || fetch(&c, "client", "web.default.svc.cluster.local", 80),
+        );
+        assert!(pods.contains_key(&got), "{got} is not a web pod");
+        seen.insert(got);
+    }
+    let nodes: std::collections::BTreeSet<&String> = seen.iter().map(|p| &pods[p].0).collect();
+    assert!(
+        seen.len() >= 3 && nodes.len() >= 2,
+        "requests reached {seen:?} on {nodes:?}"
+    );
+    // The search list: the short name works too.
+    fetch(&c, "client", "web", 80).unwrap();
+
+    // Headless: the pods' own addresses.
+    let mut want: Vec<String> = pods.values().map(|(_, ip)| ip.clone()).collect();
+    want.sort();
+    assert_eq!(
+        lookup(&c, "client", "web-headless.default.svc.cluster.local").unwrap(),
+        want
+    );
+
+    // A pod reaches itself through its own Service (hairpin).
+    let (me, _) = pods.iter().next().unwrap();
+    wait_until(
+        SOON,
+        "a web pod reaches itself through its Service",
+        || match fetch(&c, me, &cluster_ip, 80) {
+            Ok(got) if &got == me => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // The kubernetes Service reaches the API server from a pod.
+    // (Plain text to a TLS port: the server answers with an alert and closes.)
+    let api = sh(
+        &c,
+        "client",
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 kubernetes.default.svc.cluster.local 443 >/dev/null && echo open",
+    )
+    .unwrap();
+    assert_eq!(api.trim(), "open");
+
+    // NodePort: every node's address answers.
+    let node_port: u16 = c
+        .kubectl(KUBECTL)
+        .run(&[
+            "get",
+            "svc",
+            "web-np",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
+    for i in 0..3 {
+        let addr = c.host(i).address().to_string();
+        let got = wait_until(SOON, &format!("NodePort on {addr}"), || {
+            host_fetch(&c, (i + 1) % 3, &addr, node_port)
+        });
+        assert!(pods.contains_key(&got), "{got}");
+    }
+
+    // LoadBalancer: the nodes' addresses are its ingress, and answer on its port.
+    let mut nodes_ips: Vec<String> = (0..3).map(|i| c.host(i).address().to_string()).collect();
+    nodes_ips.sort();
+    let ingress = wait_until(SOON, "web-lb's ingress", || {
+        let out = c.kubectl(KUBECTL).run(&[
+            "get",
+            "svc",
+            "web-lb",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ]);
+        let mut ips: Vec<String> = out.stdout.split_whitespace().map(String::from).collect();
+        ips.sort();
+        if ips == nodes_ips {
+            Ok(ips)
+        } else {
+            Err(out.stdout)
+        }
+    });
+    for ip in &ingress {
+        let got = wait_until(SOON, &format!("LoadBalancer on {ip}"), || {
+            host_fetch(&c, 0, ip, 8088)
+        });
+        assert!(pods.contains_key(&got), "{got}");
+    }
+
+    // Scaling down removes endpoints: soon no request reaches a deleted pod.
+    c.kubectl(KUBECTL)
+        .run(&["scale", "deployment", "web", "--replicas", "2"])
+        .ok();
+    let left = wait_pods(&c, "web", 2);
+    wait_until(SOON, "only the two pods left answer", || {
+        for _ in 0..6 {
+            let got = fetch(&c, "client", &cluster_ip, 80)?;
+            if !left.contains_key(&got) {
+                return Err(format!("{got} answered"));
+            }
+        }
+        Ok(())
+    });
+}

@@ -12,6 +12,7 @@
 
 use super::ownership::{self, Access, ChangePolicy};
 use super::Kubelet;
+use crate::network::dns::{self, ClusterDns, ResolvConf};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
 use kube::api::Api;
 use std::collections::BTreeMap;
@@ -24,8 +25,8 @@ use std::path::{Path, PathBuf};
 pub fn etc_files(
     dir: &Path,
     pod: &Pod,
-    _node: &str,
     node_ip: IpAddr,
+    cluster_dns: Option<&crate::network::dns::resolv::ClusterDns>,
 ) -> io::Result<Vec<(String, PathBuf)>> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc)?;
@@ -63,7 +64,15 @@ pub fn etc_files(
     }
     write_if_changed(&etc.join("hosts"), hosts.as_bytes())?;
     write_if_changed(&etc.join("hostname"), format!("{hostname}\n").as_bytes())?;
-    write_if_changed(&etc.join("resolv.conf"), resolv_conf(pod)?.as_bytes())?;
+    // The kubelet has no cluster DNS setting yet: ClusterFirst pods get the host's
+    // configuration until it passes one in here.
+    let host_resolv = dns::host_resolv_conf(
+        Path::new(dns::resolv::ETC_RESOLV_CONF),
+        Path::new(dns::resolv::SYSTEMD_RESOLV_CONF),
+    );
+    let resolv = resolv_conf(pod, cluster_dns, &host_resolv)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    write_if_changed(&etc.join("resolv.conf"), resolv.as_bytes())?;
     Ok(vec![
         ("/etc/hosts".to_string(), etc.join("hosts")),
         ("/etc/hostname".to_string(), etc.join("hostname")),
@@ -71,39 +80,139 @@ pub fn etc_files(
     ])
 }
 
-/// The host's resolver configuration (systemd-resolved's real file when the host's
-/// points at its stub), with the pod's `dnsConfig` added. Cluster DNS comes with the
-/// network.
-fn resolv_conf(pod: &Pod) -> io::Result<String> {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let host = if host.contains("127.0.0.53") {
-        std::fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or(host)
-    } else {
-        host
+/// Why a pod's resolv.conf cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolvConfError {
+    /// The pod's `dnsPolicy` is none upstream knows (the API should have refused it).
+    #[error("invalid dnsPolicy {0:?}")]
+    UnknownPolicy(String),
+}
+
+/// At most this many nameservers (upstream's and the C library's limit).
+pub const MAX_NAMESERVERS: usize = 3;
+/// At most this many search domains (upstream's expanded limit).
+pub const MAX_SEARCHES: usize = 32;
+/// At most this many characters in the search line.
+pub const MAX_SEARCH_CHARS: usize = 2048;
+/// A search domain longer than this is dropped (some C libraries abort on them).
+const MAX_SEARCH_DOMAIN: usize = 253;
+
+fn omit_duplicates(list: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    list.into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
+}
+
+/// Cuts a search list down to the limits as upstream's kubelet does: the first
+/// [`MAX_SEARCHES`], without over-long domains, then from the end until the line fits
+/// in [`MAX_SEARCH_CHARS`].
+fn fit_searches(mut searches: Vec<String>) -> Vec<String> {
+    searches.truncate(MAX_SEARCHES);
+    searches.retain(|s| s.len() <= MAX_SEARCH_DOMAIN);
+    while searches.len() > 1 && searches.join(" ").len() > MAX_SEARCH_CHARS {
+        searches.pop();
+    }
+    if searches.join(" ").len() > MAX_SEARCH_CHARS {
+        searches.clear();
+    }
+    searches
+}
+
+/// A pod's `/etc/resolv.conf`, as upstream's kubelet makes it.
+///
+/// `cluster` is the node's cluster DNS (`None` when the kubelet has none: ClusterFirst
+/// then falls back to Default, as upstream does with a warning); `host_resolv` is the
+/// host's resolver configuration (systemd-resolved's real file when it applies, see
+/// [`crate::network::dns::host_resolv_conf`]).
+///
+/// - `ClusterFirst` (the default): the cluster nameserver, the search list
+///   `<ns>.svc.<domain> svc.<domain> <domain>` then the host's, `options ndots:5`;
+///   a hostNetwork pod gets `Default` instead.
+/// - `ClusterFirstWithHostNet`: `ClusterFirst`, hostNetwork or not.
+/// - `Default`: the host's nameservers, search list and options.
+/// - `None`: only the pod's `dnsConfig`.
+///
+/// The pod's `dnsConfig` is then added: nameservers and searches appended without
+/// duplicates, options replacing those of the same name; finally at most
+/// [`MAX_NAMESERVERS`] nameservers and the search list within its limits.
+pub fn resolv_conf(
+    pod: &Pod,
+    cluster: Option<&ClusterDns>,
+    host_resolv: &str,
+) -> Result<String, ResolvConfError> {
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network) == Some(true);
+    let policy = spec
+        .and_then(|s| s.dns_policy.as_deref())
+        .unwrap_or("ClusterFirst");
+    let wants_cluster = match policy {
+        "ClusterFirst" => !host_network,
+        "ClusterFirstWithHostNet" => true,
+        "Default" | "None" => false,
+        other => return Err(ResolvConfError::UnknownPolicy(other.to_string())),
     };
-    let mut out: String = host
-        .lines()
-        .filter(|l| {
-            l.starts_with("nameserver") || l.starts_with("search") || l.starts_with("options")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    if let Some(dns) = pod.spec.as_ref().and_then(|s| s.dns_config.as_ref()) {
-        for ns in dns.nameservers.iter().flatten() {
-            out.push_str(&format!("nameserver {ns}\n"));
-        }
-        if let Some(search) = &dns.searches {
-            out.push_str(&format!("search {}\n", search.join(" ")));
-        }
-        for o in dns.options.iter().flatten() {
-            match &o.value {
-                Some(v) => out.push_str(&format!(
-                    "options {}:{v}\n",
-                    o.name.clone().unwrap_or_default()
-                )),
-                None => out.push_str(&format!("options {}\n", o.name.clone().unwrap_or_default())),
+    let mut conf = if policy == "None" {
+        ResolvConf::default()
+    } else {
+        ResolvConf::parse(host_resolv)
+    };
+    if wants_cluster {
+        match cluster {
+            Some(c) => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                let domain = c.domain.trim_matches('.');
+                let mut searches = vec![
+                    format!("{ns}.svc.{domain}"),
+                    format!("svc.{domain}"),
+                    domain.to_string(),
+                ];
+                searches.append(&mut conf.searches);
+                conf = ResolvConf {
+                    nameservers: vec![c.nameserver.to_string()],
+                    searches: omit_duplicates(searches),
+                    options: vec!["ndots:5".to_string()],
+                };
             }
+            None => tracing::debug!(
+                pod = pod.metadata.name.as_deref().unwrap_or(""),
+                "no cluster DNS configured: the pod gets the host's resolver configuration (dnsPolicy Default)"
+            ),
         }
+    }
+    if let Some(dns) = spec.and_then(|s| s.dns_config.as_ref()) {
+        conf.nameservers
+            .extend(dns.nameservers.iter().flatten().cloned());
+        conf.nameservers = omit_duplicates(std::mem::take(&mut conf.nameservers));
+        conf.searches.extend(dns.searches.iter().flatten().cloned());
+        conf.searches = omit_duplicates(std::mem::take(&mut conf.searches));
+        for o in dns.options.iter().flatten() {
+            let name = o.name.clone().unwrap_or_default();
+            let option = match o.value.as_deref() {
+                Some(v) if !v.is_empty() => format!("{name}:{v}"),
+                _ => name,
+            };
+            dns::merge_option(&mut conf.options, option);
+        }
+    }
+    if conf.nameservers.len() > MAX_NAMESERVERS {
+        tracing::warn!(
+            pod = pod.metadata.name.as_deref().unwrap_or(""),
+            "more than {MAX_NAMESERVERS} nameservers; the others are left out"
+        );
+        conf.nameservers.truncate(MAX_NAMESERVERS);
+    }
+    let searches = fit_searches(conf.searches);
+    // The layout container runtimes write: search, nameservers, options.
+    let mut out = String::new();
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    for ns in &conf.nameservers {
+        out.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !conf.options.is_empty() {
+        out.push_str(&format!("options {}\n", conf.options.join(" ")));
     }
     Ok(out)
 }
@@ -804,6 +913,121 @@ pub fn remove(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{PodDNSConfig, PodDNSConfigOption, PodSpec};
+    use std::net::Ipv4Addr;
+
+    const HOST: &str = "nameserver 192.168.1.1\nnameserver 192.168.1.2\nsearch lan corp.example.\noptions edns0 ndots:2\n";
+
+    fn dns_pod(policy: Option<&str>, host_network: bool, config: Option<PodDNSConfig>) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                dns_policy: policy.map(String::from),
+                host_network: Some(host_network),
+                dns_config: config,
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn cluster() -> ClusterDns {
+        ClusterDns {
+            nameserver: Ipv4Addr::new(10, 43, 0, 10),
+            domain: "cluster.local".into(),
+        }
+    }
+
+    #[test]
+    fn cluster_first_gets_cluster_dns_and_the_namespace_search_list() {
+        let want = "search shop.svc.cluster.local svc.cluster.local cluster.local lan corp.example\nnameserver 10.43.0.10\noptions ndots:5\n";
+        for policy in [None, Some("ClusterFirst"), Some("ClusterFirstWithHostNet")] {
+            let pod = dns_pod(policy, false, None);
+            assert_eq!(resolv_conf(&pod, Some(&cluster()), HOST).unwrap(), want);
+        }
+        // hostNetwork: ClusterFirst means the host's; ClusterFirstWithHostNet does not.
+        let host = "search lan corp.example\nnameserver 192.168.1.1\nnameserver 192.168.1.2\noptions edns0 ndots:2\n";
+        let pod = dns_pod(Some("ClusterFirst"), true, None);
+        assert_eq!(resolv_conf(&pod, Some(&cluster()), HOST).unwrap(), host);
+        let pod = dns_pod(Some("ClusterFirstWithHostNet"), true, None);
+        assert_eq!(resolv_conf(&pod, Some(&cluster()), HOST).unwrap(), want);
+        // Default, and ClusterFirst without a cluster DNS: the host's.
+        let pod = dns_pod(Some("Default"), false, None);
+        assert_eq!(resolv_conf(&pod, Some(&cluster()), HOST).unwrap(), host);
+        let pod = dns_pod(None, false, None);
+        assert_eq!(resolv_conf(&pod, None, HOST).unwrap(), host);
+        let pod = dns_pod(Some("Sometimes"), false, None);
+        assert!(matches!(
+            resolv_conf(&pod, None, HOST),
+            Err(ResolvConfError::UnknownPolicy(p)) if p == "Sometimes"
+        ));
+    }
+
+    #[test]
+    fn dns_config_is_merged_and_none_uses_it_alone() {
+        let config = PodDNSConfig {
+            nameservers: Some(vec!["1.1.1.1".into(), "10.43.0.10".into()]),
+            searches: Some(vec!["extra.example".into(), "svc.cluster.local".into()]),
+            options: Some(vec![
+                PodDNSConfigOption {
+                    name: Some("ndots".into()),
+                    value: Some("2".into()),
+                },
+                PodDNSConfigOption {
+                    name: Some("single-request".into()),
+                    value: None,
+                },
+            ]),
+        };
+        let pod = dns_pod(None, false, Some(config.clone()));
+        assert_eq!(
+            resolv_conf(&pod, Some(&cluster()), HOST).unwrap(),
+            "search shop.svc.cluster.local svc.cluster.local cluster.local lan corp.example extra.example\nnameserver 10.43.0.10\nnameserver 1.1.1.1\noptions ndots:2 single-request\n"
+        );
+        let pod = dns_pod(Some("None"), false, Some(config));
+        assert_eq!(
+            resolv_conf(&pod, Some(&cluster()), HOST).unwrap(),
+            "search extra.example svc.cluster.local\nnameserver 1.1.1.1\nnameserver 10.43.0.10\noptions ndots:2 single-request\n"
+        );
+    }
+
+    #[test]
+    fn nameservers_and_search_lists_are_cut_to_the_limits() {
+        let config = PodDNSConfig {
+            nameservers: Some(vec!["1.1.1.1".into(), "8.8.8.8".into(), "9.9.9.9".into()]),
+            searches: Some(
+                (0..40)
+                    .map(|i| format!("d{i:02}.{}", "x".repeat(60)))
+                    .collect(),
+            ),
+            options: None,
+        };
+        let pod = dns_pod(None, false, Some(config));
+        let out = resolv_conf(&pod, Some(&cluster()), HOST).unwrap();
+        let nameservers: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(
+            nameservers,
+            [
+                "nameserver 10.43.0.10",
+                "nameserver 1.1.1.1",
+                "nameserver 8.8.8.8"
+            ]
+        );
+        let search = out.lines().next().unwrap().strip_prefix("search ").unwrap();
+        assert!(search.len() <= MAX_SEARCH_CHARS);
+        let domains: Vec<&str> = search.split(' ').collect();
+        assert!(domains.len() <= MAX_SEARCHES);
+        assert_eq!(domains[0], "shop.svc.cluster.local");
+        // 5 from the cluster and host, then as many 64-character domains as fit.
+        assert_eq!(domains.len(), 5 + 27);
+    }
 
     #[test]
     fn atomic_writer_swaps_whole_sets() {

@@ -293,7 +293,14 @@ impl Worker {
             }
             _ => pod,
         };
-        let etc = volumes::etc_files(&self.pod_dir(), pod, &self.k.node_name, self.k.node_ip)
+        let cluster_dns =
+            (self.k.config.network.backend != crate::network::Backend::None).then(|| {
+                crate::network::dns::resolv::ClusterDns {
+                    nameserver: self.k.config.network.cluster_dns,
+                    domain: self.k.config.network.cluster_domain.clone(),
+                }
+            });
+        let etc = volumes::etc_files(&self.pod_dir(), pod, self.k.node_ip, cluster_dns.as_ref())
             .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
         match volumes::prepare(&self.k, pod, &self.pod_dir(), &self.volumes).await {
             Ok(v) => self.volumes = v,

@@ -8,9 +8,12 @@
 //! - Services, as nftables rules in skiff's own table;
 //! - cluster DNS, answered from this node's own watch of Services and EndpointSlices.
 
+pub mod dns;
 pub mod ipam;
 pub mod links;
+pub mod nft;
 pub mod overlay;
+pub mod proxy;
 
 use futures::StreamExt;
 use ipnet::Ipv4Net;
@@ -66,6 +69,12 @@ pub enum Error {
     /// missing.
     #[error("no interface {0}")]
     NoInterface(String),
+    /// The Service rules could not be programmed.
+    #[error("service rules")]
+    Proxy(#[from] proxy::Error),
+    /// The nftables socket could not be opened.
+    #[error("opening the nftables socket")]
+    Nft(#[from] nft::Error),
     /// Pods cannot be given addresses yet.
     #[error("the pod network is not ready yet (waiting for this node's pod range)")]
     NotReady,
@@ -305,7 +314,14 @@ impl Network {
             mtu,
         })));
         tracing::info!(pod_cidr = %range, backend = self.config.backend.name(), mtu, "pod network ready");
-        self.follow_peers(&nodes, &links, vxlan, cancel).await
+        let services = tokio::spawn(self.clone().follow_services(
+            nodes.clone().into_client(),
+            ipam_gateway(range),
+            cancel.clone(),
+        ));
+        let result = self.follow_peers(&nodes, &links, vxlan, cancel).await;
+        services.abort();
+        result
     }
 
     /// Waits for this node's pod range.
@@ -416,6 +432,136 @@ impl Network {
     }
 }
 
+/// The gateway of pod range `range`, where the node's DNS server listens.
+fn ipam_gateway(range: Ipv4Net) -> Ipv4Addr {
+    ipam::first_host(range)
+}
+
+impl Network {
+    /// Serves cluster DNS on `gateway:53` and keeps the Service rules as the Services
+    /// and EndpointSlices say, one sync per burst of changes.
+    async fn follow_services(
+        self: Arc<Self>,
+        client: kube::Client,
+        gateway: Ipv4Addr,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        use k8s_openapi::api::core::v1::Service;
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let dns_addr = std::net::SocketAddrV4::new(gateway, 53);
+        let host = dns::resolv::host_resolv_conf(
+            Path::new("/etc/resolv.conf"),
+            Path::new("/run/systemd/resolve/resolv.conf"),
+        );
+        let dns = Arc::new(dns::Dns::new(
+            &self.config.cluster_domain,
+            dns::resolv::upstreams(&host),
+        ));
+        let serving = tokio::spawn({
+            let (dns, cancel) = (dns.clone(), cancel.clone());
+            async move {
+                if let Err(e) = dns.serve(dns_addr.into(), cancel).await {
+                    tracing::error!(error = %e, addr = %dns_addr, "cluster DNS stopped");
+                }
+            }
+        });
+        let mut node_ips = vec![self.config.node_ip];
+        node_ips.extend(self.config.external_ip);
+        let ctx = proxy::NodeContext {
+            node_name: self.config.node_name.clone(),
+            node_ips,
+            cluster_cidr: self.config.cluster_cidr,
+            service_cidr: self.config.service_cidr,
+            bridge: BRIDGE.into(),
+            dns: Some((self.config.cluster_dns, dns_addr)),
+        };
+        let socket = tokio::task::spawn_blocking(nft::NftSocket::open)
+            .await
+            .map_err(|e| nft::Error::Open(std::io::Error::other(e.to_string())))??;
+        let proxy = Arc::new(std::sync::Mutex::new(proxy::Proxy::new(socket, ctx)));
+
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (services, w) = kube::runtime::reflector::store::<Service>();
+        let svc_feed = tokio::spawn(feed(
+            kube::runtime::reflector(
+                w,
+                watcher::watcher(Api::all(client.clone()), watcher::Config::default()),
+            ),
+            changed.clone(),
+        ));
+        let (slices, w) = kube::runtime::reflector::store::<EndpointSlice>();
+        let slice_feed = tokio::spawn(feed(
+            kube::runtime::reflector(
+                w,
+                watcher::watcher(Api::all(client), watcher::Config::default()),
+            ),
+            changed.clone(),
+        ));
+        let ready = async {
+            let _ = services.wait_until_ready().await;
+            let _ = slices.wait_until_ready().await;
+        };
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = ready => loop {
+                let (svcs, eps) = (services.state(), slices.state());
+                dns.update(&svcs, &eps);
+                let p = proxy.clone();
+                let started = std::time::Instant::now();
+                let synced = tokio::task::spawn_blocking(move || {
+                    p.lock().map_err(|_| "the proxy's lock is poisoned".to_string())?
+                        .sync(&svcs, &eps)
+                        .map_err(|e| crate::kubelet::worker::chain(&e))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                match synced {
+                    Ok(stats) if stats.messages > 0 => tracing::debug!(
+                        service_ports = stats.service_ports,
+                        messages = stats.messages,
+                        took = ?started.elapsed(),
+                        "service rules changed"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "programming the service rules failed; retrying");
+                        // A retry without a new change: wake ourselves after a pause.
+                        let again = changed.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            again.notify_one();
+                        });
+                    }
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = changed.notified() => {}
+                }
+            },
+        }
+        svc_feed.abort();
+        slice_feed.abort();
+        serving.abort();
+        Ok(())
+    }
+}
+
+/// Drives a reflector's stream, telling `changed` after every event.
+async fn feed<S, K>(stream: S, changed: Arc<tokio::sync::Notify>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::debug!(error = %e, "watching Services or EndpointSlices"),
+        }
+    }
+}
+
 async fn program(links: &Links, vxlan: Option<u32>, p: &overlay::Peer) -> Result<()> {
     match (vxlan, p.mac) {
         (Some(dev), Some(mac)) => {
@@ -446,9 +592,24 @@ fn sysctl(path: &'static str, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(|source| Error::Sysctl { path, source })
 }
 
-/// Removes what the node's network made on the host (the bridge, the VXLAN device and
-/// skiff's routes), as `skiff killall` does once the pods are gone.
+/// Removes what the node's network made on the host (skiff's nftables table, the
+/// bridge, the VXLAN device and skiff's routes), as `skiff killall` does once the pods
+/// are gone.
 pub async fn remove() -> Result<()> {
+    tokio::task::spawn_blocking(|| -> Result<()> {
+        let ctx = proxy::NodeContext {
+            node_name: String::new(),
+            node_ips: Vec::new(),
+            cluster_cidr: Ipv4Net::default(),
+            service_cidr: Ipv4Net::default(),
+            bridge: BRIDGE.into(),
+            dns: None,
+        };
+        proxy::Proxy::new(nft::NftSocket::open()?, ctx).remove()?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| nft::Error::Open(std::io::Error::other(e.to_string())))??;
     let links = Links::connect()?;
     for dst in links.routes().await? {
         links.delete_route(dst).await?;

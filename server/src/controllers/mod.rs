@@ -6,8 +6,9 @@
 //! the shared [`driver`] and writing Events through [`events`]: [`replicaset`],
 //! [`deployment`], [`daemonset`], [`statefulset`], [`job`], [`cronjob`], the garbage
 //! collector ([`gc`]), [`endpoints`], [`serviceaccount`], [`nodelifecycle`] (with pod
-//! GC), [`nodeipam`] (each Node's `podCIDR`), [`disruption`], [`resourcequota`], [`rootca`] (the `kube-root-ca.crt`
-//! ConfigMaps) and [`tokens`] (legacy ServiceAccount token Secrets).
+//! GC), [`nodeipam`] (each Node's `podCIDR`), [`disruption`], [`resourcequota`],
+//! [`rootca`] (the `kube-root-ca.crt` ConfigMaps), [`tokens`] (legacy ServiceAccount
+//! token Secrets) and [`servicelb`] (LoadBalancer Services' addresses on the nodes).
 
 pub mod cronjob;
 pub mod daemonset;
@@ -25,6 +26,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod tokens;
 
@@ -138,6 +140,7 @@ pub async fn run(
         gc::start(&ctx),
         endpoints::start(&ctx),
         serviceaccount::start(&ctx),
+        servicelb::start(&ctx),
         nodelifecycle::start(&ctx),
         nodeipam::start(&ctx),
         disruption::start(&ctx),

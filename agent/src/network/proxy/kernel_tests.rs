@@ -1,0 +1,332 @@
+//! The proxy against the real kernel, each test in a network namespace of its own
+//! (made with `ip netns add`, removed on drop). Needs root; fails without it.
+
+use super::tests::{service, slice, Svc};
+use super::*;
+use crate::network::nft::{Batch, Message, NftSocket};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A named network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("skiff-proxy-{tag}-{}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("running ip (iproute2) for the test's namespace");
+        assert!(
+            out.status.success(),
+            "ip netns add {name} (these tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // A node address with a default route, so connections to Service addresses
+        // are routed (the nat output hook runs after routing).
+        // (A veth pair: this kernel has no dummy links.)
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", "d0"]);
+        ns.ip(&["link", "set", "d1", "up"]);
+        ns.ip(&["link", "set", "d0", "up"]);
+        ns.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "d0"]);
+        // The endpoints' addresses.
+        for a in ["10.99.0.5/32", "10.99.0.6/32"] {
+            ns.ip(&["addr", "add", a, "dev", "lo"]);
+        }
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a thread inside the namespace: sockets it opens live there.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(&path).expect("opening the namespace");
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("entering the namespace");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn ctx(node_ips: Vec<Ipv4Addr>) -> NodeContext {
+    NodeContext {
+        node_name: "n1".into(),
+        node_ips,
+        cluster_cidr: "10.42.0.0/16".parse().expect("cidr"),
+        service_cidr: "10.43.0.0/16".parse().expect("cidr"),
+        bridge: "skiff0".into(),
+        dns: None,
+    }
+}
+
+/// Listeners on the endpoints' addresses, non-blocking so a test can see which one a
+/// connection reached without a thread per listener.
+struct Backends {
+    listeners: Vec<(Ipv4Addr, TcpListener)>,
+}
+
+impl Backends {
+    fn new(ips: &[&str], port: u16) -> Backends {
+        let listeners = ips
+            .iter()
+            .map(|ip| {
+                let ip: Ipv4Addr = ip.parse().expect("ip");
+                let l = TcpListener::bind((ip, port)).expect("binding a backend");
+                l.set_nonblocking(true).expect("nonblocking");
+                (ip, l)
+            })
+            .collect();
+        Backends { listeners }
+    }
+
+    /// Connects to `to` and returns the backend that accepted the connection. (The
+    /// peer a backend sees is masqueraded, so the one connection at a time tells.)
+    fn reached(&self, to: SocketAddr) -> Ipv4Addr {
+        let c = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connecting to {to}: {e}"));
+        let me = c.local_addr().expect("local addr");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            for (ip, l) in &self.listeners {
+                match l.accept() {
+                    Ok(_) => return *ip,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no backend accepted {me} -> {to}"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn ip4(s: &str) -> Ipv4Addr {
+    s.parse().expect("ip")
+}
+
+#[test]
+fn cluster_ip_reaches_its_endpoint_follows_a_move_and_restarts_without_duplicates() {
+    let ns = Netns::new("cip");
+    ns.run(|| {
+        let backends = Backends::new(&["10.99.0.5", "10.99.0.6"], 8080);
+        let svc = service(Svc::cluster("web", "10.43.0.20", 80));
+        let mut proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        let stats = proxy
+            .sync(
+                std::slice::from_ref(&svc),
+                &[slice("web", &[("10.99.0.5", "n1", true)], 8080)],
+            )
+            .expect("first sync");
+        assert!(stats.full);
+        let to: SocketAddr = "10.43.0.20:80".parse().expect("addr");
+        assert_eq!(backends.reached(to), ip4("10.99.0.5"));
+
+        // The endpoint moves: a small batch, and new connections follow.
+        let stats = proxy
+            .sync(
+                std::slice::from_ref(&svc),
+                &[slice("web", &[("10.99.0.6", "n1", true)], 8080)],
+            )
+            .expect("second sync");
+        assert!(!stats.full);
+        assert!(stats.messages < 15, "{stats:?}");
+        assert_eq!(backends.reached(to), ip4("10.99.0.6"));
+
+        let mut sock = NftSocket::open().expect("socket");
+        let chains = sock.chains(TABLE).expect("chains");
+        let rules = sock.rule_counts(TABLE).expect("rules");
+        assert!(chains.contains(&"ep-default/web/tcp/http/10.99.0.6:8080".to_string()));
+        assert!(!chains.contains(&"ep-default/web/tcp/http/10.99.0.5:8080".to_string()));
+        assert_eq!(rules.get("nat-output"), Some(&1));
+
+        // A second start (as after kill -9) replaces the table: the same chains and
+        // rules, none twice.
+        let mut again = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        let stats = again
+            .sync(&[svc], &[slice("web", &[("10.99.0.6", "n1", true)], 8080)])
+            .expect("sync after restart");
+        assert!(stats.full);
+        assert_eq!(sock.chains(TABLE).expect("chains"), chains);
+        assert_eq!(sock.rule_counts(TABLE).expect("rules"), rules);
+        assert_eq!(backends.reached(to), ip4("10.99.0.6"));
+
+        again.remove().expect("remove");
+        assert!(!sock.table_exists(TABLE).expect("table lookup"));
+        // Removing twice is fine.
+        again.remove().expect("second remove");
+    });
+}
+
+#[test]
+fn node_port_answers_on_node_addresses() {
+    let ns = Netns::new("np");
+    ns.run(|| {
+        let backends = Backends::new(&["10.99.0.5"], 8080);
+        let svc = service(Svc {
+            node_port: Some(30080),
+            ..Svc::cluster("web", "10.43.0.21", 80)
+        });
+        let slices = [slice("web", &[("10.99.0.5", "n2", true)], 8080)];
+        let to: SocketAddr = "10.0.0.2:30080".parse().expect("addr");
+
+        // The node's addresses given.
+        let mut proxy = Proxy::new(
+            NftSocket::open().expect("socket"),
+            ctx(vec![ip4("10.0.0.2")]),
+        );
+        proxy
+            .sync(std::slice::from_ref(&svc), &slices)
+            .expect("sync");
+        assert_eq!(backends.reached(to), ip4("10.99.0.5"));
+
+        // Every local address (fib daddr type local).
+        let mut proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        proxy.sync(&[svc], &slices).expect("sync");
+        assert_eq!(backends.reached(to), ip4("10.99.0.5"));
+        proxy.remove().expect("remove");
+    });
+}
+
+#[test]
+fn a_service_without_endpoints_refuses_connections_at_once() {
+    let ns = Netns::new("rej");
+    ns.run(|| {
+        let svc = service(Svc {
+            node_port: Some(30081),
+            ..Svc::cluster("empty", "10.43.0.30", 80)
+        });
+        let mut proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        proxy.sync(&[svc], &[]).expect("sync");
+        for to in ["10.43.0.30:80", "10.0.0.2:30081"] {
+            let to: SocketAddr = to.parse().expect("addr");
+            let started = Instant::now();
+            let err = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .expect_err("no endpoints: refused");
+            assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{to}: {err}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+        proxy.remove().expect("remove");
+    });
+}
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_endpoint_and_every_feature_is_accepted() {
+    let ns = Netns::new("aff");
+    ns.run(|| {
+        let backends = Backends::new(&["10.99.0.5", "10.99.0.6"], 8080);
+        let sticky = service(Svc {
+            affinity: Some(60),
+            ..Svc::cluster("sticky", "10.43.0.40", 80)
+        });
+        let two = [("10.99.0.5", "n1", true), ("10.99.0.6", "n2", true)];
+        let lb = service(Svc {
+            node_port: Some(30090),
+            lb_ip: Some("192.0.2.10"),
+            external_ip: Some("192.0.2.11"),
+            external_local: true,
+            ..Svc::cluster("lb", "10.43.0.41", 443)
+        });
+        let internal = service(Svc {
+            internal_local: true,
+            ..Svc::cluster("internal", "10.43.0.42", 80)
+        });
+        let dns = service(Svc {
+            protocol: "UDP",
+            ..Svc::cluster("kube-dns", "10.43.0.10", 53)
+        });
+        let mut c = ctx(vec![]);
+        c.dns = Some((ip4("10.43.0.10"), "10.0.0.2:53".parse().expect("addr")));
+        let mut proxy = Proxy::new(NftSocket::open().expect("socket"), c);
+        let services = [sticky, lb, internal, dns];
+        let slices = [
+            slice("sticky", &two, 8080),
+            slice("lb", &two, 8080),
+            slice("internal", &[("10.99.0.6", "n2", true)], 8080),
+            slice("kube-dns", &[("10.99.0.6", "n2", true)], 53),
+        ];
+        proxy.sync(&services, &slices).expect("sync");
+
+        let to: SocketAddr = "10.43.0.40:80".parse().expect("addr");
+        let first = backends.reached(to);
+        for _ in 0..8 {
+            assert_eq!(backends.reached(to), first, "affinity holds");
+        }
+
+        // Changes to each: endpoints gone, policies flipped.
+        let slices2 = [
+            slice("sticky", &two[..1], 8080),
+            slice("lb", &[("10.99.0.5", "n1", false)], 8080),
+            slice("internal", &[("10.99.0.6", "n1", true)], 8080),
+        ];
+        proxy.sync(&services, &slices2).expect("sync of changes");
+        assert_eq!(backends.reached(to), ip4("10.99.0.5"));
+        proxy
+            .sync(&services[..1], &slices2)
+            .expect("sync of deletions");
+        proxy.remove().expect("remove");
+    });
+}
+
+#[test]
+fn a_refused_message_is_named_in_the_error() {
+    let ns = Netns::new("err");
+    ns.run(|| {
+        let mut sock = NftSocket::open().expect("socket");
+        let mut b = Batch::new();
+        b.push(Message::AddTable {
+            table: "skiff-err".into(),
+        });
+        b.push(Message::AddChain {
+            table: "skiff-err".into(),
+            chain: "a".into(),
+            hook: None,
+        });
+        b.push(Message::AddRule {
+            table: "skiff-err".into(),
+            chain: "a".into(),
+            exprs: vec![nft::Expr::Verdict(nft::Verdict::Jump("missing".into()))],
+        });
+        let err = nft::Netlink::apply(&mut sock, &b).expect_err("jump to a missing chain");
+        let text = err.to_string();
+        assert!(text.contains("adding rule to chain a"), "{text}");
+        // Atomic: the table of the failed batch does not exist.
+        assert!(!sock.table_exists("skiff-err").expect("lookup"));
+    });
+}

@@ -1,0 +1,155 @@
+//! Services as nftables rules in skiff's table `ip skiff`: ClusterIPs, NodePorts,
+//! LoadBalancer and external addresses, session affinity, traffic policies, the
+//! cluster DNS address, and the masquerading the pod network needs.
+//!
+//! [`Proxy::sync`] takes the Services and EndpointSlices as the reflector stores hold
+//! them, computes the wanted rules ([`ruleset::desired`], pure), diffs them against
+//! what it programmed last ([`ruleset::plan`], pure) and applies the difference in one
+//! atomic batch. Start reading at [`ruleset`] for the table's layout.
+
+pub mod ruleset;
+pub mod services;
+
+#[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
+mod tests;
+
+use crate::network::nft::{self, Batch, Message, Netlink};
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+pub use ruleset::{desired, plan, Ruleset};
+pub use services::{service_ports, Endpoint, ServicePort};
+
+/// The name of skiff's nftables table (family `ip`).
+pub const TABLE: &str = "skiff";
+
+/// What can go wrong programming Services.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel refused the batch; nothing of it was applied.
+    #[error("programming the service rules ({messages} messages)")]
+    Apply {
+        /// How many messages the batch had.
+        messages: usize,
+        /// Why.
+        #[source]
+        source: nft::Error,
+    },
+    /// Removing skiff's table failed.
+    #[error("removing the nftables table {TABLE}")]
+    Remove(#[source] nft::Error),
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the proxy knows about the node it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeContext {
+    /// This node's name (endpoints' `nodeName` for the Local traffic policies).
+    pub node_name: String,
+    /// The addresses NodePorts answer on; empty: every local address but loopback
+    /// (`fib daddr type local`).
+    pub node_ips: Vec<Ipv4Addr>,
+    /// All pods' addresses.
+    pub cluster_cidr: Ipv4Net,
+    /// All Services' cluster addresses.
+    pub service_cidr: Ipv4Net,
+    /// The pods' bridge (`skiff0`).
+    pub bridge: String,
+    /// The cluster DNS address, and this node's DNS server that answers for it.
+    pub dns: Option<(Ipv4Addr, SocketAddrV4)>,
+}
+
+/// What one [`Proxy::sync`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Service ports with rules wanted.
+    pub service_ports: usize,
+    /// Messages sent (0: nothing changed).
+    pub messages: usize,
+    /// Whether the whole table was replaced (the first sync).
+    pub full: bool,
+}
+
+/// Programs Services into skiff's table through a [`Netlink`].
+#[derive(Debug)]
+pub struct Proxy<N: Netlink> {
+    netlink: N,
+    ctx: NodeContext,
+    /// What the kernel holds, as of the last successful batch; `None` before the first.
+    programmed: Option<Ruleset>,
+}
+
+impl<N: Netlink> Proxy<N> {
+    /// A proxy that has programmed nothing yet: its first sync replaces the table.
+    pub fn new(netlink: N, ctx: NodeContext) -> Proxy<N> {
+        Proxy {
+            netlink,
+            ctx,
+            programmed: None,
+        }
+    }
+
+    /// The node context.
+    pub fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    /// The netlink the proxy applies through (tests read a fake's record here).
+    pub fn netlink(&mut self) -> &mut N {
+        &mut self.netlink
+    }
+
+    /// Brings the table to what `services` and `slices` want, in one atomic batch
+    /// that touches only what changed since the last sync. On error nothing changed
+    /// and the next sync retries the same difference.
+    pub fn sync(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> Result<SyncStats> {
+        let ports = service_ports(&self.ctx, services, slices);
+        let want = desired(&self.ctx, &ports);
+        let batch = plan(TABLE, self.programmed.as_ref(), &want);
+        let stats = SyncStats {
+            service_ports: ports.len(),
+            messages: batch.len(),
+            full: self.programmed.is_none(),
+        };
+        if !batch.is_empty() {
+            self.netlink.apply(&batch).map_err(|source| Error::Apply {
+                messages: batch.len(),
+                source,
+            })?;
+        }
+        tracing::debug!(
+            service_ports = stats.service_ports,
+            messages = stats.messages,
+            full = stats.full,
+            "service rules synced"
+        );
+        self.programmed = Some(want);
+        Ok(stats)
+    }
+
+    /// Deletes skiff's table (clean shutdown, uninstall); no error if it is absent.
+    pub fn remove(&mut self) -> Result<()> {
+        let mut b = Batch::new();
+        // Adding first makes the deletion succeed whether or not the table exists.
+        b.push(Message::AddTable {
+            table: TABLE.into(),
+        });
+        b.push(Message::DeleteTable {
+            table: TABLE.into(),
+        });
+        self.netlink.apply(&b).map_err(Error::Remove)?;
+        self.programmed = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! The rules skiff wants in its table ([`Ruleset`], from [`desired`]) and the batch
+//! that turns what is programmed into what is wanted ([`plan`]). Both pure.
+//!
+//! Layout of table `ip skiff`:
+//!
+//! - `nat-prerouting`, `nat-output` (dstnat): `jump services`. `services` looks
+//!   `ip daddr . meta l4proto . th dport` up in the verdict map `service-ips` (cluster
+//!   and external addresses), then, for a node address, `meta l4proto . th dport` in
+//!   `service-nodeports`.
+//! - Per Service port: `svc-<id>` (traffic to the cluster address: mark for masquerade
+//!   when from outside the cluster CIDR, session affinity, then a random pick through
+//!   the map `svc-<id>-pick`), `ext-<id>` for NodePorts and external addresses
+//!   (masquerade and `svc-<id>`, or for policy Local only this node's endpoints through
+//!   `ext-<id>-pick`), and per endpoint `ep-<id>/<ip>:<port>` (hairpin masquerade,
+//!   affinity update, DNAT).
+//! - `filter-input`, `filter-forward`, `filter-output`: `jump endpoints-check`, which
+//!   rejects connections to Services without ready endpoints (maps
+//!   `no-endpoint-services`, `no-endpoint-nodeports`); forward also accepts the
+//!   cluster CIDR's traffic.
+//! - `nat-postrouting` (srcnat): masquerade what was marked, and the pods' traffic to
+//!   outside the cluster CIDR.
+
+use super::services::{Endpoint, ServicePort};
+use super::NodeContext;
+use crate::network::nft::expr::{self, TCP, UDP};
+use crate::network::nft::{
+    Batch, ChainKind, DynsetOp, Expr, Hook, HookPoint, Message, RejectKind, SetSpec, Verdict,
+    REG32_00, REG_1, REG_VERDICT,
+};
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+/// The mark bit that asks `nat-postrouting` to masquerade a connection.
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+const SERVICE_IPS: &str = "service-ips";
+const SERVICE_NODEPORTS: &str = "service-nodeports";
+const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+const NODEPORT_IPS: &str = "nodeport-ips";
+const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const REJECT_CHAIN: &str = "reject-chain";
+const DNS_CHAIN: &str = "cluster-dns";
+
+/// A chain as wanted: a base chain's hook, and its rules in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    /// Where a base chain hooks in (none for a regular chain).
+    pub hook: Option<Hook>,
+    /// The rules, each a list of expressions.
+    pub rules: Vec<Vec<Expr>>,
+}
+
+/// Everything in skiff's table: chains, sets and maps, and their elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Chains by name.
+    pub chains: BTreeMap<String, ChainSpec>,
+    /// Sets and maps by name. A name always has the same shape.
+    pub sets: BTreeMap<String, SetSpec>,
+    /// Elements by set: key bytes to the verdict (maps) or nothing (sets).
+    pub elements: BTreeMap<String, BTreeMap<Vec<u8>, Option<Verdict>>>,
+}
+
+impl Ruleset {
+    fn chain(&mut self, name: impl Into<String>, hook: Option<Hook>, rules: Vec<Vec<Expr>>) {
+        self.chains.insert(name.into(), ChainSpec { hook, rules });
+    }
+
+    fn set(&mut self, name: impl Into<String>, spec: SetSpec) {
+        let name = name.into();
+        self.elements.entry(name.clone()).or_default();
+        self.sets.insert(name, spec);
+    }
+
+    fn element(&mut self, set: &str, key: Vec<u8>, verdict: Option<Verdict>) {
+        self.elements
+            .entry(set.to_string())
+            .or_default()
+            .insert(key, verdict);
+    }
+}
+
+fn vmap(key_len: u32) -> SetSpec {
+    SetSpec {
+        key_len,
+        verdict_map: true,
+        timeout: false,
+    }
+}
+
+fn rule(parts: impl IntoIterator<Item = Vec<Expr>>) -> Vec<Expr> {
+    parts.into_iter().flatten().collect()
+}
+
+fn verdict(v: Verdict) -> Vec<Expr> {
+    vec![Expr::Verdict(v)]
+}
+
+fn lookup_vmap(set: &str, sreg: u32) -> Vec<Expr> {
+    vec![Expr::Lookup {
+        set: set.to_string(),
+        sreg,
+        dreg: Some(REG_VERDICT),
+        invert: false,
+    }]
+}
+
+/// Matches traffic to one of this node's addresses (not loopback).
+fn to_node_address(ctx: &NodeContext) -> Vec<Expr> {
+    if ctx.node_ips.is_empty() {
+        rule([
+            expr::daddr_is_local(),
+            expr::daddr_in(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8), false),
+        ])
+    } else {
+        vec![
+            expr::ip_daddr(REG_1),
+            Expr::Lookup {
+                set: NODEPORT_IPS.to_string(),
+                sreg: REG_1,
+                dreg: None,
+                invert: false,
+            },
+        ]
+    }
+}
+
+fn hook(kind: ChainKind, hook: HookPoint, priority: i32) -> Option<Hook> {
+    Some(Hook {
+        kind,
+        hook,
+        priority,
+    })
+}
+
+/// The chains and sets that do not depend on Services.
+fn base(ctx: &NodeContext, rs: &mut Ruleset) {
+    let cidr = ctx.cluster_cidr;
+    rs.set(SERVICE_IPS, vmap(12));
+    rs.set(SERVICE_NODEPORTS, vmap(8));
+    rs.set(NO_ENDPOINT_SERVICES, vmap(12));
+    rs.set(NO_ENDPOINT_NODEPORTS, vmap(8));
+    if !ctx.node_ips.is_empty() {
+        rs.set(
+            NODEPORT_IPS,
+            SetSpec {
+                key_len: 4,
+                verdict_map: false,
+                timeout: false,
+            },
+        );
+        for ip in &ctx.node_ips {
+            rs.element(NODEPORT_IPS, ip.octets().to_vec(), None);
+        }
+    }
+
+    let jump = |c: &str| verdict(Verdict::Jump(c.to_string()));
+    rs.chain(
+        "nat-prerouting",
+        hook(ChainKind::Nat, HookPoint::Prerouting, -100),
+        vec![jump("services")],
+    );
+    rs.chain(
+        "nat-output",
+        hook(ChainKind::Nat, HookPoint::Output, -100),
+        vec![jump("services")],
+    );
+    rs.chain(
+        "nat-postrouting",
+        hook(ChainKind::Nat, HookPoint::Postrouting, 100),
+        vec![
+            jump("masquerading"),
+            // Pods reaching the world leave with the node's address; not traffic to
+            // other pods, nor multicast.
+            rule([
+                expr::saddr_in(cidr, true),
+                expr::daddr_in(cidr, false),
+                expr::daddr_in(Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4), false),
+                vec![Expr::Masquerade],
+            ]),
+        ],
+    );
+    rs.chain(
+        "masquerading",
+        None,
+        vec![
+            rule([
+                expr::mark_has(MASQUERADE_MARK, false),
+                verdict(Verdict::Return),
+            ]),
+            rule([
+                expr::mark_set(MASQUERADE_MARK, false),
+                vec![Expr::Masquerade],
+            ]),
+        ],
+    );
+    rs.chain(
+        MARK_FOR_MASQUERADE,
+        None,
+        vec![expr::mark_set(MASQUERADE_MARK, true)],
+    );
+    rs.chain(
+        "services",
+        None,
+        vec![
+            rule([expr::service_key_load(), lookup_vmap(SERVICE_IPS, REG32_00)]),
+            rule([
+                to_node_address(ctx),
+                expr::port_key_load(),
+                lookup_vmap(SERVICE_NODEPORTS, REG32_00),
+            ]),
+        ],
+    );
+    rs.chain(
+        "endpoints-check",
+        None,
+        vec![
+            rule([
+                expr::service_key_load(),
+                lookup_vmap(NO_ENDPOINT_SERVICES, REG32_00),
+            ]),
+            rule([
+                to_node_address(ctx),
+                expr::port_key_load(),
+                lookup_vmap(NO_ENDPOINT_NODEPORTS, REG32_00),
+            ]),
+        ],
+    );
+    // As upstream: a connection to a Service without endpoints is refused at once
+    // (TCP reset, else ICMP port unreachable), not left to time out.
+    rs.chain(
+        REJECT_CHAIN,
+        None,
+        vec![
+            rule([
+                expr::l4proto_is(TCP),
+                vec![Expr::Reject(RejectKind::TcpReset)],
+            ]),
+            vec![Expr::Reject(RejectKind::Icmp(3))],
+        ],
+    );
+    for (name, point) in [
+        ("filter-input", HookPoint::Input),
+        ("filter-output", HookPoint::Output),
+    ] {
+        rs.chain(
+            name,
+            hook(ChainKind::Filter, point, -10),
+            vec![jump("endpoints-check")],
+        );
+    }
+    // Hosts whose forward policy drops would otherwise cut the pods off.
+    rs.chain(
+        "filter-forward",
+        hook(ChainKind::Filter, HookPoint::Forward, -10),
+        vec![
+            jump("endpoints-check"),
+            rule([expr::ct_state_any(0x2 | 0x4), verdict(Verdict::Accept)]),
+            rule([expr::saddr_in(cidr, true), verdict(Verdict::Accept)]),
+            rule([expr::daddr_in(cidr, true), verdict(Verdict::Accept)]),
+        ],
+    );
+    if let Some((_, server)) = ctx.dns {
+        rs.chain(
+            DNS_CHAIN,
+            None,
+            vec![expr::dnat(*server.ip(), server.port())],
+        );
+    }
+}
+
+fn ep_name(sp: &ServicePort, ep: &Endpoint) -> String {
+    format!("{}/{}:{}", sp.id, ep.ip, ep.port)
+}
+
+/// The rules that pick one of `eps`: affinity first, then at random.
+fn pick_rules(sp: &ServicePort, eps: &[&Endpoint], map: &str, rs: &mut Ruleset) -> Vec<Vec<Expr>> {
+    let mut rules = Vec::new();
+    if eps.is_empty() {
+        rules.push(verdict(Verdict::Drop));
+        return rules;
+    }
+    if sp.affinity.is_some() {
+        for ep in eps {
+            let n = ep_name(sp, ep);
+            rules.push(rule([
+                vec![
+                    expr::ip_saddr(REG_1),
+                    Expr::Lookup {
+                        set: format!("aff-{n}"),
+                        sreg: REG_1,
+                        dreg: None,
+                        invert: false,
+                    },
+                ],
+                verdict(Verdict::Goto(format!("ep-{n}"))),
+            ]));
+        }
+    }
+    rs.set(map, vmap(4));
+    for (i, ep) in eps.iter().enumerate() {
+        rs.element(
+            map,
+            expr::numgen_key(i as u32),
+            Some(Verdict::Goto(format!("ep-{}", ep_name(sp, ep)))),
+        );
+    }
+    rules.push(rule([
+        vec![Expr::NumgenRandom {
+            dreg: REG_1,
+            modulus: eps.len() as u32,
+        }],
+        lookup_vmap(map, REG_1),
+    ]));
+    rules
+}
+
+/// The chains, sets and elements of one Service port.
+fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
+    let reject = Some(Verdict::Goto(REJECT_CHAIN.to_string()));
+    if sp.endpoints.is_empty() {
+        if let Some(ip) = sp.cluster_ip {
+            rs.element(
+                NO_ENDPOINT_SERVICES,
+                expr::service_key(ip, sp.proto, sp.port),
+                reject.clone(),
+            );
+        }
+        for ip in &sp.external_ips {
+            rs.element(
+                NO_ENDPOINT_SERVICES,
+                expr::service_key(*ip, sp.proto, sp.port),
+                reject.clone(),
+            );
+        }
+        if let Some(np) = sp.node_port {
+            rs.element(NO_ENDPOINT_NODEPORTS, expr::port_key(sp.proto, np), reject);
+        }
+        return;
+    }
+
+    let svc_chain = format!("svc-{}", sp.id);
+    let ext_chain = format!("ext-{}", sp.id);
+    let local: Vec<&Endpoint> = sp.endpoints.iter().filter(|e| e.local).collect();
+    let all: Vec<&Endpoint> = sp.endpoints.iter().collect();
+    let cluster_eps = if sp.internal_local { &local } else { &all };
+
+    let mut used: BTreeSet<&Endpoint> = cluster_eps.iter().copied().collect();
+
+    // The cluster address.
+    let mut svc_rules = vec![rule([
+        expr::saddr_in(ctx.cluster_cidr, false),
+        verdict(Verdict::Jump(MARK_FOR_MASQUERADE.to_string())),
+    ])];
+    svc_rules.extend(pick_rules(
+        sp,
+        cluster_eps,
+        &format!("{svc_chain}-pick"),
+        rs,
+    ));
+    rs.chain(svc_chain.clone(), None, svc_rules);
+    if let Some(ip) = sp.cluster_ip {
+        rs.element(
+            SERVICE_IPS,
+            expr::service_key(ip, sp.proto, sp.port),
+            Some(Verdict::Goto(svc_chain.clone())),
+        );
+    }
+
+    // NodePorts and external addresses.
+    if sp.has_external() {
+        let ext_rules = if sp.external_local {
+            used.extend(local.iter().copied());
+            // Pods reaching an external address of the cluster take the cluster path.
+            let mut r = vec![rule([
+                expr::saddr_in(ctx.cluster_cidr, true),
+                verdict(Verdict::Goto(svc_chain.clone())),
+            ])];
+            r.extend(pick_rules(sp, &local, &format!("{ext_chain}-pick"), rs));
+            r
+        } else {
+            vec![
+                verdict(Verdict::Jump(MARK_FOR_MASQUERADE.to_string())),
+                verdict(Verdict::Goto(svc_chain.clone())),
+            ]
+        };
+        rs.chain(ext_chain.clone(), None, ext_rules);
+        for ip in &sp.external_ips {
+            rs.element(
+                SERVICE_IPS,
+                expr::service_key(*ip, sp.proto, sp.port),
+                Some(Verdict::Goto(ext_chain.clone())),
+            );
+        }
+        if let Some(np) = sp.node_port {
+            rs.element(
+                SERVICE_NODEPORTS,
+                expr::port_key(sp.proto, np),
+                Some(Verdict::Goto(ext_chain.clone())),
+            );
+        }
+    }
+
+    // Endpoints.
+    for ep in used {
+        let n = ep_name(sp, ep);
+        let mut rules = vec![rule([
+            vec![expr::ip_saddr(REG_1), expr::eq(REG_1, ep.ip.octets())],
+            verdict(Verdict::Jump(MARK_FOR_MASQUERADE.to_string())),
+        ])];
+        if let Some(secs) = sp.affinity {
+            let set = format!("aff-{n}");
+            rs.set(
+                set.clone(),
+                SetSpec {
+                    key_len: 4,
+                    verdict_map: false,
+                    timeout: true,
+                },
+            );
+            rules.push(vec![
+                expr::ip_saddr(REG_1),
+                Expr::Dynset {
+                    set,
+                    sreg: REG_1,
+                    op: DynsetOp::Update,
+                    timeout_ms: u64::from(secs) * 1000,
+                },
+            ]);
+        }
+        rules.push(expr::dnat(ep.ip, ep.port));
+        rs.chain(format!("ep-{n}"), None, rules);
+    }
+}
+
+/// What skiff's table should hold for these Service ports on this node.
+pub fn desired(ctx: &NodeContext, ports: &[ServicePort]) -> Ruleset {
+    let mut rs = Ruleset::default();
+    base(ctx, &mut rs);
+    for sp in ports {
+        service(ctx, sp, &mut rs);
+    }
+    // The cluster DNS address goes to this node's DNS server, whatever Service holds
+    // it.
+    if let Some((dns_ip, _)) = ctx.dns {
+        for proto in [UDP, TCP] {
+            let key = expr::service_key(dns_ip, proto, 53);
+            if let Some(m) = rs.elements.get_mut(NO_ENDPOINT_SERVICES) {
+                m.remove(&key);
+            }
+            rs.element(SERVICE_IPS, key, Some(Verdict::Goto(DNS_CHAIN.to_string())));
+        }
+    }
+    rs
+}
+
+/// The batch that turns `old` (what is programmed; `None`: unknown, as at start) into
+/// `new` in table `table`. With `old` unknown the table is replaced whole: created
+/// (so that the deletion cannot fail), deleted and built again, in one batch.
+///
+/// Order matters within the batch: sets and chains are created before rules and
+/// elements refer to them; references (elements, rules) are removed before the chains
+/// and sets they name.
+pub fn plan(table: &str, old: Option<&Ruleset>, new: &Ruleset) -> Batch {
+    let empty = Ruleset::default();
+    let mut b = Batch::new();
+    let t = || table.to_string();
+    let old = match old {
+        Some(o) => o,
+        None => {
+            b.push(Message::AddTable { table: t() });
+            b.push(Message::DeleteTable { table: t() });
+            b.push(Message::AddTable { table: t() });
+            &empty
+        }
+    };
+
+    // 1-2. New sets and chains.
+    for (name, spec) in &new.sets {
+        if !old.sets.contains_key(name) {
+            b.push(Message::AddSet {
+                table: t(),
+                set: name.clone(),
+                spec: spec.clone(),
+            });
+        }
+    }
+    for (name, c) in &new.chains {
+        if !old.chains.contains_key(name) {
+            b.push(Message::AddChain {
+                table: t(),
+                chain: name.clone(),
+                hook: c.hook,
+            });
+        }
+    }
+    // 3. Elements gone or changed (all of a set that goes).
+    let none = BTreeMap::new();
+    for (set, elems) in &old.elements {
+        let want = new.elements.get(set).unwrap_or(&none);
+        let keys: Vec<Vec<u8>> = elems
+            .iter()
+            .filter(|(k, v)| want.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !keys.is_empty() {
+            b.push(Message::DeleteElements {
+                table: t(),
+                set: set.clone(),
+                keys,
+            });
+        }
+    }
+    // 4. Chains whose rules change or that go are flushed.
+    for (name, c) in &old.chains {
+        let changed = new.chains.get(name).is_none_or(|n| n.rules != c.rules);
+        if changed && !c.rules.is_empty() {
+            b.push(Message::FlushChain {
+                table: t(),
+                chain: name.clone(),
+            });
+        }
+    }
+    // 5. Rules of new and changed chains.
+    for (name, c) in &new.chains {
+        let refill = old.chains.get(name).is_none_or(|o| o.rules != c.rules);
+        if refill {
+            for r in &c.rules {
+                b.push(Message::AddRule {
+                    table: t(),
+                    chain: name.clone(),
+                    exprs: r.clone(),
+                });
+            }
+        }
+    }
+    // 6. Elements new or changed.
+    for (set, elems) in &new.elements {
+        let had = old.elements.get(set).unwrap_or(&none);
+        let add: Vec<(Vec<u8>, Option<Verdict>)> = elems
+            .iter()
+            .filter(|(k, v)| had.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !add.is_empty() {
+            b.push(Message::AddElements {
+                table: t(),
+                set: set.clone(),
+                elements: add,
+            });
+        }
+    }
+    // 7-8. Chains and sets that go, now unreferenced.
+    for name in old.chains.keys() {
+        if !new.chains.contains_key(name) {
+            b.push(Message::DeleteChain {
+                table: t(),
+                chain: name.clone(),
+            });
+        }
+    }
+    for name in old.sets.keys() {
+        if !new.sets.contains_key(name) {
+            b.push(Message::DeleteSet {
+                table: t(),
+                set: name.clone(),
+            });
+        }
+    }
+    b
+}

@@ -1,0 +1,215 @@
+//! From Services and EndpointSlices to what the rules need: one [`ServicePort`] per port
+//! of each Service that gets rules, with its ready endpoints.
+
+use super::NodeContext;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// The label an EndpointSlice names its Service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// sessionAffinity ClientIP's default timeout (3 hours), as upstream.
+const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
+
+/// One port of one Service, with all the rules depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `namespace/name/protocol/port-name`: names its chains and sets.
+    pub id: String,
+    /// The layer 4 protocol number.
+    pub proto: u8,
+    /// The cluster address (none for a Service that only has external addresses).
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// The Service's port.
+    pub port: u16,
+    /// The NodePort, if any.
+    pub node_port: Option<u16>,
+    /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// Ready endpoints, sorted, without duplicates.
+    pub endpoints: Vec<Endpoint>,
+    /// sessionAffinity ClientIP's timeout in seconds.
+    pub affinity: Option<u32>,
+    /// externalTrafficPolicy Local.
+    pub external_local: bool,
+    /// internalTrafficPolicy Local.
+    pub internal_local: bool,
+}
+
+/// A ready endpoint of a [`ServicePort`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its port (the slice's port of the same name and protocol as the Service's).
+    pub port: u16,
+    /// On this node.
+    pub local: bool,
+}
+
+impl ServicePort {
+    /// Whether traffic arrives from outside through NodePorts or external addresses.
+    pub fn has_external(&self) -> bool {
+        self.node_port.is_some() || !self.external_ips.is_empty()
+    }
+}
+
+/// The protocol number of a Service or EndpointSlice port's protocol (TCP if unset).
+fn proto_number(p: Option<&str>) -> Option<u8> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+
+/// The ports of every Service that gets rules: not headless, not ExternalName, with an
+/// IPv4 cluster address or external addresses. Malformed values (addresses, ports)
+/// are skipped with a debug log: they come from the API.
+pub fn service_ports(
+    ctx: &NodeContext,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+) -> Vec<ServicePort> {
+    // Slices by (namespace, service name).
+    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        if let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            by_service.entry((ns, svc.as_str())).or_default().push(s);
+        }
+    }
+
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(name) = svc.metadata.name.as_deref() else {
+            continue;
+        };
+        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+        if kind == "ExternalName" {
+            continue;
+        }
+        let cluster_ip = match spec.cluster_ip.as_deref() {
+            None | Some("") | Some("None") => None,
+            Some(ip) => match ip.parse::<Ipv4Addr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    tracing::debug!(service = %format!("{ns}/{name}"), %ip, "not an IPv4 cluster address; skipped");
+                    None
+                }
+            },
+        };
+        let mut external_ips: Vec<Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        if kind == "LoadBalancer" {
+            external_ips.extend(
+                svc.status
+                    .iter()
+                    .filter_map(|s| s.load_balancer.as_ref())
+                    .flat_map(|lb| lb.ingress.iter().flatten())
+                    .filter_map(|i| i.ip.as_deref())
+                    .filter_map(|ip| ip.parse::<Ipv4Addr>().ok()),
+            );
+        }
+        external_ips.sort();
+        external_ips.dedup();
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        if headless || (cluster_ip.is_none() && external_ips.is_empty()) {
+            continue;
+        }
+        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
+        });
+        let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let svc_slices = by_service.get(&(ns, name));
+
+        for p in spec.ports.iter().flatten() {
+            let Some(proto) = proto_number(p.protocol.as_deref()) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(p.port) else {
+                continue;
+            };
+            let port_name = p.name.as_deref().unwrap_or("");
+            let node_port = if kind == "NodePort" || kind == "LoadBalancer" {
+                p.node_port
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|n| *n != 0)
+            } else {
+                None
+            };
+            let mut endpoints = BTreeSet::new();
+            for slice in svc_slices.into_iter().flatten() {
+                let Some(target) = slice.ports.iter().flatten().find_map(|sp| {
+                    (sp.name.as_deref().unwrap_or("") == port_name
+                        && proto_number(sp.protocol.as_deref()) == Some(proto))
+                    .then_some(sp.port)
+                    .flatten()
+                    .and_then(|p| u16::try_from(p).ok())
+                }) else {
+                    continue;
+                };
+                for ep in slice.endpoints.iter().flatten() {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if !ready {
+                        continue;
+                    }
+                    let local = ep.node_name.as_deref() == Some(ctx.node_name.as_str());
+                    for a in &ep.addresses {
+                        if let Ok(ip) = a.parse::<Ipv4Addr>() {
+                            endpoints.insert(Endpoint {
+                                ip,
+                                port: target,
+                                local,
+                            });
+                        }
+                    }
+                }
+            }
+            let proto_name = match proto {
+                6 => "tcp",
+                17 => "udp",
+                _ => "sctp",
+            };
+            out.push(ServicePort {
+                id: format!("{ns}/{name}/{proto_name}/{port_name}"),
+                proto,
+                cluster_ip,
+                port,
+                node_port,
+                external_ips: external_ips.clone(),
+                endpoints: endpoints.into_iter().collect(),
+                affinity,
+                external_local,
+                internal_local,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out.dedup_by(|a, b| a.id == b.id);
+    out
+}
