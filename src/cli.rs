@@ -187,6 +187,9 @@ pub struct NodeArgs {
     /// External address of the node (LoadBalancer ingress)
     #[arg(long, env = "SKIFF_NODE_EXTERNAL_IP")]
     pub node_external_ip: Option<String>,
+    /// Resolver configuration cluster DNS forwards with and `dnsPolicy: Default` pods get [default: /etc/resolv.conf, or systemd-resolved's real file]
+    #[arg(long, env = "SKIFF_RESOLV_CONF")]
+    pub resolv_conf: Option<PathBuf>,
     /// Interface the pod network's overlay runs over [default: the one holding the node address]
     #[arg(long, env = "SKIFF_NODE_INTERFACE")]
     pub node_interface: Option<String>,

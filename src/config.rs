@@ -28,6 +28,7 @@ struct FileConfig {
     network_backend: Option<String>,
     node_external_ip: Option<String>,
     node_interface: Option<String>,
+    resolv_conf: Option<PathBuf>,
     service_node_port_range: Option<String>,
     disable_agent: Option<bool>,
     disable_scheduler: Option<bool>,
@@ -264,6 +265,7 @@ fn node_config(
         cluster_domain: defaults::CLUSTER_DOMAIN.into(),
         backend: skiff_agent::network::Backend::Vxlan,
         data_dir: data_dir.to_path_buf(),
+        resolv_conf: args.resolv_conf.or(file.resolv_conf.take()),
     };
     let mut labels = std::collections::BTreeMap::new();
     let label_args = if args.node_label.is_empty() {

@@ -13,9 +13,17 @@ use std::time::Duration;
 const SOON: Duration = Duration::from_secs(90);
 const KUBECTL: Kubectl = Kubectl::V132;
 
-/// A server on host 0 and agents on the others, all Ready, with `extra` server flags.
+/// A server on host 0 and agents on the others, all Ready, with `extra` flags for
+/// every node.
 pub fn cluster(hosts: usize, extra: &[&str]) -> Cluster {
-    let mut c = Cluster::new(hosts);
+    let c = Cluster::new(hosts);
+    start(c, extra)
+}
+
+/// Starts the server on host 0 of `c` and agents on the others, all with `extra`
+/// flags, and waits until every node is Ready.
+pub fn start(mut c: Cluster, extra: &[&str]) -> Cluster {
+    let hosts = c.hosts().len();
     c.start_server(0, extra);
     let token = std::fs::read_to_string(c.host(0).data_dir().join("server/token"))
         .expect("the server token");
@@ -36,6 +44,8 @@ pub fn cluster(hosts: usize, extra: &[&str]) -> Cluster {
             "--node-name".into(),
             h.name().to_string(),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|s| s.to_string()));
         c.start_agent(i, &args);
     }
     for i in 0..hosts {
@@ -366,9 +376,75 @@ fn apply(c: &Cluster, obj: Value) {
         .ok();
 }
 
+/// A DNS server on `addr:53` that answers A questions for names under `example.com`
+/// with 192.0.2.7 and NXDOMAIN for others: the "internet" resolver of the hosts'
+/// `--resolv-conf`. Stops when dropped.
+struct Upstream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Upstream {
+    fn start(addr: std::net::Ipv4Addr) -> Upstream {
+        let socket =
+            std::net::UdpSocket::bind((addr, 53)).expect("binding the test's upstream DNS");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 12 {
+                    continue;
+                }
+                // The question ends after its name's zero byte and 4 bytes of type/class.
+                let Some(end) = buf[12..n].iter().position(|b| *b == 0).map(|p| 12 + p + 5) else {
+                    continue;
+                };
+                let mut reply = buf[..end].to_vec();
+                reply[2] = 0x81; // response, recursion desired
+                reply[3] = 0x80; // recursion available, NOERROR
+                reply[6..12].copy_from_slice(&[0; 6]);
+                let qtype = u16::from_be_bytes([buf[end - 4], buf[end - 3]]);
+                let ours = buf[12..end - 4].ends_with(b"\x07example\x03com\x00");
+                if !ours {
+                    reply[3] = 0x83; // NXDOMAIN
+                } else if qtype == 1 {
+                    reply[7] = 1;
+                    reply.extend_from_slice(&[
+                        0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7,
+                    ]);
+                }
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        Upstream { stop }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn services_and_cluster_dns_across_nodes() {
-    let c = cluster(3, &[]);
+    // The hosts' resolver is a DNS server of the test's, on the harness bridge.
+    let c = Cluster::new(3);
+    let _upstream = Upstream::start(c.net().gateway());
+    let resolv = c.host(0).dir().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {}\nsearch example.org\n", c.net().gateway()),
+    )
+    .unwrap();
+    let resolv = resolv.display().to_string();
+    let c = start(c, &["--resolv-conf", &resolv]);
     web(&c, "web", 6);
     let port = |name: &str, p: u16| json!({"name": name, "port": p, "targetPort": 8080, "protocol": "TCP"});
     for (name, spec) in [
@@ -519,6 +595,37 @@ fn services_and_cluster_dns_across_nodes() {
         });
         assert!(pods.contains_key(&got), "{got}");
     }
+
+    // A name outside the cluster, through the host's resolver; the host's search
+    // domain follows the cluster's in the pod's search list.
+    assert_eq!(
+        lookup(&c, "client", "outside.example.com").unwrap(),
+        vec!["192.0.2.7".to_string()]
+    );
+    let resolv = sh(&c, "client", "cat /etc/resolv.conf").unwrap();
+    assert!(resolv.contains("cluster.local example.org"), "{resolv}");
+
+    // A StatefulSet's pods find each other by their stable names.
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"name": "db", "port": 5000}]}}),
+    );
+    apply(
+        &c,
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "replicas": 2, "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}},
+                              "spec": {"terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "db", "image": "docker.io/library/busybox:latest",
+                                                       "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}}}}),
+    );
+    let db = wait_pods(&c, "db", 2);
+    let want = vec![db["db-1"].1.clone()];
+    let found = wait_until(SOON, "db-0 resolves db-1 by its stable name", || {
+        lookup(&c, "db-0", "db-1.db.default.svc.cluster.local")
+    });
+    assert_eq!(found, want);
 
     // Scaling down removes endpoints: soon no request reaches a deleted pod.
     c.kubectl(KUBECTL)

@@ -437,6 +437,7 @@ mod tests {
                 cluster_domain: "cluster.local".into(),
                 backend: crate::network::Backend::None,
                 data_dir: "/tmp".into(),
+                resolv_conf: None,
             },
         }
     }

@@ -27,6 +27,7 @@ pub fn etc_files(
     pod: &Pod,
     node_ip: IpAddr,
     cluster_dns: Option<&crate::network::dns::resolv::ClusterDns>,
+    host_resolv: &str,
 ) -> io::Result<Vec<(String, PathBuf)>> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc)?;
@@ -64,13 +65,7 @@ pub fn etc_files(
     }
     write_if_changed(&etc.join("hosts"), hosts.as_bytes())?;
     write_if_changed(&etc.join("hostname"), format!("{hostname}\n").as_bytes())?;
-    // The kubelet has no cluster DNS setting yet: ClusterFirst pods get the host's
-    // configuration until it passes one in here.
-    let host_resolv = dns::host_resolv_conf(
-        Path::new(dns::resolv::ETC_RESOLV_CONF),
-        Path::new(dns::resolv::SYSTEMD_RESOLV_CONF),
-    );
-    let resolv = resolv_conf(pod, cluster_dns, &host_resolv)
+    let resolv = resolv_conf(pod, cluster_dns, host_resolv)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     write_if_changed(&etc.join("resolv.conf"), resolv.as_bytes())?;
     Ok(vec![

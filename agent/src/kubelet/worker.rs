@@ -300,8 +300,15 @@ impl Worker {
                     domain: self.k.config.network.cluster_domain.clone(),
                 }
             });
-        let etc = volumes::etc_files(&self.pod_dir(), pod, self.k.node_ip, cluster_dns.as_ref())
-            .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
+        let host_resolv = self.k.network.host_resolv();
+        let etc = volumes::etc_files(
+            &self.pod_dir(),
+            pod,
+            self.k.node_ip,
+            cluster_dns.as_ref(),
+            &host_resolv,
+        )
+        .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
         match volumes::prepare(&self.k, pod, &self.pod_dir(), &self.volumes).await {
             Ok(v) => self.volumes = v,
             Err(e) => {

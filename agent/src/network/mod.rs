@@ -117,6 +117,9 @@ pub struct Config {
     pub backend: Backend,
     /// skiff's data folder (`agent/network/` below it is the network's).
     pub data_dir: PathBuf,
+    /// The resolver configuration that cluster DNS forwards with and that pods with
+    /// `dnsPolicy: Default` get (`--resolv-conf`); else the host's, as upstream picks it.
+    pub resolv_conf: Option<PathBuf>,
 }
 
 impl Config {
@@ -182,6 +185,22 @@ impl Network {
     /// What it was told.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The host's resolver configuration as pods and cluster DNS use it: the file
+    /// `--resolv-conf` names, else `/etc/resolv.conf` (systemd-resolved's real file when
+    /// that one only names its stub). Unreadable counts as empty.
+    pub fn host_resolv(&self) -> String {
+        match &self.config.resolv_conf {
+            Some(path) => std::fs::read_to_string(path).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read --resolv-conf");
+                String::new()
+            }),
+            None => dns::resolv::host_resolv_conf(
+                Path::new(dns::resolv::ETC_RESOLV_CONF),
+                Path::new(dns::resolv::SYSTEMD_RESOLV_CONF),
+            ),
+        }
     }
 
     /// Gives pod `uid`, whose network namespace is `netns`, its address and its link to
@@ -449,10 +468,7 @@ impl Network {
         use k8s_openapi::api::core::v1::Service;
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         let dns_addr = std::net::SocketAddrV4::new(gateway, 53);
-        let host = dns::resolv::host_resolv_conf(
-            Path::new("/etc/resolv.conf"),
-            Path::new("/run/systemd/resolve/resolv.conf"),
-        );
+        let host = self.host_resolv();
         let dns = Arc::new(dns::Dns::new(
             &self.config.cluster_domain,
             dns::resolv::upstreams(&host),
