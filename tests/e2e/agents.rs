@@ -19,7 +19,7 @@ const SOON: Duration = Duration::from_secs(90);
 const KUBECTL: Kubectl = Kubectl::V132;
 
 /// The arguments of `skiff agent` on host `i`, joining with `token`.
-fn agent_args(c: &Cluster, i: usize, token: &str) -> Vec<String> {
+pub fn agent_args(c: &Cluster, i: usize, token: &str) -> Vec<String> {
     let h = c.host(i);
     vec![
         "agent".into(),

@@ -28,23 +28,7 @@ pub fn start(mut c: Cluster, extra: &[&str]) -> Cluster {
     let token = std::fs::read_to_string(c.host(0).data_dir().join("server/token"))
         .expect("the server token");
     for i in 1..hosts {
-        let h = c.host(i);
-        let args = vec![
-            "agent".to_string(),
-            "--config".into(),
-            "/dev/null".into(),
-            "--data-dir".into(),
-            h.data_dir().display().to_string(),
-            "--server".into(),
-            c.server_url(),
-            "--token".into(),
-            token.trim().to_string(),
-            "--node-ip".into(),
-            h.address().to_string(),
-            "--node-name".into(),
-            h.name().to_string(),
-        ];
-        let mut args = args;
+        let mut args = crate::agents::agent_args(&c, i, token.trim());
         args.extend(extra.iter().map(|s| s.to_string()));
         c.start_agent(i, &args);
     }

@@ -235,6 +235,29 @@ impl Worker {
         }
     }
 
+    /// Every container of the pod waits, for `reason` with `message`.
+    fn wait_all(
+        &mut self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        reason: &str,
+        message: &str,
+    ) {
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: reason.into(),
+                    message: Some(message.into()),
+                },
+            );
+        }
+    }
+
     async fn sync(&mut self, pod: &Pod) -> Result<Duration, String> {
         let spec = pod.spec.clone().unwrap_or_default();
         let host_network = spec.host_network == Some(true);
@@ -258,20 +281,8 @@ impl Worker {
                 match self.k.network.attach(&self.uid, &netns).await {
                     Ok(ip) => self.pod_ip = ip,
                     Err(e) => {
-                        for c in spec
-                            .init_containers
-                            .iter()
-                            .flatten()
-                            .chain(&spec.containers)
-                        {
-                            self.waiting.insert(
-                                c.name.clone(),
-                                Waiting {
-                                    reason: "ContainerCreating".into(),
-                                    message: Some(format!("network: {}", chain(&e))),
-                                },
-                            );
-                        }
+                        let message = format!("network: {}", chain(&e));
+                        self.wait_all(&spec, "ContainerCreating", &message);
                         self.report(pod, false, false).await;
                         return Ok(Duration::from_millis(500));
                     }
@@ -313,20 +324,7 @@ impl Worker {
             Ok(v) => self.volumes = v,
             Err(e) => {
                 // Every container waits on its volumes.
-                for c in spec
-                    .init_containers
-                    .iter()
-                    .flatten()
-                    .chain(&spec.containers)
-                {
-                    self.waiting.insert(
-                        c.name.clone(),
-                        Waiting {
-                            reason: "CreateContainerConfigError".into(),
-                            message: Some(e.clone()),
-                        },
-                    );
-                }
+                self.wait_all(&spec, "CreateContainerConfigError", &e);
                 self.report(pod, false, false).await;
                 return Ok(Duration::from_secs(2));
             }

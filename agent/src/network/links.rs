@@ -199,55 +199,42 @@ impl Links {
     /// Makes the bridge `name` (if missing) with `gateway` on it, up, with `mtu`, and
     /// bridged IPv4 passed through netfilter (so Service rules see pod-to-pod traffic).
     pub async fn ensure_bridge(&self, name: &str, gateway: Ipv4Net, mtu: u32) -> Result<Link> {
-        if self.get(name).await?.is_none() {
-            let msg = LinkBridge::new(name)
-                .mtu(mtu)
-                .nf_call_iptables(true)
-                .up()
-                .build();
-            match self.handle.link().add(msg).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == EEXIST => {}
-                Err(e) => return Err(nl(format!("making bridge {name}"))(e)),
-            }
-        }
-        let link = self.must(name).await?;
-        let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).up().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(nl(format!("setting bridge {name} up")))?;
-        self.ensure_address(link.index, gateway).await?;
-        Ok(link)
+        let make = LinkBridge::new(name)
+            .mtu(mtu)
+            .nf_call_iptables(true)
+            .up()
+            .build();
+        self.ensure_link(name, make, mtu, gateway).await
     }
 
     /// Makes the VXLAN device `v.name` (if missing), up, with `v.address` on it;
     /// returns it (its MAC is the node's VTEP address).
     pub async fn ensure_vxlan(&self, v: &Vxlan<'_>) -> Result<Link> {
-        let Vxlan {
-            name,
-            vni,
-            port,
-            local,
-            dev,
-            mtu,
-            address,
-        } = *v;
+        let make = LinkVxlan::new(v.name, v.vni)
+            .dev(v.dev)
+            .port(v.port)
+            .local(v.local)
+            .learning(false)
+            .mtu(v.mtu)
+            .up()
+            .build();
+        self.ensure_link(v.name, make, v.mtu, v.address).await
+    }
+
+    /// Makes link `name` with `make` if it is missing, then sets it up with `mtu` and
+    /// `address` on it.
+    async fn ensure_link(
+        &self,
+        name: &str,
+        make: LinkMessage,
+        mtu: u32,
+        address: Ipv4Net,
+    ) -> Result<Link> {
         if self.get(name).await?.is_none() {
-            let msg = LinkVxlan::new(name, vni)
-                .dev(dev)
-                .port(port)
-                .local(local)
-                .learning(false)
-                .mtu(mtu)
-                .up()
-                .build();
-            match self.handle.link().add(msg).execute().await {
+            match self.handle.link().add(make).execute().await {
                 Ok(()) => {}
                 Err(e) if errno(&e) == EEXIST => {}
-                Err(e) => return Err(nl(format!("making VXLAN device {name}"))(e)),
+                Err(e) => return Err(nl(format!("making link {name}"))(e)),
             }
         }
         let link = self.must(name).await?;
