@@ -611,6 +611,47 @@ fn services_and_cluster_dns_across_nodes() {
     });
     assert_eq!(found, want);
 
+    // A live connection through a Service survives the Service's other endpoints
+    // going and coming: echo servers say their name, then echo.
+    apply(
+        &c,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "echo"}},
+                 "template": {"metadata": {"labels": {"app": "echo"}},
+                              "spec": {"terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "echo", "image": "docker.io/library/busybox:latest",
+                                           "imagePullPolicy": "Never",
+                                           "command": ["sh", "-c", "printf '#!/bin/sh\\nhostname\\nexec cat\\n' > /echo && chmod +x /echo && exec nc -ll -p 9000 -e /echo"],
+                                           "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1}}]}}}}),
+    );
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 9000}]}}),
+    );
+    let echoes = wait_pods(&c, "echo", 3);
+    let mut live = c.kubectl(KUBECTL).spawn(&[
+        "exec",
+        "client",
+        "--",
+        "sh",
+        "-c",
+        "(sleep 12; echo ping) | nc echo.default.svc.cluster.local 9000",
+    ]);
+    let first = live.wait_for_line(SOON, |l| echoes.contains_key(l));
+    let others: Vec<&str> = echoes
+        .keys()
+        .map(String::as_str)
+        .filter(|n| *n != first)
+        .collect();
+    let mut args = vec!["delete", "pod", "--wait=false"];
+    args.extend(others.iter().copied());
+    c.kubectl(KUBECTL).run(&args).ok();
+    c.kubectl(KUBECTL)
+        .run(&["scale", "deployment", "echo", "--replicas", "4"])
+        .ok();
+    live.wait_for_line(SOON, |l| l == "ping");
+
     // Scaling down removes endpoints: soon no request reaches a deleted pod.
     c.kubectl(KUBECTL)
         .run(&["scale", "deployment", "web", "--replicas", "2"])
