@@ -652,6 +652,42 @@ fn services_and_cluster_dns_across_nodes() {
         .ok();
     live.wait_for_line(SOON, |l| l == "ping");
 
+    // A NetworkPolicy: web pods take connections from the client only, on 8080.
+    apply(
+        &c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "web-from-client"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                              "ports": [{"protocol": "TCP", "port": 8080}]}]}}),
+    );
+    let targets: Vec<(String, String)> = ready_pods(&c, "web")
+        .into_iter()
+        .map(|(n, (_, ip))| (n, ip))
+        .collect();
+    for (name, ip) in &targets {
+        wait_until(SOON, &format!("db-0 is kept from {name}"), || {
+            match fetch(&c, "db-0", ip, 8080) {
+                Ok(got) => Err(format!("db-0 got {got}")),
+                Err(_) => Ok(()),
+            }
+        });
+        assert_eq!(
+            fetch(&c, "client", ip, 8080).as_deref(),
+            Ok(name.as_str()),
+            "the client is allowed"
+        );
+    }
+    c.kubectl(KUBECTL)
+        .run(&["delete", "networkpolicy", "web-from-client"])
+        .ok();
+    for (name, ip) in &targets {
+        let got = wait_until(SOON, &format!("db-0 reaches {name} again"), || {
+            fetch(&c, "db-0", ip, 8080)
+        });
+        assert_eq!(&got, name);
+    }
+
     // Scaling down removes endpoints: soon no request reaches a deleted pod.
     c.kubectl(KUBECTL)
         .run(&["scale", "deployment", "web", "--replicas", "2"])

@@ -13,6 +13,7 @@ pub mod ipam;
 pub mod links;
 pub mod nft;
 pub mod overlay;
+pub mod policy;
 pub mod proxy;
 
 use futures::StreamExt;
@@ -72,6 +73,9 @@ pub enum Error {
     /// The Service rules could not be programmed.
     #[error("service rules")]
     Proxy(#[from] proxy::Error),
+    /// The NetworkPolicy rules could not be programmed.
+    #[error("network policy rules")]
+    Policy(#[from] policy::Error),
     /// The nftables socket could not be opened.
     #[error("opening the nftables socket")]
     Nft(#[from] nft::Error),
@@ -338,8 +342,14 @@ impl Network {
             ipam_gateway(range),
             cancel.clone(),
         ));
+        let policies = tokio::spawn(self.clone().follow_policies(
+            nodes.clone().into_client(),
+            ipam_gateway(range),
+            cancel.clone(),
+        ));
         let result = self.follow_peers(&nodes, &links, vxlan, cancel).await;
         services.abort();
+        policies.abort();
         result
     }
 
@@ -563,6 +573,82 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Enforces the NetworkPolicies that select this node's pods, in skiff's table
+    /// `ip skiff-policy`, one sync per burst of changes to pods, namespaces or policies.
+    async fn follow_policies(
+        self: Arc<Self>,
+        client: kube::Client,
+        gateway: Ipv4Addr,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        use k8s_openapi::api::networking::v1::NetworkPolicy;
+        let scope = policy::NodeScope {
+            node_name: self.config.node_name.clone(),
+            host_addrs: vec![self.config.node_ip, gateway],
+        };
+        let socket = tokio::task::spawn_blocking(nft::NftSocket::open)
+            .await
+            .map_err(|e| nft::Error::Open(std::io::Error::other(e.to_string())))??;
+        let enforcer = Arc::new(std::sync::Mutex::new(policy::Policy::new(socket, scope)));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let watch = watcher::Config::default;
+        let (pods, w) = kube::runtime::reflector::store::<Pod>();
+        let f1 = tokio::spawn(feed(
+            kube::runtime::reflector(w, watcher::watcher(Api::all(client.clone()), watch())),
+            changed.clone(),
+        ));
+        let (namespaces, w) = kube::runtime::reflector::store::<Namespace>();
+        let f2 = tokio::spawn(feed(
+            kube::runtime::reflector(w, watcher::watcher(Api::all(client.clone()), watch())),
+            changed.clone(),
+        ));
+        let (policies, w) = kube::runtime::reflector::store::<NetworkPolicy>();
+        let f3 = tokio::spawn(feed(
+            kube::runtime::reflector(w, watcher::watcher(Api::all(client), watch())),
+            changed.clone(),
+        ));
+        let ready = async {
+            let _ = pods.wait_until_ready().await;
+            let _ = namespaces.wait_until_ready().await;
+            let _ = policies.wait_until_ready().await;
+        };
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = ready => loop {
+                let (p, n, np) = (pods.state(), namespaces.state(), policies.state());
+                let e = enforcer.clone();
+                let synced = tokio::task::spawn_blocking(move || {
+                    e.lock()
+                        .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
+                        .sync(&p, &n, &np)
+                        .map_err(|e| crate::kubelet::worker::chain(&e))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                if let Err(e) = synced {
+                    tracing::warn!(error = %e, "programming the network policy rules failed; retrying");
+                    let again = changed.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        again.notify_one();
+                    });
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = changed.notified() => {}
+                }
+            },
+        }
+        f1.abort();
+        f2.abort();
+        f3.abort();
+        Ok(())
+    }
+}
+
 /// Drives a reflector's stream, telling `changed` after every event.
 async fn feed<S, K>(stream: S, changed: Arc<tokio::sync::Notify>)
 where
@@ -573,7 +659,7 @@ where
         match event {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(_) => changed.notify_one(),
-            Err(e) => tracing::debug!(error = %e, "watching Services or EndpointSlices"),
+            Err(e) => tracing::debug!(error = %e, "watching the objects the node's rules follow"),
         }
     }
 }
@@ -622,6 +708,11 @@ pub async fn remove() -> Result<()> {
             dns: None,
         };
         proxy::Proxy::new(nft::NftSocket::open()?, ctx).remove()?;
+        let scope = policy::NodeScope {
+            node_name: String::new(),
+            host_addrs: Vec::new(),
+        };
+        policy::Policy::new(nft::NftSocket::open()?, scope).remove()?;
         Ok(())
     })
     .await
