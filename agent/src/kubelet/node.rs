@@ -186,16 +186,23 @@ pub fn status(
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
-        addresses: Some(vec![
-            NodeAddress {
-                type_: "InternalIP".into(),
-                address: k.node_ip.to_string(),
-            },
-            NodeAddress {
-                type_: "Hostname".into(),
-                address: k.node_name.clone(),
-            },
-        ]),
+        addresses: Some(
+            [
+                Some(("InternalIP", k.node_ip.to_string())),
+                // `--node-external-ip`: what LoadBalancer Services are given, as K3s.
+                k.network
+                    .external_ip
+                    .map(|ip| ("ExternalIP", ip.to_string())),
+                Some(("Hostname", k.node_name.clone())),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|(type_, address)| NodeAddress {
+                type_: type_.into(),
+                address,
+            })
+            .collect(),
+        ),
         node_info: Some(NodeSystemInfo {
             architecture: kube_arch().to_string(),
             boot_id: host.boot_id.clone(),
@@ -440,6 +447,28 @@ mod tests {
                 resolv_conf: None,
             },
         }
+    }
+
+    #[test]
+    fn an_external_address_is_published() {
+        let mut c = config();
+        c.network.external_ip = Some("203.0.113.9".parse().unwrap());
+        let host = Host::read(std::path::Path::new("/nonexistent"));
+        let s = status(&c, &host, 10250, Timestamp::now(), None);
+        let addrs: Vec<(String, String)> = s
+            .addresses
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.type_, a.address))
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                ("InternalIP".to_string(), "10.0.0.5".to_string()),
+                ("ExternalIP".into(), "203.0.113.9".into()),
+                ("Hostname".into(), "edge-1".into()),
+            ]
+        );
     }
 
     #[test]
