@@ -15,6 +15,8 @@ pub mod nft;
 pub mod overlay;
 pub mod policy;
 pub mod proxy;
+#[cfg(test)]
+mod testns;
 
 use futures::StreamExt;
 use ipnet::Ipv4Net;

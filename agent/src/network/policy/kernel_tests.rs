@@ -5,77 +5,16 @@
 use super::tests::{namespace, pod, policy};
 use super::*;
 use crate::network::nft::NftSocket;
+use crate::network::testns::Netns;
 use serde_json::json;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::Duration;
-
-/// A named network namespace, deleted on drop (with the links inside it).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("skiff-pol-{tag}-{}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("running ip (iproute2) for the test's namespace");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} (these tests need root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("running ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Runs `f` on a thread inside the namespace: sockets it opens live there.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("opening the namespace");
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("entering the namespace");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// The node's namespace with bridge `br0` at 10.42.0.1/24, bridged traffic passing
 /// the IPv4 hooks as on a skiff node.
 fn node_ns() -> Netns {
-    let n = Netns::new("node");
+    let n = Netns::new("pol", "node");
     n.ip(&[
         "link",
         "add",
@@ -92,7 +31,7 @@ fn node_ns() -> Netns {
 
 /// A pod namespace at `addr` on the node's bridge through veth `host_if`.
 fn pod_ns(node: &Netns, tag: &str, host_if: &str, addr: &str) -> Netns {
-    let p = Netns::new(tag);
+    let p = Netns::new("pol", tag);
     node.ip(&[
         "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &p.name,
     ]);

@@ -4,82 +4,27 @@
 use super::tests::{service, slice, Svc};
 use super::*;
 use crate::network::nft::{Batch, Message, NftSocket};
+use crate::network::testns::Netns;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A named network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("skiff-proxy-{tag}-{}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("running ip (iproute2) for the test's namespace");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} (these tests need root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        // A node address with a default route, so connections to Service addresses
-        // are routed (the nat output hook runs after routing).
-        // (A veth pair: this kernel has no dummy links.)
-        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", "d0"]);
-        ns.ip(&["link", "set", "d1", "up"]);
-        ns.ip(&["link", "set", "d0", "up"]);
-        ns.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "d0"]);
-        // The endpoints' addresses.
-        for a in ["10.99.0.5/32", "10.99.0.6/32"] {
-            ns.ip(&["addr", "add", a, "dev", "lo"]);
-        }
-        ns
+/// A fresh namespace for `tag`.
+fn netns(tag: &str) -> Netns {
+    let ns = Netns::new("proxy", tag);
+    // A node address with a default route, so connections to Service addresses
+    // are routed (the nat output hook runs after routing).
+    // (A veth pair: this kernel has no dummy links.)
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    ns.ip(&["addr", "add", "10.0.0.2/24", "dev", "d0"]);
+    ns.ip(&["link", "set", "d1", "up"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    ns.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "d0"]);
+    // The endpoints' addresses.
+    for a in ["10.99.0.5/32", "10.99.0.6/32"] {
+        ns.ip(&["addr", "add", a, "dev", "lo"]);
     }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("running ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Runs `f` on a thread inside the namespace: sockets it opens live there.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("opening the namespace");
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("entering the namespace");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+    ns
 }
 
 fn ctx(node_ips: Vec<Ipv4Addr>) -> NodeContext {
@@ -143,7 +88,7 @@ fn ip4(s: &str) -> Ipv4Addr {
 
 #[test]
 fn cluster_ip_reaches_its_endpoint_follows_a_move_and_restarts_without_duplicates() {
-    let ns = Netns::new("cip");
+    let ns = netns("cip");
     ns.run(|| {
         let backends = Backends::new(&["10.99.0.5", "10.99.0.6"], 8080);
         let svc = service(Svc::cluster("web", "10.43.0.20", 80));
@@ -196,7 +141,7 @@ fn cluster_ip_reaches_its_endpoint_follows_a_move_and_restarts_without_duplicate
 
 #[test]
 fn node_port_answers_on_node_addresses() {
-    let ns = Netns::new("np");
+    let ns = netns("np");
     ns.run(|| {
         let backends = Backends::new(&["10.99.0.5"], 8080);
         let svc = service(Svc {
@@ -226,7 +171,7 @@ fn node_port_answers_on_node_addresses() {
 
 #[test]
 fn a_service_without_endpoints_refuses_connections_at_once() {
-    let ns = Netns::new("rej");
+    let ns = netns("rej");
     ns.run(|| {
         let svc = service(Svc {
             node_port: Some(30081),
@@ -248,7 +193,7 @@ fn a_service_without_endpoints_refuses_connections_at_once() {
 
 #[test]
 fn session_affinity_keeps_a_client_on_one_endpoint_and_every_feature_is_accepted() {
-    let ns = Netns::new("aff");
+    let ns = netns("aff");
     ns.run(|| {
         let backends = Backends::new(&["10.99.0.5", "10.99.0.6"], 8080);
         let sticky = service(Svc {
@@ -306,7 +251,7 @@ fn session_affinity_keeps_a_client_on_one_endpoint_and_every_feature_is_accepted
 
 #[test]
 fn a_refused_message_is_named_in_the_error() {
-    let ns = Netns::new("err");
+    let ns = netns("err");
     ns.run(|| {
         let mut sock = NftSocket::open().expect("socket");
         let mut b = Batch::new();
