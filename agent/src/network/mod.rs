@@ -531,42 +531,23 @@ impl Network {
         };
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = ready => loop {
+            () = ready => resync(&changed, &cancel, "service rules", move || {
                 let (svcs, eps) = (services.state(), slices.state());
                 dns.update(&svcs, &eps);
-                let p = proxy.clone();
                 let started = std::time::Instant::now();
-                let synced = tokio::task::spawn_blocking(move || {
-                    p.lock().map_err(|_| "the proxy's lock is poisoned".to_string())?
-                        .sync(&svcs, &eps)
-                        .map_err(|e| crate::kubelet::worker::chain(&e))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-                match synced {
-                    Ok(stats) if stats.messages > 0 => tracing::debug!(
+                let mut p = proxy.lock().map_err(|_| "the proxy's lock is poisoned".to_string())?;
+                let stats = p.sync(&svcs, &eps).map_err(|e| crate::kubelet::worker::chain(&e))?;
+                if stats.messages > 0 {
+                    tracing::debug!(
                         service_ports = stats.service_ports,
                         messages = stats.messages,
                         took = ?started.elapsed(),
                         "service rules changed"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "programming the service rules failed; retrying");
-                        // A retry without a new change: wake ourselves after a pause.
-                        let again = changed.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                            again.notify_one();
-                        });
-                    }
+                    );
                 }
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = changed.notified() => {}
-                }
-            },
+                Ok(())
+            })
+            .await,
         }
         svc_feed.abort();
         slice_feed.abort();
@@ -618,36 +599,54 @@ impl Network {
         };
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = ready => loop {
+            () = ready => resync(&changed, &cancel, "network policy rules", move || {
                 let (p, n, np) = (pods.state(), namespaces.state(), policies.state());
-                let e = enforcer.clone();
-                let synced = tokio::task::spawn_blocking(move || {
-                    e.lock()
-                        .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
-                        .sync(&p, &n, &np)
-                        .map_err(|e| crate::kubelet::worker::chain(&e))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-                if let Err(e) = synced {
-                    tracing::warn!(error = %e, "programming the network policy rules failed; retrying");
-                    let again = changed.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        again.notify_one();
-                    });
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = changed.notified() => {}
-                }
-            },
+                enforcer
+                    .lock()
+                    .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
+                    .sync(&p, &n, &np)
+                    .map(drop)
+                    .map_err(|e| crate::kubelet::worker::chain(&e))
+            })
+            .await,
         }
         f1.abort();
         f2.abort();
         f3.abort();
         Ok(())
+    }
+}
+
+/// Runs `sync` (blocking: netlink) on a blocking thread now and after every change
+/// `changed` reports, until `cancel` fires; a failed sync is tried again a second later
+/// even without a change.
+async fn resync<F>(
+    changed: &Arc<tokio::sync::Notify>,
+    cancel: &CancellationToken,
+    what: &'static str,
+    sync: F,
+) where
+    F: Fn() -> Result<(), String> + Send + Sync + 'static,
+{
+    let sync = Arc::new(sync);
+    loop {
+        let s = sync.clone();
+        let synced = tokio::task::spawn_blocking(move || s())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        if let Err(e) = synced {
+            tracing::warn!(error = %e, "programming the {what} failed; retrying");
+            let again = changed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                again.notify_one();
+            });
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = changed.notified() => {}
+        }
     }
 }
 
