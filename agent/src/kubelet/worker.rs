@@ -280,6 +280,17 @@ impl Worker {
             if let Some(netns) = self.sandbox.as_ref().and_then(|s| s.net.clone()) {
                 match self.k.network.attach(&self.uid, &netns).await {
                     Ok(ip) => self.pod_ip = ip,
+                    // A pod attached before this kubelet started keeps its address and
+                    // its reported state while the network comes back.
+                    Err(_)
+                        if pod
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.pod_ip.as_ref())
+                            .is_some() =>
+                    {
+                        return Ok(Duration::from_millis(500));
+                    }
                     Err(e) => {
                         let message = format!("network: {}", chain(&e));
                         self.wait_all(&spec, "ContainerCreating", &message);
