@@ -55,7 +55,57 @@ async fn create_if_missing(
     }
 }
 
-/// Creates whatever default object is missing. Existing ones are left as they are.
+/// Creates `wanted` in the default namespace, or sets its `fields` on the stored object
+/// where they differ; other fields, such as labels added by users, are left alone.
+async fn keep_current(
+    api: &Api,
+    group: &str,
+    kind: &str,
+    wanted: Value,
+    fields: &[&str],
+) -> Result<(), ApiError> {
+    let resource = registry::find_kind(group, kind)
+        .ok_or_else(|| ApiError::internal(format!("no resource for {kind}")))?;
+    let name = wanted
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(stored) = api.store.get(&resource.key(Some("default"), &name)) else {
+        return create_if_missing(api, group, kind, Some("default"), wanted).await;
+    };
+    let stored: Value = serde_json::from_slice(&stored.value)
+        .map_err(|e| ApiError::internal(format!("stored {kind} {name}: {e}")))?;
+    let update = |old: &Value| {
+        let mut new = old.clone();
+        for f in fields {
+            new[*f] = wanted[*f].clone();
+        }
+        new
+    };
+    if update(&stored) == stored {
+        return Ok(());
+    }
+    let target = Target {
+        resource,
+        namespace: Some("default".into()),
+        name: Some(name.clone()),
+        subresource: None,
+    };
+    handlers::guaranteed_update(
+        api,
+        &target,
+        handlers::Part::Main,
+        &WriteOptions::default(),
+        |old| Ok(update(old)),
+    )
+    .await?;
+    tracing::info!(%kind, %name, "the API's address changed: updated");
+    Ok(())
+}
+
+/// Creates whatever default object is missing. Existing ones are left as they are, but
+/// for the `kubernetes` Endpoints and EndpointSlice, which follow `advertised`.
 pub async fn ensure_defaults(api: &Api, advertised: IpAddr, port: u16) -> Result<(), ApiError> {
     for ns in DEFAULT_NAMESPACES {
         create_if_missing(
@@ -111,32 +161,34 @@ pub async fn ensure_defaults(api: &Api, advertised: IpAddr, port: u16) -> Result
     )
     .await?;
     let address = advertised.to_string();
-    create_if_missing(
+    // The API's address can change between starts (a new --advertise-address, a node
+    // that got another address), so these two are made current each time.
+    keep_current(
         api,
         "",
         "Endpoints",
-        Some("default"),
         json!({
             "apiVersion": "v1",
             "kind": "Endpoints",
-            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
         }),
+        &["subsets"],
     )
     .await?;
-    create_if_missing(
+    keep_current(
         api,
         "discovery.k8s.io",
         "EndpointSlice",
-        Some("default"),
         json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
-            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff"}},
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff"}},
             "addressType": if advertised.is_ipv4() { "IPv4" } else { "IPv6" },
             "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
         }),
+        &["addressType", "endpoints", "ports"],
     )
     .await?;
     ensure_policy(api).await

@@ -136,13 +136,24 @@ impl Config {
         self.data_dir.join("server")
     }
 
-    /// The address clients are told to use.
+    /// The address clients are told to use, and which the `kubernetes` Service leads to:
+    /// `advertise_address`; else the address it is bound to; else, listening on every
+    /// address, the in-process node's address, which pods can reach; else loopback.
     fn advertised(&self) -> IpAddr {
-        self.advertise_address.unwrap_or(match self.bind_address {
-            a if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-            a => a,
-        })
+        advertised(
+            self.advertise_address,
+            self.bind_address,
+            self.node.as_ref().map(|(_, ip)| *ip),
+        )
     }
+}
+
+fn advertised(advertise: Option<IpAddr>, bind: IpAddr, node_ip: Option<IpAddr>) -> IpAddr {
+    advertise.unwrap_or(match (bind, node_ip) {
+        (a, Some(node_ip)) if a.is_unspecified() => node_ip,
+        (a, None) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        (a, _) => a,
+    })
 }
 
 /// Where clients in this process reach an API listening on `bind`: that address, or
@@ -328,8 +339,22 @@ pub async fn run_with_node(
 
 #[cfg(test)]
 mod tests {
-    use super::loopback_url;
+    use super::{advertised, loopback_url};
     use std::net::IpAddr;
+
+    #[test]
+    fn the_advertised_address_is_one_pods_and_nodes_can_reach() {
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let at = |bind: &str, advertise: Option<&str>, node: Option<&str>| {
+            advertised(advertise.map(ip), ip(bind), node.map(ip))
+        };
+        // Listening everywhere with a node in-process: the node's address, not loopback.
+        assert_eq!(at("0.0.0.0", None, Some("10.0.0.5")), ip("10.0.0.5"));
+        assert_eq!(at("0.0.0.0", None, None), ip("127.0.0.1"));
+        assert_eq!(at("10.0.0.7", None, Some("10.0.0.5")), ip("10.0.0.7"));
+        let set = at("0.0.0.0", Some("192.168.1.2"), Some("10.0.0.5"));
+        assert_eq!(set, ip("192.168.1.2"));
+    }
 
     #[test]
     fn components_reach_the_api_where_it_listens() {

@@ -76,6 +76,9 @@ pub fn server_sans(config: &Config) -> Vec<String> {
     if let Some(a) = config.advertise_address {
         add(a.to_string());
     }
+    if let Some((_, node_ip)) = &config.node {
+        add(node_ip.to_string());
+    }
     for ip in local_addresses() {
         add(ip.to_string());
     }

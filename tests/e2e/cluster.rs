@@ -403,9 +403,17 @@ impl Host {
         self.dir().join("data")
     }
 
-    /// Where a server on this host writes the admin kubeconfig.
+    /// The admin kubeconfig of a server on this host, for use from outside the host:
+    /// the one the server wrote, naming the host's address instead of loopback (as a
+    /// user copying it off the machine edits it).
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir().join("kubeconfig.yaml")
+    }
+
+    /// Where a server on this host writes the admin kubeconfig (naming loopback, as
+    /// it listens on every address).
+    fn local_kubeconfig(&self) -> PathBuf {
+        self.dir().join("kubeconfig.local.yaml")
     }
 
     /// `$HOME` for kubectl run against this host (its discovery cache).
@@ -472,10 +480,12 @@ impl Host {
         if self.server {
             // The kubeconfig is written once the server is ready, so an old one must
             // not count as a sign of readiness after a restart.
-            match std::fs::remove_file(self.kubeconfig()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => panic!("removing the old kubeconfig: {e}"),
+            for old in [self.kubeconfig(), self.local_kubeconfig()] {
+                match std::fs::remove_file(old) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("removing the old kubeconfig: {e}"),
+                }
             }
         }
         self.starts += 1;
@@ -511,9 +521,13 @@ impl Host {
         }
     }
 
-    /// Waits until the server wrote its kubeconfig and answers `/readyz` through it.
+    /// Waits until the server wrote its kubeconfig and answers `/readyz` through the
+    /// copy that names the host's address.
     fn wait_ready(&mut self) {
+        let local = self.local_kubeconfig();
         let kubeconfig = self.kubeconfig();
+        let loopback = format!("https://127.0.0.1:{API_PORT}");
+        let remote = format!("https://{}:{API_PORT}", self.address);
         let what = format!("the server on {} to be ready", self.name);
         wait_until(START_TIMEOUT, &what, || {
             if let Some(status) = self.exited() {
@@ -523,9 +537,16 @@ impl Host {
                     self.log_tail()
                 );
             }
-            if !kubeconfig_complete(&kubeconfig) {
+            if !kubeconfig_complete(&local) {
                 return Err("no kubeconfig yet".into());
             }
+            let written = std::fs::read_to_string(&local).expect("reading the kubeconfig");
+            assert!(
+                written.contains(&loopback),
+                "the kubeconfig does not name {loopback}:\n{written}"
+            );
+            std::fs::write(&kubeconfig, written.replace(&loopback, &remote))
+                .expect("writing the host's kubeconfig");
             if !serves_readyz(&kubeconfig) {
                 return Err("/readyz does not answer ok".into());
             }
@@ -651,8 +672,9 @@ impl Cluster {
         &mut self.hosts[i]
     }
 
-    /// Runs `skiff server` with its node on host `i`, bound to the host's address on
-    /// [`API_PORT`], and waits until it is ready. The node is named after the host and
+    /// Runs `skiff server` with its node on host `i`, listening on every address on
+    /// [`API_PORT`] as a plain `skiff server` does (so it advertises its node's address),
+    /// and waits until it is ready. The node is named after the host and
     /// has busybox (`docker.io/library/busybox:latest`) in its air-gap folder. `extra`
     /// flags are added (and kept across restarts).
     pub fn start_server(&mut self, i: usize, extra: &[&str]) {
@@ -662,15 +684,11 @@ impl Cluster {
         let mut args: Vec<OsString> = vec!["server".into(), "--data-dir".into()];
         args.push(host.data_dir().into());
         args.push("--write-kubeconfig".into());
-        args.push(host.kubeconfig().into());
+        args.push(host.local_kubeconfig().into());
         args.extend(
             [
                 "--config",
                 "/dev/null",
-                "--bind-address",
-                &address,
-                "--advertise-address",
-                &address,
                 "--https-listen-port",
                 &API_PORT.to_string(),
                 "--node-ip",

@@ -267,3 +267,49 @@ fn every_namespace_has_a_default_service_account() {
         (now != first).then_some(()).ok_or(now)
     });
 }
+
+#[test]
+fn the_kubernetes_endpoints_follow_the_advertised_address() {
+    let mut server = Server::start_with(&["--advertise-address", "10.213.9.1"]);
+    let addresses = |server: &Server| {
+        let ep = server
+            .kubectl(Kubectl::V132)
+            .run(&["get", "endpoints", "kubernetes", "-o", "json"])
+            .json();
+        let slice = server
+            .kubectl(Kubectl::V132)
+            .run(&["get", "endpointslice", "kubernetes", "-o", "json"])
+            .json();
+        (
+            ep["subsets"][0]["addresses"][0]["ip"].clone(),
+            slice["endpoints"][0]["addresses"][0].clone(),
+        )
+    };
+    assert_eq!(
+        addresses(&server),
+        ("10.213.9.1".into(), "10.213.9.1".into())
+    );
+    // A label added by a user survives the restart.
+    server
+        .kubectl(Kubectl::V132)
+        .run(&["label", "endpoints", "kubernetes", "team=infra"])
+        .ok();
+
+    // Restarted with another address, the server rewrites both.
+    let flags = server.extra_flags();
+    flags.retain(|f| f != "10.213.9.1");
+    flags.push("10.213.9.2".into());
+    server.restart();
+    assert_eq!(
+        addresses(&server),
+        ("10.213.9.2".into(), "10.213.9.2".into())
+    );
+    let labels = server.kubectl(Kubectl::V132).run(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.metadata.labels.team}",
+    ]);
+    assert_eq!(labels.ok(), "infra");
+}
