@@ -627,7 +627,14 @@ pub mod expr {
         ]
     }
 
-    /// `ct state` has any of `bits` (2: established, 4: related, 8: new, 1: invalid).
+    /// `ct state` bit: a connection that has seen traffic both ways.
+    pub const CT_ESTABLISHED: u32 = 0x2;
+    /// `ct state` bit: a connection that belongs to another (an ICMP error, FTP data).
+    pub const CT_RELATED: u32 = 0x4;
+    /// `ct state` bit: a connection's first packet.
+    pub const CT_NEW: u32 = 0x8;
+
+    /// `ct state` has any of `bits` ([`CT_ESTABLISHED`], [`CT_RELATED`], [`CT_NEW`]).
     pub fn ct_state_any(bits: u32) -> Vec<Expr> {
         vec![
             Expr::CtState { dreg: REG_1 },

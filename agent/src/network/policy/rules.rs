@@ -41,8 +41,6 @@ pub const INGRESS_PODS: &str = "ingress-pods";
 /// The verdict map from an isolated local pod's address to its egress chain.
 pub const EGRESS_PODS: &str = "egress-pods";
 
-/// ct state bits: established and related.
-const CT_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
 /// nftables refuses longer chain and set names (`NFT_NAME_MAXLEN` is 256 with NUL).
 const MAX_NAME: usize = 200;
 
@@ -380,7 +378,7 @@ fn base(node: &NodeScope, rs: &mut Ruleset) {
         rs.elements.insert(m.into(), BTreeMap::new());
     }
     let established = {
-        let mut r = expr::ct_state_any(CT_ESTABLISHED_RELATED);
+        let mut r = expr::ct_state_any(expr::CT_ESTABLISHED | expr::CT_RELATED);
         r.push(Expr::Verdict(Verdict::Accept));
         r
     };

@@ -13,10 +13,10 @@
 //!   (masquerade and `svc-<id>`, or for policy Local only this node's endpoints through
 //!   `ext-<id>-pick`), and per endpoint `ep-<id>/<ip>:<port>` (hairpin masquerade,
 //!   affinity update, DNAT).
-//! - `filter-input`, `filter-forward`, `filter-output`: `jump endpoints-check`, which
-//!   rejects connections to Services without ready endpoints (maps
-//!   `no-endpoint-services`, `no-endpoint-nodeports`); forward also accepts the
-//!   cluster CIDR's traffic.
+//! - `filter-input`, `filter-forward`, `filter-output`: for a connection's first packet,
+//!   `jump endpoints-check`, which rejects connections to Services without ready
+//!   endpoints (maps `no-endpoint-services`, `no-endpoint-nodeports`); forward also
+//!   accepts established connections first and the cluster CIDR's traffic.
 //! - `nat-postrouting` (srcnat): masquerade what was marked, and the pods' traffic to
 //!   outside the cluster CIDR.
 
@@ -248,16 +248,24 @@ fn base(ctx: &NodeContext, rs: &mut Ruleset) {
         rs.chain(
             name,
             hook(ChainKind::Filter, point, -10),
-            vec![jump("endpoints-check")],
+            vec![rule([
+                expr::ct_state_any(expr::CT_NEW),
+                jump("endpoints-check"),
+            ])],
         );
     }
-    // Hosts whose forward policy drops would otherwise cut the pods off.
+    // Hosts whose forward policy drops would otherwise cut the pods off. A packet of a
+    // connection already made is accepted before any lookup: only a connection's first
+    // packet pays for the endpoints check.
     rs.chain(
         "filter-forward",
         hook(ChainKind::Filter, HookPoint::Forward, -10),
         vec![
-            jump("endpoints-check"),
-            rule([expr::ct_state_any(0x2 | 0x4), verdict(Verdict::Accept)]),
+            rule([
+                expr::ct_state_any(expr::CT_ESTABLISHED | expr::CT_RELATED),
+                verdict(Verdict::Accept),
+            ]),
+            rule([expr::ct_state_any(expr::CT_NEW), jump("endpoints-check")]),
             rule([expr::saddr_in(cidr, true), verdict(Verdict::Accept)]),
             rule([expr::daddr_in(cidr, true), verdict(Verdict::Accept)]),
         ],
