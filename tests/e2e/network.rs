@@ -5,7 +5,7 @@
 //! nothing is made twice; a deleted node's routes go from the others.
 
 use crate::cluster::Cluster;
-use crate::harness::{wait_until, Kubectl};
+use crate::harness::{normalized_lines, wait_until, Kubectl};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -464,6 +464,36 @@ fn services_and_cluster_dns_across_nodes() {
     );
     let pods = wait_pods(&c, "web", 6);
     wait_pods(&c, "client", 1);
+
+    // Full-size frames to pods on the same node; the overlay's MTU (the harness's
+    // 1500 less VXLAN's 50) to other nodes' pods and to Services.
+    // (busybox's ip leaves route metrics out: iproute2's, in the pod's namespace.)
+    let mtu = sh(&c, "client", "cat /sys/class/net/eth0/mtu").unwrap();
+    assert_eq!(mtu.trim(), "1500");
+    let uid = c
+        .kubectl(KUBECTL)
+        .run(&["get", "pod", "client", "-o", "jsonpath={.metadata.uid}"]);
+    let netns = c
+        .host(1)
+        .data_dir()
+        .join("agent/pods")
+        .join(uid.ok())
+        .join("ns-net");
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "route"])
+        .output()
+        .expect("running ip route in the pod's namespace");
+    let routes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = normalized_lines(&routes);
+    for dst in ["10.42.0.0/16", "10.43.0.0/16"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(dst) && l.contains("mtu 1450")),
+            "no route to {dst} at MTU 1450:\n{routes}"
+        );
+    }
 
     // The pod's resolv.conf is upstream's.
     let resolv = sh(&c, "client", "cat /etc/resolv.conf").unwrap();

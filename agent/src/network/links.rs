@@ -12,7 +12,9 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use rtnetlink::packet_route::route::{
+    RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
+};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
@@ -263,8 +265,8 @@ impl Links {
 
     /// Puts a pod on the bridge: a veth pair with `host_name` on the bridge (hairpin on,
     /// so a pod reaches itself through its Service) and `eth0` in the namespace at
-    /// `netns`, holding `address`, with a default route via `gateway`. Done already is
-    /// fine; a half-made pair from a crash is made again.
+    /// `netns`, holding `address`, with a default route via `gateway` and the routes of
+    /// `pod`. Done already is fine; a half-made pair from a crash is made again.
     pub async fn attach(
         &self,
         host_name: &str,
@@ -272,8 +274,9 @@ impl Links {
         netns: &Path,
         address: Ipv4Net,
         gateway: Ipv4Addr,
-        mtu: u32,
+        pod: &PodLinks,
     ) -> Result<()> {
+        let mtu = pod.mtu;
         let ns = std::fs::File::open(netns).map_err(|source| Error::Netns {
             path: netns.to_path_buf(),
             source,
@@ -319,7 +322,7 @@ impl Links {
             .execute()
             .await
             .map_err(nl(format!("turning hairpin on for {host_name}")))?;
-        setup_pod_side(netns, peer, address, gateway).await
+        setup_pod_side(netns, peer, address, gateway, pod.routes.clone()).await
     }
 
     /// Adds or replaces the route to `dst` via `via`, marked as skiff's; `onlink` for
@@ -487,6 +490,15 @@ where
 }
 
 /// Whether the pod's `eth0` is up with `address`.
+/// How a pod's side is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLinks {
+    /// The veth's MTU: the node's interface's.
+    pub mtu: u32,
+    /// Routes via the gateway with a smaller MTU (the overlay's), besides the default.
+    pub routes: Vec<(Ipv4Net, u32)>,
+}
+
 async fn pod_side_ready(netns: &Path, address: Ipv4Net) -> Result<bool> {
     in_netns(netns, move |links| async move {
         let Some(eth0) = links.get("eth0").await? else {
@@ -519,6 +531,7 @@ async fn setup_pod_side(
     peer: String,
     address: Ipv4Net,
     gateway: Ipv4Addr,
+    routes: Vec<(Ipv4Net, u32)>,
 ) -> Result<()> {
     in_netns(netns, move |links| async move {
         // A half-made eth0 from a crash goes first.
@@ -541,17 +554,27 @@ async fn setup_pod_side(
             .execute()
             .await
             .map_err(nl("setting the pod's eth0 up"))?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(p.index)
-            .build();
-        match links.handle.route().add(route).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == EEXIST => Ok(()),
-            Err(e) => Err(nl(format!("adding the pod's default route via {gateway}"))(
-                e,
-            )),
+        let default = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or_default();
+        for (dst, mtu) in std::iter::once((default, 0)).chain(routes) {
+            let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.network(), dst.prefix_len())
+                .gateway(gateway)
+                .output_interface(p.index)
+                .build();
+            if mtu > 0 {
+                route
+                    .attributes
+                    .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+            }
+            match links.handle.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == EEXIST => {}
+                Err(e) => {
+                    return Err(nl(format!("adding the pod's route to {dst} via {gateway}"))(e))
+                }
+            }
         }
+        Ok(())
     })
     .await
 }

@@ -161,7 +161,7 @@ struct PodNet {
     links: Links,
     ipam: ipam::Ipam,
     bridge: u32,
-    mtu: u32,
+    pod: links::PodLinks,
 }
 
 /// The node's network: [`Network::run`] sets it up and keeps the routes to other nodes
@@ -169,6 +169,24 @@ struct PodNet {
 pub struct Network {
     config: Config,
     ready: tokio::sync::watch::Sender<Option<Arc<PodNet>>>,
+}
+
+/// How pods are attached on a node whose interface has `iface_mtu` and whose overlay
+/// has `overlay_mtu`: the veth and the bridge at the interface's MTU, so pods on one
+/// node talk in full-size frames, and the routes to `beyond` (the cluster CIDR, other
+/// nodes' pods; the service CIDR, whose endpoints may be on other nodes) at the
+/// overlay's. Traffic leaving the
+/// cluster takes the default route, at the interface's MTU.
+fn pod_links(iface_mtu: u32, overlay_mtu: u32, beyond: [Ipv4Net; 2]) -> links::PodLinks {
+    let routes = if overlay_mtu < iface_mtu {
+        beyond.iter().map(|net| (*net, overlay_mtu)).collect()
+    } else {
+        Vec::new()
+    };
+    links::PodLinks {
+        mtu: iface_mtu,
+        routes,
+    }
 }
 
 /// The name of the host side of pod `uid`'s veth: short enough for a link name (15
@@ -237,7 +255,7 @@ impl Network {
                 netns,
                 address,
                 net.ipam.gateway(),
-                net.mtu,
+                &net.pod,
             )
             .await?;
         Ok(Some(ip))
@@ -285,10 +303,15 @@ impl Network {
             Backend::Vxlan => iface.mtu.saturating_sub(VXLAN_OVERHEAD),
             _ => iface.mtu,
         };
+        let pod = pod_links(
+            iface.mtu,
+            mtu,
+            [self.config.cluster_cidr, self.config.service_cidr],
+        );
         sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         let ipam = ipam::Ipam::open(&self.config.state_dir().join("ipam"), range)?;
         let gateway = Ipv4Net::new(ipam.gateway(), range.prefix_len()).unwrap_or(range);
-        let bridge = links.ensure_bridge(BRIDGE, gateway, mtu).await?;
+        let bridge = links.ensure_bridge(BRIDGE, gateway, iface.mtu).await?;
         let freed = ipam.collect(|uid| pods_dir.join(uid).exists())?;
         if !freed.is_empty() {
             tracing::info!(addresses = ?freed, "freed the addresses of pods that are gone");
@@ -336,7 +359,7 @@ impl Network {
             links: links.clone(),
             ipam,
             bridge: bridge.index,
-            mtu,
+            pod,
         })));
         tracing::info!(pod_cidr = %range, backend = self.config.backend.name(), mtu, "pod network ready");
         let services = tokio::spawn(self.clone().follow_services(
@@ -725,4 +748,23 @@ pub async fn remove() -> Result<()> {
     links.delete(VXLAN).await?;
     links.delete(BRIDGE).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_get_full_frames_on_the_node_and_the_overlays_mtu_beyond() {
+        let beyond: [Ipv4Net; 2] = [
+            "10.42.0.0/16".parse().unwrap(),
+            "10.43.0.0/16".parse().unwrap(),
+        ];
+        let pod = pod_links(1500, 1450, beyond);
+        assert_eq!(pod.mtu, 1500);
+        assert_eq!(pod.routes, vec![(beyond[0], 1450), (beyond[1], 1450)]);
+        // Without an overlay every route has the interface's MTU.
+        let pod = pod_links(9000, 9000, beyond);
+        assert_eq!((pod.mtu, pod.routes), (9000, vec![]));
+    }
 }
