@@ -1087,6 +1087,18 @@ impl Worker {
             tracing::warn!(pod = %self.uid, error = %e, "removing the pod's folder");
         }
         let Some(pod) = pod else {
+            // Gone from the API while the node was down: its log folder is found by
+            // its uid, the last part of the name.
+            let suffix = format!("_{}", self.uid);
+            for e in std::fs::read_dir(&self.k.config.pod_log_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().ends_with(&suffix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
             return;
         };
         let _ = std::fs::remove_dir_all(self.log_dir(pod));
