@@ -13,7 +13,6 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlic
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skiff_agent::network::dns::{Dns, Sockets};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -98,13 +97,11 @@ fn objects(n: usize) -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>, Vec<String>
 /// One client: sequential queries for `seconds`, each for a name picked by a simple
 /// generator, with its latency.
 async fn client(
-    server: SocketAddr,
+    socket: UdpSocket,
     queries: Arc<Vec<Vec<u8>>>,
     seed: usize,
     until: Instant,
 ) -> Result<(Vec<Duration>, usize)> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    socket.connect(server).await?;
     let mut buf = vec![0u8; 4096];
     let mut lat = Vec::new();
     let mut lost = 0;
@@ -144,6 +141,76 @@ async fn client(
     Ok((lat, lost))
 }
 
+/// Queries for the A record of each of `names`, in wire form.
+pub fn queries(names: &[String]) -> Result<Arc<Vec<Vec<u8>>>> {
+    let queries = names
+        .iter()
+        .map(|n| -> Result<Vec<u8>> {
+            let mut m = Message::query();
+            m.metadata.recursion_desired = true;
+            m.add_query(Query::query(Name::from_ascii(n)?, RecordType::A));
+            Ok(m.to_vec()?)
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(queries))
+}
+
+/// What one DNS run measured.
+pub struct Measured {
+    pub clients: usize,
+    pub stats: Stats,
+    pub elapsed: f64,
+    pub lost: usize,
+}
+
+impl Measured {
+    /// Queries answered per second.
+    pub fn rate(&self) -> f64 {
+        self.stats.sorted.len() as f64 / self.elapsed.max(1e-9)
+    }
+}
+
+/// Warms up on the first of `sockets` (each connected to the server), then runs one
+/// client on each of the others for `time`, one query at a time each.
+pub async fn measure(
+    mut sockets: Vec<UdpSocket>,
+    queries: Arc<Vec<Vec<u8>>>,
+    time: Duration,
+) -> Result<Measured> {
+    if sockets.len() < 2 {
+        bail!("a DNS run needs a socket to warm up with and one per client");
+    }
+    // Warm up (caches, the server's first allocations), then measure.
+    let warm = sockets.remove(0);
+    client(
+        warm,
+        queries.clone(),
+        7,
+        Instant::now() + Duration::from_millis(300),
+    )
+    .await?;
+    let clients = sockets.len();
+    let until = Instant::now() + time;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, socket) in sockets.into_iter().enumerate() {
+        tasks.push(tokio::spawn(client(socket, queries.clone(), c + 1, until)));
+    }
+    let mut all = Vec::new();
+    let mut lost = 0;
+    for t in tasks {
+        let (lat, l) = t.await??;
+        all.extend(lat);
+        lost += l;
+    }
+    Ok(Measured {
+        clients,
+        stats: Stats::new(all),
+        elapsed: started.elapsed().as_secs_f64(),
+        lost,
+    })
+}
+
 /// Runs the suite.
 pub async fn run(plan: Plan) -> Result<()> {
     let (services, slices, names) = objects(plan.services);
@@ -179,48 +246,24 @@ pub async fn run(plan: Plan) -> Result<()> {
         .recv_timeout(Duration::from_secs(10))
         .context("the DNS server did not start")?;
 
-    let queries: Vec<Vec<u8>> = names
-        .iter()
-        .map(|n| -> Result<Vec<u8>> {
-            let mut m = Message::query();
-            m.metadata.recursion_desired = true;
-            m.add_query(Query::query(Name::from_ascii(n)?, RecordType::A));
-            Ok(m.to_vec()?)
-        })
-        .collect::<Result<_>>()?;
-    let queries = Arc::new(queries);
-
-    // Warm up (caches, the server's first allocations), then measure.
-    client(
-        addr,
-        queries.clone(),
-        7,
-        Instant::now() + Duration::from_millis(300),
-    )
-    .await?;
-    let until = Instant::now() + Duration::from_secs(plan.seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..plan.clients.max(1) {
-        tasks.push(tokio::spawn(client(addr, queries.clone(), c + 1, until)));
+    let queries = queries(&names)?;
+    let mut sockets = Vec::new();
+    for _ in 0..=plan.clients.max(1) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(addr).await?;
+        sockets.push(socket);
     }
-    let mut all = Vec::new();
-    let mut lost = 0;
-    for t in tasks {
-        let (lat, l) = t.await??;
-        all.extend(lat);
-        lost += l;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let n = all.len();
-    let stats = Stats::new(all);
+    let m = measure(sockets, queries, Duration::from_secs(plan.seconds)).await?;
     println!(
-        "dns: {} clients over UDP, {n} cluster-name queries in {elapsed:.1} s: {:.0} queries/s, p50 {}, p99 {} (goal p99 <= 1 ms), max {}, {lost} unanswered",
-        plan.clients.max(1),
-        n as f64 / elapsed,
-        ms(stats.pct(0.5)),
-        ms(stats.pct(0.99)),
-        ms(stats.pct(1.0)),
+        "dns: {} clients over UDP, {} cluster-name queries in {:.1} s: {:.0} queries/s, p50 {}, p99 {} (goal p99 <= 1 ms), max {}, {} unanswered",
+        m.clients,
+        m.stats.sorted.len(),
+        m.elapsed,
+        m.rate(),
+        ms(m.stats.pct(0.5)),
+        ms(m.stats.pct(0.99)),
+        ms(m.stats.pct(1.0)),
+        m.lost,
     );
 
     cancel.cancel();

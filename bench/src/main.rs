@@ -11,12 +11,15 @@
 //! programmed as nftables rules (1,000 Services, 5,000 endpoints) and the time of one
 //! Service's endpoint change (root, in a network namespace of its own); with `--suite
 //! dns`, [`dns`]: the node's cluster DNS answering cluster names (in-process, over
-//! loopback UDP).
+//! loopback UDP); with `--suite net`, [`net`]: the pod network's data path (pod to pod,
+//! across nodes, through a ClusterIP, cluster DNS from a pod) beside bare namespaces
+//! (root).
 
 mod crun;
 mod dns;
 mod image;
 mod join;
+mod net;
 mod node;
 mod proxy;
 mod rbac;
@@ -55,8 +58,9 @@ struct Args {
     /// Which suite: `control-plane` (the API and datastore), `scale` (simulated
     /// nodes, scheduling, a large Deployment, a steady cluster), `node` (real
     /// containers: pod start latency beside crun, the node's memory), `rbac` (the
-    /// cost of authorization), `join`, `proxy` (Services as nftables rules; root) or `dns`
-    /// (cluster DNS answering cluster names).
+    /// cost of authorization), `join`, `proxy` (Services as nftables rules; root), `dns`
+    /// (cluster DNS answering cluster names) or `net` (the pod network's data path beside
+    /// bare namespaces; root).
     #[arg(long, default_value = "control-plane")]
     suite: String,
     /// Scale suite: simulated nodes.
@@ -103,6 +107,15 @@ struct Args {
     /// DNS suite: Services in the cluster zone.
     #[arg(long, default_value_t = 1000)]
     dns_services: usize,
+    /// Net suite: seconds of each test (stream, rr, crr) on each path.
+    #[arg(long, default_value_t = 1)]
+    net_seconds: u64,
+    /// Net suite: rounds over every pair of paths.
+    #[arg(long, default_value_t = 9)]
+    net_rounds: usize,
+    /// Net suite: endpoint changes timed, each way.
+    #[arg(long, default_value_t = 20)]
+    net_changes: usize,
 }
 
 struct Server {
@@ -223,6 +236,55 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .context("reading VmRSS")
+    }
+}
+
+/// Stops the containers of the node whose data folder is `data_dir` (`skiff killall`)
+/// and removes their logs under `/var/log/pods`: those of the pods it has a folder for.
+fn stop_node(skiff: &Path, data_dir: &Path) {
+    let uids: Vec<String> = std::fs::read_dir(data_dir.join("agent/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match Command::new(skiff)
+        .arg("killall")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "skiff killall failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("skiff killall did not run: {e}"),
+    }
+    for e in std::fs::read_dir("/var/log/pods")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if uids.iter().any(|u| name.ends_with(&format!("_{u}"))) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Keeps `dir` on disk if something is still mounted under it: removing it would reach
+/// into the mounts.
+fn keep_if_mounted(dir: &mut tempfile::TempDir) {
+    let path = dir.path().to_string_lossy().into_owned();
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&path)))
+        .count();
+    if mounted > 0 {
+        eprintln!("{mounted} mounts left under {path}; keeping it");
+        dir.disable_cleanup(true);
     }
 }
 
@@ -535,9 +597,19 @@ async fn main() -> Result<()> {
             })
             .await;
         }
+        "net" => {
+            return net::run(net::Plan {
+                skiff: &args.skiff,
+                seconds: args.net_seconds,
+                rounds: args.net_rounds,
+                dns_clients: args.clients,
+                changes: args.net_changes,
+            })
+            .await;
+        }
         other => {
             bail!(
-                "--suite: unknown suite {other:?} (control-plane, scale, node, rbac, join, proxy or dns)"
+                "--suite: unknown suite {other:?} (control-plane, scale, node, rbac, join, proxy, dns or net)"
             )
         }
     }

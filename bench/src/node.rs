@@ -14,7 +14,7 @@
 //! running, and the pods' logs under `/var/log/pods` are removed.
 
 use crate::scale::{is_ready, post, rss_mib, Sim};
-use crate::{crun, image, ms, target, Conn, Server, Stats, Target};
+use crate::{crun, image, keep_if_mounted, ms, stop_node, target, Conn, Server, Stats, Target};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -178,42 +178,8 @@ impl Drop for NodeServer {
         if !self.agent {
             return;
         }
-        let out = Command::new(&self.server.skiff)
-            .arg("killall")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "skiff killall failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("skiff killall did not run: {e}"),
-        }
-        for e in std::fs::read_dir("/var/log/pods")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("default_{PREFIX}"))
-            {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-        // Never remove a folder something is still mounted under.
-        let dir = self.server.dir.path().to_string_lossy().into_owned();
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
-            .count();
-        if mounted > 0 {
-            eprintln!("{mounted} mounts left under {dir}; keeping it");
-            self.server.dir.disable_cleanup(true);
-        }
+        stop_node(&self.server.skiff, &self.data_dir());
+        keep_if_mounted(&mut self.server.dir);
     }
 }
 
