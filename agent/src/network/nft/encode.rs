@@ -19,7 +19,7 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 
 pub(super) const NLM_F_REQUEST: u16 = 0x1;
 pub(super) const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -85,7 +85,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    fn attr(&mut self, kind: u16, data: &[u8]) {
+    pub(super) fn attr(&mut self, kind: u16, data: &[u8]) {
         let len = 4 + data.len();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -110,7 +110,7 @@ impl Writer {
         self.attr(kind, &data);
     }
 
-    fn nest(&mut self, kind: u16, f: impl FnOnce(&mut Writer)) {
+    pub(super) fn nest(&mut self, kind: u16, f: impl FnOnce(&mut Writer)) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         f(self);

@@ -6,6 +6,7 @@
 //! Only what skiff needs is modelled, for the IPv4 family (`ip`). The encoding follows
 //! the kernel's `uapi/linux/netfilter/nf_tables.h`; see `encode.rs`.
 
+pub mod conntrack;
 mod encode;
 mod socket;
 
@@ -447,6 +448,9 @@ impl Batch {
 pub trait Netlink {
     /// Applies `batch` atomically; on error nothing of it was applied.
     fn apply(&mut self, batch: &Batch) -> Result<()>;
+
+    /// Deletes the tracked UDP flows any of `stale` matches; answers how many.
+    fn forget_udp(&mut self, stale: &[conntrack::Stale]) -> Result<usize>;
 }
 
 /// A [`Netlink`] that records the batches it is given, for tests.
@@ -456,6 +460,8 @@ pub struct Recorder {
     pub batches: Vec<Batch>,
     /// When set, the next `apply` fails with this message (and is recorded).
     pub fail_next: Option<String>,
+    /// Every `forget_udp` call's flows, in order.
+    pub forgotten: Vec<Vec<conntrack::Stale>>,
 }
 
 impl Netlink for Recorder {
@@ -466,11 +472,20 @@ impl Netlink for Recorder {
             None => Ok(()),
         }
     }
+
+    fn forget_udp(&mut self, stale: &[conntrack::Stale]) -> Result<usize> {
+        self.forgotten.push(stale.to_vec());
+        Ok(0)
+    }
 }
 
 impl<T: Netlink + ?Sized> Netlink for &mut T {
     fn apply(&mut self, batch: &Batch) -> Result<()> {
         (**self).apply(batch)
+    }
+
+    fn forget_udp(&mut self, stale: &[conntrack::Stale]) -> Result<usize> {
+        (**self).forget_udp(stale)
     }
 }
 

@@ -1,10 +1,12 @@
 //! The real [`Netlink`]: an `NETLINK_NETFILTER` socket in the calling thread's network
 //! namespace.
 
+use super::conntrack::{self, Flow, Stale};
 use super::encode::{
     self, nft_type, Writer, NFPROTO_IPV4, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_CHAIN,
     NFTA_RULE_TABLE, NFTA_TABLE_NAME, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETTABLE,
-    NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use super::{Batch, Error, Netlink, Result};
 use netlink_packet_core::{ErrorBuffer, NetlinkBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR};
@@ -199,6 +201,78 @@ impl NftSocket {
         }
     }
 
+    /// The IPv4 UDP flows conntrack tracks in the socket's namespace.
+    pub fn udp_flows(&mut self) -> Result<Vec<Flow>> {
+        let seq = self.next_seq(1);
+        let mut w = Writer { buf: Vec::new() };
+        conntrack::dump_request(&mut w, NLM_F_REQUEST | NLM_F_DUMP, seq);
+        let what = "listing conntrack's flows".to_string();
+        self.send(&w.buf, &what)?;
+        let mut out = Vec::new();
+        loop {
+            let buf = self.recv(&what)?;
+            for (ty, _, payload) in parse_messages(&buf)? {
+                match ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        return match error_code(payload)? {
+                            0 => Ok(out),
+                            e => Err(Error::Rejected {
+                                what,
+                                source: io::Error::from_raw_os_error(-e),
+                            }),
+                        }
+                    }
+                    t if conntrack::is_flow(t) => out.extend(conntrack::parse_flow(payload)?),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Deletes `flow`; gone already is fine.
+    pub fn delete_flow(&mut self, flow: &Flow) -> Result<()> {
+        let seq = self.next_seq(1);
+        let mut w = Writer { buf: Vec::new() };
+        conntrack::delete_request(&mut w, NLM_F_REQUEST | NLM_F_ACK, seq, flow);
+        self.acked(
+            &w.buf,
+            format!("deleting the flow {flow:?}"),
+            -nix::libc::ENOENT,
+        )
+    }
+
+    /// Makes `flow` for `timeout` seconds, as traffic would (for tests).
+    pub fn add_udp_flow(&mut self, flow: &Flow, timeout: u32) -> Result<()> {
+        let seq = self.next_seq(1);
+        let mut w = Writer { buf: Vec::new() };
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+        conntrack::create_request(&mut w, flags, seq, flow, timeout);
+        self.acked(&w.buf, format!("making the flow {flow:?}"), 0)
+    }
+
+    /// Sends one request and waits for its acknowledgement; the error `fine` counts as
+    /// one.
+    fn acked(&mut self, bytes: &[u8], what: String, fine: i32) -> Result<()> {
+        self.send(bytes, &what)?;
+        loop {
+            let buf = self.recv(&what)?;
+            for (ty, _, payload) in parse_messages(&buf)? {
+                if ty != NLMSG_ERROR {
+                    continue;
+                }
+                return match error_code(payload)? {
+                    0 => Ok(()),
+                    e if e == fine => Ok(()),
+                    e => Err(Error::Rejected {
+                        what,
+                        source: io::Error::from_raw_os_error(-e),
+                    }),
+                };
+            }
+        }
+    }
+
     fn send(&self, bytes: &[u8], what: &str) -> Result<()> {
         self.sock.send(bytes, 0).map_err(|source| Error::Send {
             what: what.to_string(),
@@ -272,6 +346,20 @@ fn string_attrs(buf: &[u8]) -> Result<HashMap<u16, String>> {
 }
 
 impl Netlink for NftSocket {
+    fn forget_udp(&mut self, stale: &[Stale]) -> Result<usize> {
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for flow in self.udp_flows()? {
+            if stale.iter().any(|s| s.matches(&flow)) {
+                self.delete_flow(&flow)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn apply(&mut self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

@@ -275,3 +275,111 @@ fn a_refused_message_is_named_in_the_error() {
         assert!(!sock.table_exists("skiff-err").expect("lookup"));
     });
 }
+
+/// Which of `backends` receives the next datagram within a few seconds.
+fn received(backends: &[(Ipv4Addr, std::net::UdpSocket)]) -> Ipv4Addr {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 16];
+    loop {
+        for (ip, s) in backends {
+            match s.recv(&mut buf) {
+                Ok(_) => return *ip,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no backend received the datagram"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_udp_flow_follows_its_service_when_the_endpoint_moves() {
+    let ns = netns("udp");
+    ns.run(|| {
+        let backends: Vec<(Ipv4Addr, std::net::UdpSocket)> = ["10.99.0.5", "10.99.0.6"]
+            .iter()
+            .map(|ip| {
+                let s = std::net::UdpSocket::bind((ip4(ip), 8080)).expect("binding a backend");
+                s.set_nonblocking(true).expect("nonblocking");
+                (ip4(ip), s)
+            })
+            .collect();
+        let svc = service(Svc {
+            protocol: "UDP",
+            ..Svc::cluster("dns", "10.43.0.20", 80)
+        });
+        let mut proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        proxy
+            .sync(
+                std::slice::from_ref(&svc),
+                &[slice("dns", &[("10.99.0.5", "n1", true)], 8080)],
+            )
+            .expect("first sync");
+        // One client socket, one flow: its datagrams keep one conntrack entry.
+        let client = std::net::UdpSocket::bind("10.0.0.2:0").expect("client");
+        client.connect("10.43.0.20:80").expect("connect");
+        client.send(b"a").expect("send");
+        assert_eq!(received(&backends), ip4("10.99.0.5"));
+        let mut sock = NftSocket::open().expect("socket");
+        let flows = sock.udp_flows().expect("flows");
+        assert!(
+            flows
+                .iter()
+                .any(|f| f.reply.src == "10.99.0.5:8080".parse().unwrap()),
+            "{flows:?}"
+        );
+
+        // The endpoint moves: the flow's entry goes, so its next datagram takes the
+        // new rules instead of the old DNAT.
+        proxy
+            .sync(
+                std::slice::from_ref(&svc),
+                &[slice("dns", &[("10.99.0.6", "n1", true)], 8080)],
+            )
+            .expect("second sync");
+        client.send(b"b").expect("send");
+        assert_eq!(received(&backends), ip4("10.99.0.6"));
+        let flows = sock.udp_flows().expect("flows");
+        assert!(
+            !flows
+                .iter()
+                .any(|f| f.reply.src == "10.99.0.5:8080".parse().unwrap()),
+            "{flows:?}"
+        );
+    });
+}
+
+#[test]
+fn conntrack_flows_are_made_listed_and_deleted() {
+    use crate::network::nft::conntrack::{Flow, Stale, Tuple};
+    let ns = netns("ct");
+    ns.run(|| {
+        let t = |s: &str, d: &str| Tuple {
+            src: s.parse().unwrap(),
+            dst: d.parse().unwrap(),
+        };
+        let dnat = Flow {
+            orig: t("10.42.0.5:40000", "10.43.0.53:53"),
+            reply: t("10.42.1.7:5353", "10.42.0.5:40000"),
+        };
+        let other = Flow {
+            orig: t("10.42.0.5:40001", "10.43.0.54:53"),
+            reply: t("10.42.1.8:5353", "10.42.0.5:40001"),
+        };
+        let mut sock = NftSocket::open().expect("socket");
+        sock.add_udp_flow(&dnat, 60).expect("making a flow");
+        sock.add_udp_flow(&other, 60).expect("making a flow");
+        let flows = sock.udp_flows().expect("flows");
+        assert!(flows.contains(&dnat) && flows.contains(&other), "{flows:?}");
+
+        let gone = [Stale::ToEndpoint("10.42.1.7:5353".parse().unwrap())];
+        assert_eq!(sock.forget_udp(&gone).expect("forgetting"), 1);
+        assert_eq!(sock.udp_flows().expect("flows"), vec![other]);
+        // Deleting what is gone already is fine.
+        sock.delete_flow(&dnat).expect("deleting again");
+    });
+}

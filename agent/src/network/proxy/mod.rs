@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 pub use ruleset::{desired, plan, Ruleset};
-pub use services::{service_ports, Endpoint, ServicePort};
+pub use services::{service_ports, stale_udp, Endpoint, ServicePort};
 
 /// The name of skiff's nftables table (family `ip`).
 pub const TABLE: &str = "skiff";
@@ -84,6 +84,9 @@ pub struct Proxy<N: Netlink> {
     ctx: NodeContext,
     /// What the kernel holds, as of the last successful batch; `None` before the first.
     programmed: Option<Ruleset>,
+    /// The Service ports of the last sync, to tell which UDP flows a change leaves
+    /// stale.
+    ports: Option<Vec<ServicePort>>,
 }
 
 impl<N: Netlink> Proxy<N> {
@@ -93,6 +96,7 @@ impl<N: Netlink> Proxy<N> {
             netlink,
             ctx,
             programmed: None,
+            ports: None,
         }
     }
 
@@ -135,6 +139,18 @@ impl<N: Netlink> Proxy<N> {
             "service rules synced"
         );
         self.programmed = Some(want);
+        // After a start nothing is known of what the flows were made with; from then
+        // on, each change's stale UDP flows go.
+        if let Some(old) = &self.ports {
+            let stale = stale_udp(old, &ports);
+            if !stale.is_empty() {
+                match self.netlink.forget_udp(&stale) {
+                    Ok(n) => tracing::debug!(flows = n, "forgot stale UDP flows"),
+                    Err(e) => tracing::warn!(error = %e, "forgetting stale UDP flows"),
+                }
+            }
+        }
+        self.ports = Some(ports);
         Ok(stats)
     }
 
@@ -150,6 +166,7 @@ impl<N: Netlink> Proxy<N> {
         });
         self.netlink.apply(&b).map_err(Error::Remove)?;
         self.programmed = None;
+        self.ports = None;
         Ok(())
     }
 }

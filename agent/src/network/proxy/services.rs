@@ -2,10 +2,12 @@
 //! of each Service that gets rules, with its ready endpoints.
 
 use super::NodeContext;
+use crate::network::nft::conntrack::Stale;
+use crate::network::nft::expr::UDP;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 /// The label an EndpointSlice names its Service with.
@@ -212,4 +214,44 @@ pub fn service_ports(
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
     out
+}
+
+/// The UDP flows conntrack holds that `new` leaves stale after `old` (UDP flows do not
+/// end, so they would keep their old DNAT): those DNATed to an endpoint no UDP Service
+/// port has any more, and those sent to a Service port that had no endpoint and now
+/// has (they went unanswered, without a DNAT).
+pub fn stale_udp(old: &[ServicePort], new: &[ServicePort]) -> Vec<Stale> {
+    let udp = |p: &&ServicePort| p.proto == UDP;
+    let now: BTreeSet<SocketAddrV4> = new
+        .iter()
+        .filter(udp)
+        .flat_map(|p| p.endpoints.iter().map(|e| SocketAddrV4::new(e.ip, e.port)))
+        .collect();
+    let had_endpoints: BTreeSet<&str> = old
+        .iter()
+        .filter(udp)
+        .filter(|p| !p.endpoints.is_empty())
+        .map(|p| p.id.as_str())
+        .collect();
+    let mut out = BTreeSet::new();
+    for p in old.iter().filter(udp) {
+        for e in &p.endpoints {
+            let a = SocketAddrV4::new(e.ip, e.port);
+            if !now.contains(&a) {
+                out.insert(Stale::ToEndpoint(a));
+            }
+        }
+    }
+    for p in new.iter().filter(udp) {
+        if p.endpoints.is_empty() || had_endpoints.contains(p.id.as_str()) {
+            continue;
+        }
+        for ip in p.cluster_ip.iter().chain(&p.external_ips) {
+            out.insert(Stale::ToService(SocketAddrV4::new(*ip, p.port)));
+        }
+        if let Some(np) = p.node_port {
+            out.insert(Stale::ToNodePort(np));
+        }
+    }
+    out.into_iter().collect()
 }

@@ -455,3 +455,48 @@ fn remove_deletes_the_table_even_if_absent() {
         ]
     );
 }
+
+#[test]
+fn a_change_forgets_the_udp_flows_it_leaves_stale() {
+    use crate::network::nft::conntrack::Stale;
+    let udp = |np: Option<i32>| {
+        service(Svc {
+            protocol: "UDP",
+            node_port: np,
+            ..Svc::cluster("dns", "10.43.0.53", 53)
+        })
+    };
+    let tcp = service(Svc::cluster("web", "10.43.0.20", 80));
+    let one = slice("dns", &[("10.42.0.5", "n1", true)], 5353);
+    let other = slice("dns", &[("10.42.0.6", "n1", true)], 5353);
+    let web = slice("web", &[("10.42.0.5", "n1", true)], 5353);
+    let mut p = Proxy::new(Recorder::default(), ctx());
+
+    // The first sync knows nothing of what the flows were made with.
+    p.sync(&[udp(None), tcp.clone()], &[one.clone(), web.clone()])
+        .expect("sync");
+    assert!(p.netlink().forgotten.is_empty());
+    // The endpoint moves: the flows DNATed to the old one go. The TCP Service on the
+    // same address and port does not count.
+    p.sync(&[udp(None), tcp.clone()], &[other.clone(), web.clone()])
+        .expect("sync");
+    assert_eq!(
+        p.netlink().forgotten,
+        vec![vec![Stale::ToEndpoint("10.42.0.5:5353".parse().unwrap())]]
+    );
+    // No endpoint, then one again: what was sent meanwhile went unanswered and goes,
+    // at the cluster address and the NodePort.
+    p.sync(&[udp(Some(30053)), tcp.clone()], std::slice::from_ref(&web))
+        .expect("sync");
+    p.sync(&[udp(Some(30053)), tcp], &[one, web]).expect("sync");
+    assert_eq!(
+        p.netlink().forgotten[1..],
+        [
+            vec![Stale::ToEndpoint("10.42.0.6:5353".parse().unwrap())],
+            vec![
+                Stale::ToService("10.43.0.53:53".parse().unwrap()),
+                Stale::ToNodePort(30053),
+            ],
+        ]
+    );
+}
