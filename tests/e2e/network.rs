@@ -22,9 +22,14 @@ pub fn cluster(hosts: usize, extra: &[&str]) -> Cluster {
 
 /// Starts the server on host 0 of `c` and agents on the others, all with `extra`
 /// flags, and waits until every node is Ready.
-pub fn start(mut c: Cluster, extra: &[&str]) -> Cluster {
+pub fn start(c: Cluster, extra: &[&str]) -> Cluster {
+    start_with(c, extra, extra)
+}
+
+/// Like [`start`], with `server` flags for the server and `extra` for the agents.
+pub fn start_with(mut c: Cluster, server: &[&str], extra: &[&str]) -> Cluster {
     let hosts = c.hosts().len();
-    c.start_server(0, extra);
+    c.start_server(0, server);
     let token = std::fs::read_to_string(c.host(0).data_dir().join("server/token"))
         .expect("the server token");
     for i in 1..hosts {
@@ -732,4 +737,45 @@ fn services_and_cluster_dns_across_nodes() {
         }
         Ok(())
     });
+}
+
+#[test]
+fn host_gw_routes_pods_through_the_other_nodes_addresses() {
+    // The backend is the cluster's: the server's flag, which agents read.
+    let c = start_with(Cluster::new(2), &["--network-backend", "host-gw"], &[]);
+    let ranges: Vec<String> = (0..2).map(|i| pod_cidr(&c, c.host(i).name())).collect();
+    web(&c, "web", 2);
+    let pods = wait_pods(&c, "web", 2);
+    let on = |host: usize| {
+        let name = c.host(host).name();
+        pods.iter()
+            .find(|(_, (node, _))| node == name)
+            .map(|(pod, (_, ip))| (pod.clone(), ip.clone()))
+            .unwrap_or_else(|| panic!("no web pod on {name}: {pods:?}"))
+    };
+    let ((a, a_ip), (b, b_ip)) = (on(0), on(1));
+    for (from, to, to_ip) in [(&a, &b, &b_ip), (&b, &a, &a_ip)] {
+        let got = wait_until(
+            Duration::from_secs(20),
+            &format!("{from} reaches {to}"),
+            || fetch(&c, from, to_ip, 8080),
+        );
+        assert_eq!(&got, to);
+    }
+    // Plain routes through the other node's address; no overlay device, and pods
+    // get no smaller MTU towards other nodes.
+    for (i, other) in [(0, 1), (1, 0)] {
+        let routes = ip(&c, i, &["route", "show", "proto", "101"]);
+        let want = format!("{} via {} dev eth0", ranges[other], c.host(other).address());
+        assert!(routes.contains(&want), "host{i}: no `{want}` in\n{routes}");
+        let links = ip(&c, i, &["-o", "link", "show"]);
+        assert!(
+            !links.contains("skiff.1"),
+            "host{i} has the overlay:\n{links}"
+        );
+    }
+    assert_eq!(
+        sh(&c, &a, "cat /sys/class/net/eth0/mtu").unwrap().trim(),
+        "1500"
+    );
 }
