@@ -8,7 +8,7 @@
 
 use super::{
     Base, Batch, ChainKind, CmpOp, DynsetOp, Expr, HookPoint, Message, MetaKey, NatKind,
-    RejectKind, Verdict,
+    RejectKind, SetKey, Verdict,
 };
 use netlink_packet_core::{Emitable, NetlinkHeader};
 
@@ -58,9 +58,14 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+/// nft's set userdata: the key's byte order (a u32: 1 is host order).
+const UDATA_SET_KEYBYTEORDER: u8 = 0;
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -321,7 +326,13 @@ fn encode_message(w: &mut Writer, m: &Message, ctx: &mut (u32, Vec<(u32, usize)>
             w.str(NFTA_SET_NAME, set);
             w.u32(NFTA_SET_FLAGS, flags);
             w.u32(NFTA_SET_ID, i as u32);
-            w.u32(NFTA_SET_KEY_LEN, spec.key_len);
+            w.u32(NFTA_SET_KEY_TYPE, spec.key.type_id());
+            w.u32(NFTA_SET_KEY_LEN, spec.key.bytes());
+            if spec.key == SetKey::Index {
+                let mut udata = vec![UDATA_SET_KEYBYTEORDER, 4];
+                udata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+                w.attr(NFTA_SET_USERDATA, &udata);
+            }
             if spec.verdict_map {
                 w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
             }
@@ -615,7 +626,7 @@ mod tests {
             table: "t".into(),
             set: "m".into(),
             spec: SetSpec {
-                key_len: 4,
+                key: SetKey::Ipv4,
                 verdict_map: true,
                 timeout: false,
             },

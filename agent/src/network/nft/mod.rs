@@ -303,12 +303,56 @@ pub enum HookPoint {
 /// A set or map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SetSpec {
-    /// The key's length in bytes (concatenations: each field rounded up to 4).
-    pub key_len: u32,
+    /// What the keys are.
+    pub key: SetKey,
     /// A verdict map (elements carry a [`Verdict`]) rather than a plain set.
     pub verdict_map: bool,
     /// Elements expire (a dynamic set that `dynset` fills).
     pub timeout: bool,
+}
+
+/// What a set's keys are. The kernel needs only their length; the type lets `nft list
+/// ruleset` show the elements as addresses and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetKey {
+    /// An IPv4 address.
+    Ipv4,
+    /// `ip daddr . meta l4proto . th dport`.
+    Ipv4ProtoPort,
+    /// `meta l4proto . th dport`.
+    ProtoPort,
+    /// A number in host byte order (`numgen`'s).
+    Index,
+}
+
+/// nftables' data types (`nft describe`), as its sets carry them.
+const TYPE_INTEGER: u32 = 4;
+const TYPE_IPADDR: u32 = 7;
+const TYPE_INET_PROTOCOL: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
+/// A concatenation's type is its fields' types, 6 bits each, the first highest.
+const TYPE_BITS: u32 = 6;
+
+impl SetKey {
+    /// The key's length in bytes (concatenations: each field rounded up to 4).
+    pub fn bytes(self) -> u32 {
+        match self {
+            SetKey::Ipv4 | SetKey::Index => 4,
+            SetKey::ProtoPort => 8,
+            SetKey::Ipv4ProtoPort => 12,
+        }
+    }
+
+    /// Its type, for `NFTA_SET_KEY_TYPE`.
+    pub fn type_id(self) -> u32 {
+        let concat = |types: &[u32]| types.iter().fold(0, |t, f| t << TYPE_BITS | f);
+        match self {
+            SetKey::Ipv4 => TYPE_IPADDR,
+            SetKey::Index => TYPE_INTEGER,
+            SetKey::ProtoPort => concat(&[TYPE_INET_PROTOCOL, TYPE_INET_SERVICE]),
+            SetKey::Ipv4ProtoPort => concat(&[TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE]),
+        }
+    }
 }
 
 /// One message of a batch.

@@ -22,7 +22,9 @@
 
 use super::NodeScope;
 use crate::network::nft::expr::{self, SCTP, TCP, UDP};
-use crate::network::nft::{ChainKind, Expr, Hook, HookPoint, SetSpec, Verdict, REG_1, REG_VERDICT};
+use crate::network::nft::{
+    ChainKind, Expr, Hook, HookPoint, SetKey, SetSpec, Verdict, REG_1, REG_VERDICT,
+};
 use crate::network::proxy::ruleset::{ChainSpec, Ruleset};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -349,7 +351,7 @@ fn peer_matches(
 
 fn addr_set() -> SetSpec {
     SetSpec {
-        key_len: 4,
+        key: SetKey::Ipv4,
         verdict_map: false,
         timeout: false,
     }
@@ -357,7 +359,7 @@ fn addr_set() -> SetSpec {
 
 fn vmap() -> SetSpec {
     SetSpec {
-        key_len: 4,
+        key: SetKey::Ipv4,
         verdict_map: true,
         timeout: false,
     }

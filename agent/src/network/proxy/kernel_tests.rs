@@ -383,3 +383,51 @@ fn conntrack_flows_are_made_listed_and_deleted() {
         sock.delete_flow(&dnat).expect("deleting again");
     });
 }
+
+#[test]
+fn nft_lists_the_table_with_typed_sets() {
+    let ns = netns("list");
+    let listed = ns.run(|| {
+        let svc = service(Svc {
+            node_port: Some(30080),
+            affinity: Some(60),
+            ..Svc::cluster("web", "10.43.0.20", 80)
+        });
+        let mut proxy = Proxy::new(
+            NftSocket::open().expect("socket"),
+            ctx(vec![ip4("10.0.0.2")]),
+        );
+        proxy
+            .sync(
+                &[svc],
+                &[slice(
+                    "web",
+                    &[("10.99.0.5", "n1", true), ("10.99.0.6", "n1", true)],
+                    8080,
+                )],
+            )
+            .expect("sync");
+        // nftables' own tool reads back what skiff programmed (as an operator would).
+        let out = std::process::Command::new("nft")
+            .args(["list", "table", "ip", TABLE])
+            .output()
+            .expect("running nft (Debian's nftables)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    assert!(!listed.contains("invalid"), "{listed}");
+    for want in [
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+        "type inet_proto . inet_service : verdict",
+        "10.43.0.20 . tcp . 80 : goto svc-default/web/tcp/http",
+        "tcp . 30080 : goto ext-default/web/tcp/http",
+        "elements = { 10.0.0.2 }",
+        "0 : goto ep-default/web/tcp/http/10.99.0.5:8080, 1 : goto ep-default/web/tcp/http/10.99.0.6:8080",
+    ] {
+        assert!(listed.contains(want), "no `{want}` in\n{listed}");
+    }
+}

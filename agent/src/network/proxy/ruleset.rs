@@ -24,8 +24,8 @@ use super::services::{Endpoint, ServicePort};
 use super::NodeContext;
 use crate::network::nft::expr::{self, TCP, UDP};
 use crate::network::nft::{
-    Batch, ChainKind, DynsetOp, Expr, Hook, HookPoint, Message, RejectKind, SetSpec, Verdict,
-    REG32_00, REG_1, REG_VERDICT,
+    Batch, ChainKind, DynsetOp, Expr, Hook, HookPoint, Message, RejectKind, SetKey, SetSpec,
+    Verdict, REG32_00, REG_1, REG_VERDICT,
 };
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,9 +82,9 @@ impl Ruleset {
     }
 }
 
-fn vmap(key_len: u32) -> SetSpec {
+fn vmap(key: SetKey) -> SetSpec {
     SetSpec {
-        key_len,
+        key,
         verdict_map: true,
         timeout: false,
     }
@@ -138,15 +138,15 @@ fn hook(kind: ChainKind, hook: HookPoint, priority: i32) -> Option<Hook> {
 /// The chains and sets that do not depend on Services.
 fn base(ctx: &NodeContext, rs: &mut Ruleset) {
     let cidr = ctx.cluster_cidr;
-    rs.set(SERVICE_IPS, vmap(12));
-    rs.set(SERVICE_NODEPORTS, vmap(8));
-    rs.set(NO_ENDPOINT_SERVICES, vmap(12));
-    rs.set(NO_ENDPOINT_NODEPORTS, vmap(8));
+    rs.set(SERVICE_IPS, vmap(SetKey::Ipv4ProtoPort));
+    rs.set(SERVICE_NODEPORTS, vmap(SetKey::ProtoPort));
+    rs.set(NO_ENDPOINT_SERVICES, vmap(SetKey::Ipv4ProtoPort));
+    rs.set(NO_ENDPOINT_NODEPORTS, vmap(SetKey::ProtoPort));
     if !ctx.node_ips.is_empty() {
         rs.set(
             NODEPORT_IPS,
             SetSpec {
-                key_len: 4,
+                key: SetKey::Ipv4,
                 verdict_map: false,
                 timeout: false,
             },
@@ -307,7 +307,7 @@ fn pick_rules(sp: &ServicePort, eps: &[&Endpoint], map: &str, rs: &mut Ruleset) 
             ]));
         }
     }
-    rs.set(map, vmap(4));
+    rs.set(map, vmap(SetKey::Index));
     for (i, ep) in eps.iter().enumerate() {
         rs.element(
             map,
@@ -423,7 +423,7 @@ fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
             rs.set(
                 set.clone(),
                 SetSpec {
-                    key_len: 4,
+                    key: SetKey::Ipv4,
                     verdict_map: false,
                     timeout: true,
                 },
