@@ -116,6 +116,10 @@ struct Args {
     /// Net suite: endpoint changes timed, each way.
     #[arg(long, default_value_t = 20)]
     net_changes: usize,
+    /// Net suite: only these pairs of paths, comma-separated (one-node, bare-bridge,
+    /// across, clusterip-local, clusterip-remote); default: all.
+    #[arg(long, value_delimiter = ',')]
+    net_pairs: Vec<String>,
 }
 
 struct Server {
@@ -604,6 +608,7 @@ async fn main() -> Result<()> {
                 rounds: args.net_rounds,
                 dns_clients: args.clients,
                 changes: args.net_changes,
+                pairs: args.net_pairs.clone(),
             })
             .await;
         }
