@@ -55,6 +55,49 @@ async fn create_if_missing(
     }
 }
 
+/// Creates `wanted` if it is missing; else updates the stored object to what
+/// `reconcile(stored, wanted)` gives, if it gives anything (nothing: leave it).
+async fn create_or_reconcile(
+    api: &Api,
+    group: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    wanted: Value,
+    reconcile: impl Fn(&Value, &Value) -> Option<Value>,
+) -> Result<bool, ApiError> {
+    let resource = registry::find_kind(group, kind)
+        .ok_or_else(|| ApiError::internal(format!("no resource for {kind}")))?;
+    let name = wanted
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(stored) = api.store.get(&resource.key(namespace, &name)) else {
+        create_if_missing(api, group, kind, namespace, wanted).await?;
+        return Ok(false);
+    };
+    let stored: Value = serde_json::from_slice(&stored.value)
+        .map_err(|e| ApiError::internal(format!("stored {kind} {name}: {e}")))?;
+    if reconcile(&stored, &wanted).is_none() {
+        return Ok(false);
+    }
+    let target = Target {
+        resource,
+        namespace: namespace.map(String::from),
+        name: Some(name),
+        subresource: None,
+    };
+    handlers::guaranteed_update(
+        api,
+        &target,
+        handlers::Part::Main,
+        &WriteOptions::default(),
+        |old| Ok(reconcile(old, &wanted).unwrap_or_else(|| old.clone())),
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Creates `wanted` in the default namespace, or sets its `fields` on the stored object
 /// where they differ; other fields, such as labels added by users, are left alone.
 async fn keep_current(
@@ -64,43 +107,16 @@ async fn keep_current(
     wanted: Value,
     fields: &[&str],
 ) -> Result<(), ApiError> {
-    let resource = registry::find_kind(group, kind)
-        .ok_or_else(|| ApiError::internal(format!("no resource for {kind}")))?;
-    let name = wanted
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let Some(stored) = api.store.get(&resource.key(Some("default"), &name)) else {
-        return create_if_missing(api, group, kind, Some("default"), wanted).await;
-    };
-    let stored: Value = serde_json::from_slice(&stored.value)
-        .map_err(|e| ApiError::internal(format!("stored {kind} {name}: {e}")))?;
-    let update = |old: &Value| {
+    let set_fields = |old: &Value, wanted: &Value| {
         let mut new = old.clone();
         for f in fields {
             new[*f] = wanted[*f].clone();
         }
-        new
+        (new != *old).then_some(new)
     };
-    if update(&stored) == stored {
-        return Ok(());
+    if create_or_reconcile(api, group, kind, Some("default"), wanted, set_fields).await? {
+        tracing::info!(%kind, name = "kubernetes", "the API's address changed: updated");
     }
-    let target = Target {
-        resource,
-        namespace: Some("default".into()),
-        name: Some(name.clone()),
-        subresource: None,
-    };
-    handlers::guaranteed_update(
-        api,
-        &target,
-        handlers::Part::Main,
-        &WriteOptions::default(),
-        |old| Ok(update(old)),
-    )
-    .await?;
-    tracing::info!(%kind, %name, "the API's address changed: updated");
     Ok(())
 }
 
@@ -203,38 +219,17 @@ pub async fn ensure_policy(api: &Api) -> Result<(), ApiError> {
         ("ClusterRoleBinding", policy::cluster_role_bindings()),
     ];
     for (kind, objects) in kinds {
-        let resource = registry::find_kind(crate::auth::rbac::GROUP, kind)
-            .ok_or_else(|| ApiError::internal(format!("no resource for {kind}")))?;
         for wanted in objects {
             let name = wanted
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let Some(existing) = api.store.get(&resource.key(None, &name)) else {
-                create_if_missing(api, crate::auth::rbac::GROUP, kind, None, wanted).await?;
-                continue;
-            };
-            let existing: Value = serde_json::from_slice(&existing.value)
-                .map_err(|e| ApiError::internal(format!("stored {kind} {name}: {e}")))?;
-            if policy::reconcile(&existing, &wanted).is_none() {
-                continue;
+            let reconcile = |old: &Value, wanted: &Value| policy::reconcile(old, wanted);
+            let group = crate::auth::rbac::GROUP;
+            if create_or_reconcile(api, group, kind, None, wanted, reconcile).await? {
+                tracing::info!(%kind, %name, "reconciled a default RBAC object");
             }
-            let target = Target {
-                resource,
-                namespace: None,
-                name: Some(name.clone()),
-                subresource: None,
-            };
-            handlers::guaranteed_update(
-                api,
-                &target,
-                handlers::Part::Main,
-                &WriteOptions::default(),
-                |old| Ok(policy::reconcile(old, &wanted).unwrap_or_else(|| old.clone())),
-            )
-            .await?;
-            tracing::info!(%kind, %name, "reconciled a default RBAC object");
         }
     }
     Ok(())
