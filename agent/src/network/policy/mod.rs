@@ -19,8 +19,8 @@ mod kernel_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::network::nft::{self, Batch, Message, Netlink};
-use crate::network::proxy::{plan, Ruleset};
+use crate::network::nft::{self, Netlink};
+use crate::network::proxy::{ProgrammedTable, Ruleset};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use std::net::Ipv4Addr;
@@ -80,19 +80,16 @@ pub struct SyncStats {
 /// Programs NetworkPolicies into the policy table through a [`Netlink`].
 #[derive(Debug)]
 pub struct Policy<N: Netlink> {
-    netlink: N,
+    table: ProgrammedTable<N>,
     node: NodeScope,
-    /// What the kernel holds, as of the last successful batch; `None` before the first.
-    programmed: Option<PolicyRuleset>,
 }
 
 impl<N: Netlink> Policy<N> {
     /// Enforcement that has programmed nothing yet: its first sync replaces the table.
     pub fn new(netlink: N, node: NodeScope) -> Policy<N> {
         Policy {
-            netlink,
+            table: ProgrammedTable::new(netlink, TABLE),
             node,
-            programmed: None,
         }
     }
 
@@ -103,7 +100,7 @@ impl<N: Netlink> Policy<N> {
 
     /// The netlink it applies through (tests read a fake's record here).
     pub fn netlink(&mut self) -> &mut N {
-        &mut self.netlink
+        &mut self.table.netlink
     }
 
     /// Brings the table to what `policies` want for `pods` in `namespaces`, in one
@@ -116,20 +113,20 @@ impl<N: Netlink> Policy<N> {
         policies: &[Arc<NetworkPolicy>],
     ) -> Result<SyncStats> {
         let want = desired(&self.node, pods, namespaces, policies);
-        let batch = plan(TABLE, self.programmed.as_ref(), &want);
         let count = |map: &str| want.elements.get(map).map_or(0, |e| e.len());
+        let (ingress_isolated, egress_isolated) =
+            (count(rules::INGRESS_PODS), count(rules::EGRESS_PODS));
+        let full = !self.table.is_programmed();
+        let messages = self.table.apply(want).map_err(|r| Error::Apply {
+            messages: r.messages,
+            source: r.source,
+        })?;
         let stats = SyncStats {
-            ingress_isolated: count(rules::INGRESS_PODS),
-            egress_isolated: count(rules::EGRESS_PODS),
-            messages: batch.len(),
-            full: self.programmed.is_none(),
+            ingress_isolated,
+            egress_isolated,
+            messages,
+            full,
         };
-        if !batch.is_empty() {
-            self.netlink.apply(&batch).map_err(|source| Error::Apply {
-                messages: batch.len(),
-                source,
-            })?;
-        }
         tracing::debug!(
             ingress_isolated = stats.ingress_isolated,
             egress_isolated = stats.egress_isolated,
@@ -137,22 +134,12 @@ impl<N: Netlink> Policy<N> {
             full = stats.full,
             "network policy rules synced"
         );
-        self.programmed = Some(want);
         Ok(stats)
     }
 
     /// Deletes the policy table, lifting all isolation; no error if it is absent.
     pub fn remove(&mut self) -> Result<()> {
-        let mut b = Batch::new();
-        // Adding first makes the deletion succeed whether or not the table exists.
-        b.push(Message::AddTable {
-            table: TABLE.into(),
-        });
-        b.push(Message::DeleteTable {
-            table: TABLE.into(),
-        });
-        self.netlink.apply(&b).map_err(Error::Remove)?;
-        self.programmed = None;
+        self.table.remove().map_err(Error::Remove)?;
         Ok(())
     }
 }

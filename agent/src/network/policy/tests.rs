@@ -2,7 +2,7 @@
 
 use super::rules::{EGRESS_PODS, INGRESS_PODS};
 use super::*;
-use crate::network::nft::{Expr, Recorder, Verdict};
+use crate::network::nft::{Expr, Message, Recorder, Verdict};
 use serde_json::{json, Value};
 
 pub(super) fn node() -> NodeScope {

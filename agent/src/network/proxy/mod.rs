@@ -15,14 +15,14 @@ mod kernel_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::network::nft::{self, Batch, Message, Netlink};
+use crate::network::nft::{self, Netlink};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-pub use ruleset::{desired, plan, Ruleset};
+pub use ruleset::{desired, plan, ProgrammedTable, Ruleset};
 pub use services::{service_ports, stale_udp, Endpoint, ServicePort};
 
 /// The name of skiff's nftables table (family `ip`).
@@ -80,10 +80,8 @@ pub struct SyncStats {
 /// Programs Services into skiff's table through a [`Netlink`].
 #[derive(Debug)]
 pub struct Proxy<N: Netlink> {
-    netlink: N,
+    table: ProgrammedTable<N>,
     ctx: NodeContext,
-    /// What the kernel holds, as of the last successful batch; `None` before the first.
-    programmed: Option<Ruleset>,
     /// The Service ports of the last sync, to tell which UDP flows a change leaves
     /// stale.
     ports: Option<Vec<ServicePort>>,
@@ -93,9 +91,8 @@ impl<N: Netlink> Proxy<N> {
     /// A proxy that has programmed nothing yet: its first sync replaces the table.
     pub fn new(netlink: N, ctx: NodeContext) -> Proxy<N> {
         Proxy {
-            netlink,
+            table: ProgrammedTable::new(netlink, TABLE),
             ctx,
-            programmed: None,
             ports: None,
         }
     }
@@ -107,7 +104,7 @@ impl<N: Netlink> Proxy<N> {
 
     /// The netlink the proxy applies through (tests read a fake's record here).
     pub fn netlink(&mut self) -> &mut N {
-        &mut self.netlink
+        &mut self.table.netlink
     }
 
     /// Brings the table to what `services` and `slices` want, in one atomic batch
@@ -120,31 +117,28 @@ impl<N: Netlink> Proxy<N> {
     ) -> Result<SyncStats> {
         let ports = service_ports(&self.ctx, services, slices);
         let want = desired(&self.ctx, &ports);
-        let batch = plan(TABLE, self.programmed.as_ref(), &want);
+        let full = !self.table.is_programmed();
+        let messages = self.table.apply(want).map_err(|r| Error::Apply {
+            messages: r.messages,
+            source: r.source,
+        })?;
         let stats = SyncStats {
             service_ports: ports.len(),
-            messages: batch.len(),
-            full: self.programmed.is_none(),
+            messages,
+            full,
         };
-        if !batch.is_empty() {
-            self.netlink.apply(&batch).map_err(|source| Error::Apply {
-                messages: batch.len(),
-                source,
-            })?;
-        }
         tracing::debug!(
             service_ports = stats.service_ports,
             messages = stats.messages,
             full = stats.full,
             "service rules synced"
         );
-        self.programmed = Some(want);
         // After a start nothing is known of what the flows were made with; from then
         // on, each change's stale UDP flows go.
         if let Some(old) = &self.ports {
             let stale = stale_udp(old, &ports);
             if !stale.is_empty() {
-                match self.netlink.forget_udp(&stale) {
+                match self.table.netlink.forget_udp(&stale) {
                     Ok(n) => tracing::debug!(flows = n, "forgot stale UDP flows"),
                     Err(e) => tracing::warn!(error = %e, "forgetting stale UDP flows"),
                 }
@@ -156,16 +150,7 @@ impl<N: Netlink> Proxy<N> {
 
     /// Deletes skiff's table (clean shutdown, uninstall); no error if it is absent.
     pub fn remove(&mut self) -> Result<()> {
-        let mut b = Batch::new();
-        // Adding first makes the deletion succeed whether or not the table exists.
-        b.push(Message::AddTable {
-            table: TABLE.into(),
-        });
-        b.push(Message::DeleteTable {
-            table: TABLE.into(),
-        });
-        self.netlink.apply(&b).map_err(Error::Remove)?;
-        self.programmed = None;
+        self.table.remove().map_err(Error::Remove)?;
         self.ports = None;
         Ok(())
     }

@@ -24,8 +24,8 @@ use super::services::{Endpoint, ServicePort};
 use super::NodeContext;
 use crate::network::nft::expr::{self, TCP, UDP};
 use crate::network::nft::{
-    Batch, ChainKind, DynsetOp, Expr, Hook, HookPoint, Message, RejectKind, SetKey, SetSpec,
-    Verdict, REG32_00, REG_1, REG_VERDICT,
+    Batch, ChainKind, DynsetOp, Expr, Hook, HookPoint, Message, Netlink, RejectKind, SetKey,
+    SetSpec, Verdict, REG32_00, REG_1, REG_VERDICT,
 };
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -462,6 +462,71 @@ pub fn desired(ctx: &NodeContext, ports: &[ServicePort]) -> Ruleset {
         }
     }
     rs
+}
+
+/// One of skiff's tables as the kernel holds it: a wanted [`Ruleset`] is applied as
+/// the batch from the last one applied ([`plan`]; the whole table is replaced the first
+/// time), and the table can be removed.
+#[derive(Debug)]
+pub struct ProgrammedTable<N: Netlink> {
+    /// How the table is programmed.
+    pub netlink: N,
+    table: &'static str,
+    /// What the kernel holds, as of the last successful batch; `None` before the first.
+    programmed: Option<Ruleset>,
+}
+
+/// A batch the kernel refused; nothing of it was applied.
+#[derive(Debug)]
+pub struct Refused {
+    /// How many messages the batch had.
+    pub messages: usize,
+    /// Why.
+    pub source: crate::network::nft::Error,
+}
+
+impl<N: Netlink> ProgrammedTable<N> {
+    /// A table nothing has been applied to yet.
+    pub fn new(netlink: N, table: &'static str) -> ProgrammedTable<N> {
+        ProgrammedTable {
+            netlink,
+            table,
+            programmed: None,
+        }
+    }
+
+    /// Whether a ruleset has been applied (else the next apply replaces the table).
+    pub fn is_programmed(&self) -> bool {
+        self.programmed.is_some()
+    }
+
+    /// Makes the table hold `want`; answers how many messages that took.
+    pub fn apply(&mut self, want: Ruleset) -> Result<usize, Refused> {
+        let batch = plan(self.table, self.programmed.as_ref(), &want);
+        if !batch.is_empty() {
+            self.netlink.apply(&batch).map_err(|source| Refused {
+                messages: batch.len(),
+                source,
+            })?;
+        }
+        self.programmed = Some(want);
+        Ok(batch.len())
+    }
+
+    /// Deletes the table; gone already is fine.
+    pub fn remove(&mut self) -> Result<(), crate::network::nft::Error> {
+        let mut b = Batch::new();
+        // Adding first makes the deletion succeed whether or not the table exists.
+        b.push(Message::AddTable {
+            table: self.table.into(),
+        });
+        b.push(Message::DeleteTable {
+            table: self.table.into(),
+        });
+        self.netlink.apply(&b)?;
+        self.programmed = None;
+        Ok(())
+    }
 }
 
 /// The batch that turns `old` (what is programmed; `None`: unknown, as at start) into

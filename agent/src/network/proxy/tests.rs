@@ -2,7 +2,7 @@
 
 use super::ruleset::MASQUERADE_MARK;
 use super::*;
-use crate::network::nft::{Expr, Recorder, Verdict};
+use crate::network::nft::{Expr, Message, Recorder, Verdict};
 use serde_json::json;
 
 /// A Service to build, with the test defaults: ClusterIP, TCP, port name `http`.
