@@ -489,7 +489,6 @@ where
     })?
 }
 
-/// Whether the pod's `eth0` is up with `address`.
 /// How a pod's side is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodLinks {
@@ -499,6 +498,7 @@ pub struct PodLinks {
     pub routes: Vec<(Ipv4Net, u32)>,
 }
 
+/// Whether the pod's `eth0` is up with `address`.
 async fn pod_side_ready(netns: &Path, address: Ipv4Net) -> Result<bool> {
     in_netns(netns, move |links| async move {
         let Some(eth0) = links.get("eth0").await? else {

@@ -173,13 +173,15 @@ pub struct Network {
 
 /// How pods are attached on a node whose interface has `iface_mtu` and whose overlay
 /// has `overlay_mtu`: the veth and the bridge at the interface's MTU, so pods on one
-/// node talk in full-size frames, and the routes to `beyond` (the cluster CIDR, other
-/// nodes' pods; the service CIDR, whose endpoints may be on other nodes) at the
-/// overlay's. Traffic leaving the
-/// cluster takes the default route, at the interface's MTU.
-fn pod_links(iface_mtu: u32, overlay_mtu: u32, beyond: [Ipv4Net; 2]) -> links::PodLinks {
+/// node talk in full-size frames, and the route to `cluster_cidr` (other nodes' pods,
+/// across the overlay) at the overlay's. Everything else, the service CIDR included,
+/// takes the default route at the interface's MTU: a Service's endpoint on another
+/// node is reached through the overlay after DNAT, where the proxy's `mss-clamp`
+/// lowers the connection's MSS, and an oversized datagram gets "fragmentation
+/// needed" from this node itself, not from a router on the way.
+fn pod_links(iface_mtu: u32, overlay_mtu: u32, cluster_cidr: Ipv4Net) -> links::PodLinks {
     let routes = if overlay_mtu < iface_mtu {
-        beyond.iter().map(|net| (*net, overlay_mtu)).collect()
+        vec![(cluster_cidr, overlay_mtu)]
     } else {
         Vec::new()
     };
@@ -303,11 +305,7 @@ impl Network {
             Backend::Vxlan => iface.mtu.saturating_sub(VXLAN_OVERHEAD),
             _ => iface.mtu,
         };
-        let pod = pod_links(
-            iface.mtu,
-            mtu,
-            [self.config.cluster_cidr, self.config.service_cidr],
-        );
+        let pod = pod_links(iface.mtu, mtu, self.config.cluster_cidr);
         sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         let ipam = ipam::Ipam::open(&self.config.state_dir().join("ipam"), range)?;
         let gateway = Ipv4Net::new(ipam.gateway(), range.prefix_len()).unwrap_or(range);
@@ -756,15 +754,12 @@ mod tests {
 
     #[test]
     fn pods_get_full_frames_on_the_node_and_the_overlays_mtu_beyond() {
-        let beyond: [Ipv4Net; 2] = [
-            "10.42.0.0/16".parse().unwrap(),
-            "10.43.0.0/16".parse().unwrap(),
-        ];
-        let pod = pod_links(1500, 1450, beyond);
+        let cidr: Ipv4Net = "10.42.0.0/16".parse().unwrap();
+        let pod = pod_links(1500, 1450, cidr);
         assert_eq!(pod.mtu, 1500);
-        assert_eq!(pod.routes, vec![(beyond[0], 1450), (beyond[1], 1450)]);
+        assert_eq!(pod.routes, vec![(cidr, 1450)]);
         // Without an overlay every route has the interface's MTU.
-        let pod = pod_links(9000, 9000, beyond);
+        let pod = pod_links(9000, 9000, cidr);
         assert_eq!((pod.mtu, pod.routes), (9000, vec![]));
     }
 }

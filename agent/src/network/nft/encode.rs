@@ -414,6 +414,9 @@ fn encode_expr(w: &mut Writer, e: &Expr) {
         Expr::FibDaddrType { .. } => "fib",
         Expr::Reject(_) => "reject",
         Expr::Dynset { .. } => "dynset",
+        Expr::RtTcpMss { .. } => "rt",
+        Expr::ToNetworkOrder { .. } => "byteorder",
+        Expr::TcpMssSet { .. } => "exthdr",
     };
     w.str(NFTA_EXPR_NAME, name);
     w.nest(NFTA_EXPR_DATA, |w| match e {
@@ -521,6 +524,26 @@ fn encode_expr(w: &mut Writer, e: &Expr) {
             w.u32(1, *dreg);
             w.u32(2, 3); // NFT_FIB_RESULT_ADDRTYPE
             w.u32(3, 2); // NFTA_FIB_F_DADDR
+        }
+        Expr::RtTcpMss { dreg } => {
+            w.u32(1, *dreg); // NFTA_RT_DREG
+            w.u32(2, 3); // NFTA_RT_KEY: NFT_RT_TCPMSS
+        }
+        Expr::ToNetworkOrder { reg, size } => {
+            w.u32(1, *reg); // NFTA_BYTEORDER_SREG
+            w.u32(2, *reg); // NFTA_BYTEORDER_DREG
+            w.u32(3, 1); // NFTA_BYTEORDER_OP: NFT_BYTEORDER_HTON
+            w.u32(4, *size); // NFTA_BYTEORDER_LEN
+            w.u32(5, *size); // NFTA_BYTEORDER_SIZE
+        }
+        Expr::TcpMssSet { sreg } => {
+            // NFTA_EXTHDR_TYPE: TCP option 2 (maximum segment size), whose value is
+            // the 2 bytes at offset 2.
+            w.attr(2, &[2]);
+            w.u32(3, 2); // NFTA_EXTHDR_OFFSET
+            w.u32(4, 2); // NFTA_EXTHDR_LEN
+            w.u32(6, 1); // NFTA_EXTHDR_OP: NFT_EXTHDR_OP_TCPOPT
+            w.u32(7, *sreg); // NFTA_EXTHDR_SREG
         }
         Expr::Reject(kind) => match kind {
             RejectKind::Icmp(code) => {

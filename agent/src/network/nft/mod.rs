@@ -252,6 +252,25 @@ pub enum Expr {
     },
     /// Reject the packet.
     Reject(RejectKind),
+    /// Load the TCP MSS the packet's route allows (its MTU less 40 bytes of headers;
+    /// 2 bytes, host order) into `dreg`. Forward, output and postrouting only.
+    RtTcpMss {
+        /// The register written.
+        dreg: Reg,
+    },
+    /// Turn the `size`-byte number in `reg` from host to network byte order.
+    ToNetworkOrder {
+        /// The register read and written.
+        reg: Reg,
+        /// 2 or 4.
+        size: u32,
+    },
+    /// Overwrite a TCP SYN's maximum segment size option with the 2 bytes in `sreg`,
+    /// only ever lowering it (the kernel leaves a smaller one alone).
+    TcpMssSet {
+        /// The register read.
+        sreg: Reg,
+    },
     /// Add or update the key in `sreg` in a set with a timeout.
     Dynset {
         /// The set.
@@ -704,6 +723,43 @@ pub mod expr {
                 xor: vec![0; 4],
             },
             neq(REG_1, 0u32.to_ne_bytes()),
+        ]
+    }
+
+    /// A TCP segment whose flags have SYN without RST: a connection's first two
+    /// segments, which carry the MSS option.
+    pub fn tcp_syn() -> Vec<Expr> {
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        let mut e = l4proto_is(TCP);
+        e.extend([
+            Expr::Payload {
+                dreg: REG_1,
+                base: Base::Transport,
+                offset: 13,
+                len: 1,
+            },
+            Expr::Bitwise {
+                sreg: REG_1,
+                dreg: REG_1,
+                mask: vec![SYN | RST],
+                xor: vec![0],
+            },
+            eq(REG_1, [SYN]),
+        ]);
+        e
+    }
+
+    /// `tcp option maxseg size set rt mtu`: a SYN's MSS lowered to what its route
+    /// carries.
+    pub fn clamp_mss_to_route() -> Vec<Expr> {
+        vec![
+            Expr::RtTcpMss { dreg: REG_1 },
+            Expr::ToNetworkOrder {
+                reg: REG_1,
+                size: 2,
+            },
+            Expr::TcpMssSet { sreg: REG_1 },
         ]
     }
 

@@ -427,7 +427,65 @@ fn nft_lists_the_table_with_typed_sets() {
         "tcp . 30080 : goto ext-default/web/tcp/http",
         "elements = { 10.0.0.2 }",
         "0 : goto ep-default/web/tcp/http/10.99.0.5:8080, 1 : goto ep-default/web/tcp/http/10.99.0.6:8080",
+        "tcp flags syn / syn,rst tcp option maxseg size set rt mtu",
     ] {
         assert!(listed.contains(want), "no `{want}` in\n{listed}");
     }
+}
+
+#[test]
+fn a_connection_rerouted_into_a_narrower_link_gets_its_mss_clamped() {
+    // The node reaches a ClusterIP by its default route (MTU 1500); the endpoint sits
+    // behind a link of MTU 1400, as a pod across the overlay does. The endpoint's side
+    // of that link is full size, so only the clamped SYN tells it the path is narrower.
+    let ns = netns("mss");
+    let peer = Netns::new("proxy", "mss-peer");
+    ns.ip(&[
+        "link", "add", "n0", "mtu", "1400", "type", "veth", "peer", "name", "p0", "netns",
+        &peer.name,
+    ]);
+    ns.ip(&["addr", "add", "10.1.0.1/24", "dev", "n0"]);
+    ns.ip(&["link", "set", "n0", "up"]);
+    peer.ip(&["addr", "add", "10.1.0.2/24", "dev", "p0"]);
+    peer.ip(&["link", "set", "p0", "up"]);
+    let listener = peer.run(|| TcpListener::bind("10.1.0.2:8080").expect("binding the endpoint"));
+
+    // The MSS the endpoint will send with to a client whose SYN came through `ns`.
+    let endpoint_mss = |with_clamp: bool| {
+        ns.run(|| {
+            let svc = service(Svc::cluster("web", "10.43.0.20", 80));
+            let mut proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+            proxy
+                .sync(
+                    std::slice::from_ref(&svc),
+                    &[slice("web", &[("10.1.0.2", "n2", true)], 8080)],
+                )
+                .expect("sync");
+            if !with_clamp {
+                let mut b = Batch::new();
+                b.push(Message::FlushChain {
+                    table: TABLE.into(),
+                    chain: "mss-clamp".into(),
+                });
+                NftSocket::open()
+                    .expect("socket")
+                    .apply(&b)
+                    .expect("unclamping");
+            }
+            let to: SocketAddr = "10.43.0.20:80".parse().expect("addr");
+            let _client = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connecting to {to}: {e}"));
+            let (accepted, _) = listener.accept().expect("accept");
+            let mss = nix::sys::socket::getsockopt(&accepted, nix::sys::socket::sockopt::TcpMaxSeg)
+                .expect("TCP_MAXSEG");
+            proxy.remove().expect("removing the table");
+            mss
+        })
+    };
+    // Without the clamp the endpoint believes the client's 1460; with it, 1360 (less
+    // 12 bytes of timestamps either way).
+    let unclamped = endpoint_mss(false);
+    assert!(unclamped > 1400, "unclamped MSS {unclamped}");
+    let clamped = endpoint_mss(true);
+    assert!(clamped <= 1360, "clamped MSS {clamped}");
 }

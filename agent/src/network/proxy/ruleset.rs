@@ -19,6 +19,10 @@
 //!   accepts established connections first and the cluster CIDR's traffic.
 //! - `nat-postrouting` (srcnat): masquerade what was marked, and the pods' traffic to
 //!   outside the cluster CIDR.
+//! - `mss-clamp` (filter, postrouting): a SYN's MSS lowered to what its route carries.
+//!   Pods and nodes reach the service CIDR in full-size frames; a connection DNATed to
+//!   an endpoint across the overlay is rerouted into the overlay's smaller MTU, and
+//!   both ends learn that from the SYNs instead of from dropped segments.
 
 use super::services::{Endpoint, ServicePort};
 use super::NodeContext;
@@ -269,6 +273,11 @@ fn base(ctx: &NodeContext, rs: &mut Ruleset) {
             rule([expr::saddr_in(cidr, true), verdict(Verdict::Accept)]),
             rule([expr::daddr_in(cidr, true), verdict(Verdict::Accept)]),
         ],
+    );
+    rs.chain(
+        "mss-clamp",
+        hook(ChainKind::Filter, HookPoint::Postrouting, 0),
+        vec![rule([expr::tcp_syn(), expr::clamp_mss_to_route()])],
     );
     if let Some((_, server)) = ctx.dns {
         rs.chain(
