@@ -117,9 +117,14 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     net_changes: usize,
     /// Net suite: only these pairs of paths, comma-separated (one-node, bare-bridge,
-    /// across, clusterip-local, clusterip-remote); default: all.
+    /// across, bare-vxlan, across-bare-vxlan, clusterip-local, bare-dnat,
+    /// clusterip-remote); default: all.
     #[arg(long, value_delimiter = ',')]
     net_pairs: Vec<String>,
+    /// Net suite: once every path answers, print where each is and wait for a line on
+    /// standard input before measuring, for experiments by hand on a live lab.
+    #[arg(long)]
+    net_hold: bool,
 }
 
 struct Server {
@@ -608,6 +613,7 @@ async fn main() -> Result<()> {
                 rounds: args.net_rounds,
                 dns_clients: args.clients,
                 changes: args.net_changes,
+                hold: args.net_hold,
                 pairs: args.net_pairs.clone(),
             })
             .await;

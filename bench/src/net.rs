@@ -8,11 +8,15 @@
 //! `b` on host 0, `c` and `e` on host 1; Services select `b` and `c`. Beside them, two bare
 //! namespaces are joined by one veth pair, and two more sit on a bridge with no rules
 //! (a node's topology without skiff, to tell what the rules cost from what the
-//! topology costs).
+//! topology costs). Two more hosts on the same bridge carry a bare VXLAN between one
+//! pod namespace each, laid out as skiff lays out a node but without skiff: what the
+//! kernel's VXLAN alone gets beside host to host. A last bridge has one DNAT rule and
+//! its frames through the IP hooks: what the kernel's DNAT alone costs on a bridge.
 //!
 //! The traffic is the bench's own: a thread enters a namespace (a pod's, a host's or a
 //! bare one) with `setns` and listens or connects there, so the same code runs over
-//! every path and only the path differs. For each path, each round:
+//! every path and only the path differs; the client runs on one CPU and the servers
+//! on another. For each path, each round:
 //!
 //! - stream: one TCP connection, the client writing 128 KiB at a time;
 //! - rr: one connection, one byte there and back at a time (request latency);
@@ -20,9 +24,10 @@
 //!   Service's DNAT costs is paid per connection).
 //!
 //! The paths, in pairs: pod to pod on one node beside the bare veth pair (and the bare
-//! bridge); pod to pod across nodes beside host to host; pod to a Service's ClusterIP
-//! beside pod to the same pod's address, with the endpoint on the same node and on the
-//! other. Then cluster DNS: queries from a pod to the cluster DNS address,
+//! bridge); pod to pod across nodes beside host to host (and the bare VXLAN beside
+//! bare host to host, and skiff's VXLAN beside it); pod to a Service's ClusterIP
+//! beside pod to the same pod's address, with the endpoint on the same node (and the
+//! bare DNAT beside direct over its bridge) and on the other. Then cluster DNS: queries from a pod to the cluster DNS address,
 //! beside the same queries from the node to its DNS server's own address. Last, how
 //! long an endpoint change takes to reach another node's rules.
 
@@ -48,9 +53,12 @@ pub struct Plan<'a> {
     pub dns_clients: usize,
     /// Endpoint changes timed, each way.
     pub changes: usize,
-    /// The pairs to measure (`one-node`, `bare-bridge`, `across`, `clusterip-local`,
-    /// `clusterip-remote`); empty: all.
+    /// The pairs to measure (`one-node`, `bare-bridge`, `across`, `bare-vxlan`,
+    /// `across-bare-vxlan`, `clusterip-local`, `bare-dnat`, `clusterip-remote`); empty:
+    /// all.
     pub pairs: Vec<String>,
+    /// Wait for a line on standard input once the paths answer.
+    pub hold: bool,
 }
 
 /// The hosts' network: `10.219.0.0/24`, the bridge holding `.1`, host `i` `.10+i`.
@@ -59,6 +67,11 @@ const HOST_NET: [u8; 3] = [10, 219, 0];
 const BARE_NET: [u8; 3] = [10, 219, 1];
 /// The bare bridge's two ends: `10.219.2.1` and `10.219.2.2`.
 const BRIDGE_NET: [u8; 3] = [10, 219, 2];
+/// The bare DNAT's bridge: `10.219.4.1` and `10.219.4.2`; [`DNAT_VIP`] is the second.
+const DNAT_NET: [u8; 3] = [10, 219, 4];
+const DNAT_VIP: Ipv4Addr = Ipv4Addr::new(10, 219, 5, 2);
+/// The bare VXLAN's pods: `10.220.<host>.2`.
+const VXLAN_NET: [u8; 2] = [10, 220];
 const API_PORT: u16 = 6443;
 /// The servers' ports: the sink reads and drops, the echo sends back what it reads,
 /// the one-shot sends back one byte and closes.
@@ -78,13 +91,18 @@ fn host_ip(i: u8) -> Ipv4Addr {
 
 /// Runs `ip args`, failing with its stderr.
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
+    iproute2("ip", args)
+}
+
+/// Runs iproute2's `tool args`, failing with its stderr.
+fn iproute2(tool: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(tool)
         .args(args)
         .output()
-        .context("running ip")?;
+        .with_context(|| format!("running {tool}"))?;
     if !out.status.success() {
         bail!(
-            "ip {}: {}",
+            "{tool} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -101,6 +119,8 @@ struct Lab {
     /// The server and the agent, stopped in reverse order.
     processes: Vec<Child>,
     namespaces: Vec<String>,
+    /// The root namespace's ends of the hosts' veths.
+    outside: Vec<String>,
     bridge: Option<String>,
 }
 
@@ -116,6 +136,7 @@ impl Lab {
             skiff: skiff.to_path_buf(),
             processes: Vec::new(),
             namespaces: Vec::new(),
+            outside: Vec::new(),
             bridge: None,
         })
     }
@@ -150,12 +171,20 @@ impl Lab {
     /// Two namespaces on a bridge in a third, with no rules anywhere: a node's pod
     /// topology (a veth each, a bridge between) without skiff.
     fn bare_bridge(&mut self) -> Result<(PathBuf, PathBuf)> {
-        let x = format!("{}-x", self.prefix);
+        self.two_on_a_bridge(["x", "c", "d"], BRIDGE_NET)
+    }
+
+    /// Namespaces `sides[1]` and `sides[2]` on a bridge in `sides[0]`, at `.1` and `.2`
+    /// of `net`; the bridge holds `.254`.
+    fn two_on_a_bridge(&mut self, sides: [&str; 3], net: [u8; 3]) -> Result<(PathBuf, PathBuf)> {
+        let x = format!("{}-{}", self.prefix, sides[0]);
         self.add_netns(&x)?;
         ip(&["-n", &x, "link", "add", "br0", "type", "bridge"])?;
+        let gw = format!("{}.{}.{}.254/24", net[0], net[1], net[2]);
+        ip(&["-n", &x, "addr", "add", &gw, "dev", "br0"])?;
         ip(&["-n", &x, "link", "set", "br0", "up"])?;
         let mut ends = Vec::new();
-        for (side, last) in [("c", 1), ("d", 2)] {
+        for (side, last) in [(sides[1], 1), (sides[2], 2)] {
             let ns = format!("{}-{side}", self.prefix);
             ends.push(self.add_netns(&ns)?);
             let port = format!("port-{side}");
@@ -164,10 +193,7 @@ impl Lab {
                 &ns,
             ])?;
             ip(&["-n", &x, "link", "set", &port, "master", "br0", "up"])?;
-            let addr = format!(
-                "{}.{}.{}.{last}/24",
-                BRIDGE_NET[0], BRIDGE_NET[1], BRIDGE_NET[2]
-            );
+            let addr = format!("{}.{}.{}.{last}/24", net[0], net[1], net[2]);
             ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         }
@@ -176,8 +202,85 @@ impl Lab {
         Ok((c, d))
     }
 
+    /// The kernel's cost of a DNAT on a bridge, without skiff: two namespaces on a
+    /// bridge whose frames go through the IP hooks (as a node's bridge), and one
+    /// nftables rule in the bridge's namespace, made through skiff's own netlink
+    /// code, that sends [`DNAT_VIP`] to the second. The first reaches the VIP through
+    /// the bridge's address, as a pod reaches a ClusterIP through its gateway.
+    fn bare_dnat(&mut self) -> Result<(PathBuf, PathBuf)> {
+        use skiff_agent::network::nft::{
+            expr, Batch, ChainKind, Expr, Hook, HookPoint, Message, NatKind, Netlink, NftSocket,
+            REG_1,
+        };
+        let (e, f) = self.two_on_a_bridge(["y", "e", "f"], DNAT_NET)?;
+        let y = format!("{}-y", self.prefix);
+        ip(&[
+            "-n",
+            &y,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "nf_call_iptables",
+            "1",
+        ])?;
+        let gw = format!("{}.{}.{}.254", DNAT_NET[0], DNAT_NET[1], DNAT_NET[2]);
+        let e_name = format!("{}-e", self.prefix);
+        ip(&[
+            "-n",
+            &e_name,
+            "route",
+            "add",
+            &format!("{DNAT_VIP}/32"),
+            "via",
+            &gw,
+        ])?;
+        let to = Ipv4Addr::new(DNAT_NET[0], DNAT_NET[1], DNAT_NET[2], 2);
+        in_netns(&Lab::netns_path(&y), move || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("forwarding")?;
+            let t = || "bench".to_string();
+            let mut b = Batch::new();
+            b.push(Message::AddTable { table: t() });
+            b.push(Message::AddChain {
+                table: t(),
+                chain: "pre".into(),
+                hook: Some(Hook {
+                    kind: ChainKind::Nat,
+                    hook: HookPoint::Prerouting,
+                    priority: -100,
+                }),
+            });
+            b.push(Message::AddRule {
+                table: t(),
+                chain: "pre".into(),
+                exprs: vec![
+                    expr::ip_daddr(REG_1),
+                    expr::eq(REG_1, DNAT_VIP.octets()),
+                    Expr::Immediate {
+                        dreg: REG_1,
+                        data: to.octets().to_vec(),
+                    },
+                    Expr::Nat {
+                        kind: NatKind::Dnat,
+                        addr: REG_1,
+                        port: None,
+                    },
+                ],
+            });
+            NftSocket::open()?.apply(&b).context("the bare DNAT rule")
+        })?;
+        Ok((e, f))
+    }
+
     /// The hosts' bridge, and host `i`'s namespace joined to it.
     fn host(&mut self, i: u8) -> Result<PathBuf> {
+        self.on_hosts_bridge(&format!("h{i}"), host_ip(i))
+    }
+
+    /// A namespace `<prefix>-<tag>` joined to the hosts' bridge (made on first use)
+    /// at `addr`, with a default route through the bridge.
+    fn on_hosts_bridge(&mut self, tag: &str, addr: Ipv4Addr) -> Result<PathBuf> {
         let bridge = format!("{}-br", self.prefix);
         if self.bridge.is_none() {
             ip(&["link", "add", &bridge, "type", "bridge"])?;
@@ -186,19 +289,20 @@ impl Lab {
             ip(&["addr", "add", &gw, "dev", &bridge])?;
             ip(&["link", "set", &bridge, "up"])?;
         }
-        let name = format!("{}-h{i}", self.prefix);
+        let name = format!("{}-{tag}", self.prefix);
         let path = self.add_netns(&name)?;
-        let outside = format!("{}-v{i}", self.prefix);
+        let outside = format!("{}-v{tag}", self.prefix);
         ip(&[
             "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &name,
         ])?;
+        self.outside.push(outside.clone());
         ip(&["link", "set", &outside, "master", &bridge, "up"])?;
         ip(&[
             "-n",
             &name,
             "addr",
             "add",
-            &format!("{}/24", host_ip(i)),
+            &format!("{addr}/24"),
             "dev",
             "eth0",
         ])?;
@@ -206,6 +310,91 @@ impl Lab {
         let gw = format!("{}.{}.{}.1", HOST_NET[0], HOST_NET[1], HOST_NET[2]);
         ip(&["-n", &name, "route", "add", "default", "via", &gw])?;
         Ok(path)
+    }
+
+    /// The kernel's VXLAN path with nothing of skiff's: two more hosts on the hosts'
+    /// bridge, each with a VXLAN device (the overlay's VNI, port and MTU, static FDB
+    /// and neighbour entries), a bridge at full MTU and one pod namespace behind it
+    /// whose route to the other pod has the overlay's MTU, as skiff lays a node out.
+    /// No nftables table, so no conntrack. Answers each host's and each pod's
+    /// namespace and address.
+    fn bare_vxlan(&mut self) -> Result<[(PathBuf, Ipv4Addr, PathBuf, Ipv4Addr); 2]> {
+        let host = |i: u8| Ipv4Addr::new(HOST_NET[0], HOST_NET[1], HOST_NET[2], 20 + i);
+        let mac = |i: u8| format!("02:5b:00:00:00:0{i}");
+        let mut made = Vec::new();
+        for i in 0..2u8 {
+            let hpath = self.on_hosts_bridge(&format!("g{i}"), host(i))?;
+            let h = format!("{}-g{i}", self.prefix);
+            let pod = format!("{}-q{i}", self.prefix);
+            let ppath = self.add_netns(&pod)?;
+            let n = |last: u8| format!("{}.{}.{i}.{last}", VXLAN_NET[0], VXLAN_NET[1]);
+            let local = host(i).to_string();
+            let cmds: Vec<Vec<String>> = vec![
+                vec![
+                    "link add vx0 address".into(),
+                    mac(i),
+                    "type vxlan id 1 dstport 8472 nolearning local".into(),
+                    local,
+                    "dev eth0".into(),
+                ],
+                vec!["link set vx0 mtu 1450 up".into()],
+                vec!["addr add".into(), format!("{}/32", n(0)), "dev vx0".into()],
+                vec!["link add br0 type bridge".into()],
+                vec!["addr add".into(), format!("{}/24", n(1)), "dev br0".into()],
+                vec!["link set br0 up".into()],
+                vec![
+                    "link add port0 type veth peer name eth0 netns".into(),
+                    pod.clone(),
+                ],
+                vec!["link set port0 master br0 up".into()],
+            ];
+            for c in cmds {
+                let line = c.join(" ");
+                let mut args = vec!["-n", &h];
+                args.extend(line.split(' '));
+                ip(&args)?;
+            }
+            let route = format!("{}.{}.0.0/16", VXLAN_NET[0], VXLAN_NET[1]);
+            for line in [
+                format!("addr add {}/24 dev eth0", n(2)),
+                "link set eth0 up".to_string(),
+                format!("route add {route} via {} mtu 1450", n(1)),
+                format!("route add default via {}", n(1)),
+            ] {
+                let mut args = vec!["-n", &pod];
+                args.extend(line.split(' '));
+                ip(&args)?;
+            }
+            in_netns(&hpath, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                    .context("turning forwarding on")
+            })?;
+            made.push((hpath, host(i), ppath, n(2).parse::<Ipv4Addr>()?));
+        }
+        // Each host reaches the other's pods through the other's VTEP.
+        for i in 0..2u8 {
+            let (h, o) = (format!("{}-g{i}", self.prefix), 1 - i);
+            let peer0 = format!("{}.{}.{o}.0", VXLAN_NET[0], VXLAN_NET[1]);
+            for line in [
+                format!("neigh add {peer0} lladdr {} dev vx0", mac(o)),
+                format!("fdb append {} dev vx0 dst {}", mac(o), host(o)),
+                format!(
+                    "route add {}.{}.{o}.0/24 via {peer0} dev vx0 onlink",
+                    VXLAN_NET[0], VXLAN_NET[1]
+                ),
+            ] {
+                let mut args = vec!["-n", &h];
+                args.extend(line.split(' '));
+                if line.starts_with("fdb") {
+                    iproute2("bridge", &args)?;
+                } else {
+                    ip(&args)?;
+                }
+            }
+        }
+        let second = made.pop().context("two hosts")?;
+        let first = made.pop().context("two hosts")?;
+        Ok([first, second])
     }
 
     fn data_dir(&self, i: u8) -> PathBuf {
@@ -279,9 +468,9 @@ impl Drop for Lab {
                 eprintln!("{e:#}");
             }
         }
-        for i in 0..2 {
+        for outside in self.outside.drain(..) {
             // Gone with its peer's namespace unless a socket still holds that.
-            let _ = ip(&["link", "del", &format!("{}-v{i}", self.prefix)]);
+            let _ = ip(&["link", "del", &outside]);
         }
         if let Some(bridge) = self.bridge.take() {
             if let Err(e) = ip(&["link", "del", &bridge]) {
@@ -310,6 +499,26 @@ fn in_netns<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("a thread in a namespace panicked"))?
 }
 
+/// Where the client and the servers run. Left to the scheduler, a run where both ends
+/// share a CPU and one where they do not differ by more than the paths do; pinned,
+/// every path gets the same placement: the client (and the softirq work of what it
+/// sends, which runs where it is sent) on one CPU, the servers on the other.
+const CLIENT_CPU: usize = 0;
+const SERVER_CPU: usize = 1;
+
+/// Keeps the calling thread on `cpu`, when the machine has more than one.
+fn pin(cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return;
+    }
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu % cpus).is_ok() {
+        // Unpinned is still a valid run, only a noisier one.
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
 /// The sink and echo servers, listening in one namespace and served on threads of
 /// their own until the bench ends.
 fn serve(netns: &Path) -> Result<()> {
@@ -327,6 +536,7 @@ fn serve(netns: &Path) -> Result<()> {
     // ports are not used up.
     for once in once {
         std::thread::spawn(move || {
+            pin(SERVER_CPU);
             for mut conn in once.incoming().flatten() {
                 let _ = conn.set_nodelay(true);
                 let mut b = [0u8; 1];
@@ -339,6 +549,7 @@ fn serve(netns: &Path) -> Result<()> {
     std::thread::spawn(move || {
         for conn in sink.incoming().flatten() {
             std::thread::spawn(move || {
+                pin(SERVER_CPU);
                 let mut conn = conn;
                 let mut buf = vec![0u8; 256 * 1024];
                 while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
@@ -348,6 +559,7 @@ fn serve(netns: &Path) -> Result<()> {
     std::thread::spawn(move || {
         for conn in echo.incoming().flatten() {
             std::thread::spawn(move || {
+                pin(SERVER_CPU);
                 let mut conn = conn;
                 let _ = conn.set_nodelay(true);
                 let mut buf = [0u8; 64];
@@ -463,6 +675,7 @@ fn sample(path: &Route, time: Duration) -> Result<Sample> {
     let (sink, echo, once) = (path.sink, path.echo, path.once);
     let what = path.name;
     in_netns(&path.client, move || {
+        pin(CLIENT_CPU);
         let stream = stream(sink, time).with_context(|| format!("{what}: stream"))?;
         let t = Instant::now();
         let rr = rr(echo, time).with_context(|| format!("{what}: rr"))?;
@@ -713,8 +926,10 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
     let mut lab = Lab::new(plan.skiff)?;
     let (bare_a, bare_b) = lab.bare_pair()?;
     let (bridge_c, bridge_d) = lab.bare_bridge()?;
+    let (dnat_e, dnat_f) = lab.bare_dnat()?;
     let h0 = lab.host(0)?;
     let h1 = lab.host(1)?;
+    let [(g0, _, q0, _), (g1, g1_ip, q1, q1_ip)] = lab.bare_vxlan()?;
 
     let kubeconfig = lab.dir.path().join("kubeconfig.yaml");
     let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
@@ -826,11 +1041,14 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
     let cp = running_pod(&mut c, &lab, "c", 1).await?;
     let e = running_pod(&mut c, &lab, "e", 1).await?;
 
-    for ns in [&bare_b, &bridge_d, &b.netns, &cp.netns, &e.netns, &h1] {
+    for ns in [
+        &bare_b, &bridge_d, &dnat_f, &b.netns, &cp.netns, &e.netns, &h1, &g1, &q1,
+    ] {
         serve(ns)?;
     }
     let bare_b_ip = Ipv4Addr::new(BARE_NET[0], BARE_NET[1], BARE_NET[2], 2);
     let bridge_d_ip = Ipv4Addr::new(BRIDGE_NET[0], BRIDGE_NET[1], BRIDGE_NET[2], 2);
+    let dnat_f_ip = Ipv4Addr::new(DNAT_NET[0], DNAT_NET[1], DNAT_NET[2], 2);
     let at = |ip: Ipv4Addr, port: u16| SocketAddr::from((ip, port));
     let paths = [
         Route {
@@ -882,6 +1100,34 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
             echo: at(c_ip, 80),
             once: at(c_ip, 82),
         },
+        Route {
+            name: "bare host to host",
+            client: g0,
+            sink: at(g1_ip, SINK),
+            echo: at(g1_ip, ECHO),
+            once: at(g1_ip, ONCE),
+        },
+        Route {
+            name: "bare VXLAN, pod to pod",
+            client: q0,
+            sink: at(q1_ip, SINK),
+            echo: at(q1_ip, ECHO),
+            once: at(q1_ip, ONCE),
+        },
+        Route {
+            name: "bare bridge with DNAT, direct",
+            client: dnat_e.clone(),
+            sink: at(dnat_f_ip, SINK),
+            echo: at(dnat_f_ip, ECHO),
+            once: at(dnat_f_ip, ONCE),
+        },
+        Route {
+            name: "bare bridge, through a DNAT",
+            client: dnat_e,
+            sink: at(DNAT_VIP, SINK),
+            echo: at(DNAT_VIP, ECHO),
+            once: at(DNAT_VIP, ONCE_SVC),
+        },
     ];
     for p in &paths {
         wait_reachable(&p.client, p.echo, true, p.name)?;
@@ -889,6 +1135,21 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
         wait_reachable(&p.client, p.once, false, p.name)?;
     }
 
+    if plan.hold {
+        for p in &paths {
+            println!(
+                "{}: nsenter --net={} → sink {}, echo {}, one-shot {}",
+                p.name,
+                p.client.display(),
+                p.sink,
+                p.echo,
+                p.once
+            );
+        }
+        println!("holding: press Enter to measure");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
     let time = Duration::from_secs(plan.seconds);
     let mut pairs = [
         Pair {
@@ -916,11 +1177,35 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
             samples: Vec::new(),
         },
         Pair {
+            key: "bare-vxlan",
+            what: "the kernel's VXLAN alone: pod to pod across two bare hosts, beside them host to host",
+            goal: "the most any VXLAN data path gets on this machine",
+            ours: 8,
+            base: 7,
+            samples: Vec::new(),
+        },
+        Pair {
+            key: "across-bare-vxlan",
+            what: "across nodes, beside the same VXLAN path without skiff's rules",
+            goal: "what skiff adds to the kernel's VXLAN",
+            ours: 4,
+            base: 8,
+            samples: Vec::new(),
+        },
+        Pair {
             key: "clusterip-local",
             what: "through a ClusterIP, its endpoint on the same node",
-            goal: "goal >= 95%; the ClusterIP route has the overlay's MTU, the pod's own range the interface's",
+            goal: "goal >= 95%",
             ours: 5,
             base: 2,
+            samples: Vec::new(),
+        },
+        Pair {
+            key: "bare-dnat",
+            what: "the kernel's DNAT alone: through a DNAT on a bare bridge, beside direct over the same bridge",
+            goal: "the most any DNAT on a bridge gets on this machine",
+            ours: 10,
+            base: 9,
             samples: Vec::new(),
         },
         Pair {
