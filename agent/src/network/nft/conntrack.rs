@@ -58,6 +58,22 @@ pub enum Stale {
     ToService(SocketAddrV4),
     /// Those sent to this NodePort, which had no endpoint.
     ToNodePort(u16),
+    /// Those sent to this Service address and port whose replies come from none of
+    /// `endpoints`: what a start sweeps, since flows made before it may be DNATed to an
+    /// endpoint that went while skiff was down, or have no DNAT at all.
+    NotFrom {
+        /// The Service's address and port.
+        service: SocketAddrV4,
+        /// Its endpoints now.
+        endpoints: Vec<SocketAddrV4>,
+    },
+    /// The same for a NodePort.
+    NodePortNotFrom {
+        /// The NodePort.
+        port: u16,
+        /// Its endpoints now.
+        endpoints: Vec<SocketAddrV4>,
+    },
 }
 
 impl Stale {
@@ -67,6 +83,12 @@ impl Stale {
             Stale::ToEndpoint(a) => flow.reply.src == *a && flow.orig.dst != *a,
             Stale::ToService(a) => flow.orig.dst == *a,
             Stale::ToNodePort(p) => flow.orig.dst.port() == *p,
+            Stale::NotFrom { service, endpoints } => {
+                flow.orig.dst == *service && !endpoints.contains(&flow.reply.src)
+            }
+            Stale::NodePortNotFrom { port, endpoints } => {
+                flow.orig.dst.port() == *port && !endpoints.contains(&flow.reply.src)
+            }
         }
     }
 }
@@ -226,5 +248,21 @@ mod tests {
         assert!(Stale::ToService("10.43.0.20:53".parse().unwrap()).matches(&dnat));
         assert!(!Stale::ToService("10.43.0.20:54".parse().unwrap()).matches(&dnat));
         assert!(Stale::ToNodePort(53).matches(&dnat));
+        // At a start: a flow whose replies come from an endpoint the Service still has
+        // stays; from any other, or undNATed, it goes.
+        let a = |s: &str| s.parse().unwrap();
+        let not_from = |eps: &[&str]| Stale::NotFrom {
+            service: a("10.43.0.20:53"),
+            endpoints: eps.iter().map(|e| a(e)).collect(),
+        };
+        assert!(!not_from(&["10.42.1.7:5353"]).matches(&dnat));
+        assert!(not_from(&["10.42.1.8:5353"]).matches(&dnat));
+        assert!(not_from(&[]).matches(&dnat));
+        assert!(!not_from(&[]).matches(&direct));
+        let undnated = flow(
+            ("10.42.0.5:40002", "10.43.0.20:53"),
+            ("10.43.0.20:53", "10.42.0.5:40002"),
+        );
+        assert!(not_from(&["10.42.1.7:5353"]).matches(&undnated));
     }
 }

@@ -354,6 +354,49 @@ fn a_udp_flow_follows_its_service_when_the_endpoint_moves() {
 }
 
 #[test]
+fn a_start_forgets_udp_flows_to_an_endpoint_gone_while_the_node_was_down() {
+    let ns = netns("udp-start");
+    ns.run(|| {
+        let backends: Vec<(Ipv4Addr, std::net::UdpSocket)> = ["10.99.0.5", "10.99.0.6"]
+            .iter()
+            .map(|ip| {
+                let s = std::net::UdpSocket::bind((ip4(ip), 8080)).expect("binding a backend");
+                s.set_nonblocking(true).expect("nonblocking");
+                (ip4(ip), s)
+            })
+            .collect();
+        let svc = service(Svc {
+            protocol: "UDP",
+            ..Svc::cluster("dns", "10.43.0.20", 80)
+        });
+        let mut before = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        before
+            .sync(
+                std::slice::from_ref(&svc),
+                &[slice("dns", &[("10.99.0.5", "n1", true)], 8080)],
+            )
+            .expect("sync before");
+        let client = std::net::UdpSocket::bind("10.0.0.2:0").expect("client");
+        client.connect("10.43.0.20:80").expect("connect");
+        client.send(b"a").expect("send");
+        assert_eq!(received(&backends), ip4("10.99.0.5"));
+        // The node goes down with its table in place (kill -9); meanwhile the endpoint
+        // moves. A new proxy's first sync replaces the table and sweeps the flow.
+        drop(before);
+        let mut after = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        let stats = after
+            .sync(
+                std::slice::from_ref(&svc),
+                &[slice("dns", &[("10.99.0.6", "n1", true)], 8080)],
+            )
+            .expect("first sync after the start");
+        assert!(stats.full);
+        client.send(b"b").expect("send");
+        assert_eq!(received(&backends), ip4("10.99.0.6"));
+    });
+}
+
+#[test]
 fn conntrack_flows_are_made_listed_and_deleted() {
     use crate::network::nft::conntrack::{Flow, Stale, Tuple};
     let ns = netns("ct");

@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 pub use ruleset::{desired, plan, ProgrammedTable, Ruleset};
-pub use services::{service_ports, stale_udp, Endpoint, ServicePort};
+pub use services::{service_ports, stale_udp, stale_udp_at_start, Endpoint, ServicePort};
 
 /// The name of skiff's nftables table (family `ip`).
 pub const TABLE: &str = "skiff";
@@ -133,15 +133,17 @@ impl<N: Netlink> Proxy<N> {
             full = stats.full,
             "service rules synced"
         );
-        // After a start nothing is known of what the flows were made with; from then
-        // on, each change's stale UDP flows go.
-        if let Some(old) = &self.ports {
-            let stale = stale_udp(old, &ports);
-            if !stale.is_empty() {
-                match self.table.netlink.forget_udp(&stale) {
-                    Ok(n) => tracing::debug!(flows = n, "forgot stale UDP flows"),
-                    Err(e) => tracing::warn!(error = %e, "forgetting stale UDP flows"),
-                }
+        // After a start nothing is known of what the flows were made with: every UDP
+        // flow to a Service that its endpoints do not answer goes. From then on, each
+        // change's stale UDP flows go.
+        let stale = match &self.ports {
+            Some(old) => stale_udp(old, &ports),
+            None => stale_udp_at_start(self.ctx.dns, &ports),
+        };
+        if !stale.is_empty() {
+            match self.table.netlink.forget_udp(&stale) {
+                Ok(n) => tracing::debug!(flows = n, "forgot stale UDP flows"),
+                Err(e) => tracing::warn!(error = %e, "forgetting stale UDP flows"),
             }
         }
         self.ports = Some(ports);

@@ -255,3 +255,38 @@ pub fn stale_udp(old: &[ServicePort], new: &[ServicePort]) -> Vec<Stale> {
     }
     out.into_iter().collect()
 }
+
+/// The UDP flows to forget at a start, when nothing is known of what the flows were
+/// made with: those sent to a UDP Service port (its addresses, its NodePort) whose
+/// replies come from none of its endpoints now. The cluster DNS address's one
+/// endpoint is this node's DNS server.
+pub fn stale_udp_at_start(
+    dns: Option<(Ipv4Addr, SocketAddrV4)>,
+    ports: &[ServicePort],
+) -> Vec<Stale> {
+    let mut out = BTreeSet::new();
+    for p in ports.iter().filter(|p| p.proto == UDP) {
+        let endpoints: Vec<SocketAddrV4> = p
+            .endpoints
+            .iter()
+            .map(|e| SocketAddrV4::new(e.ip, e.port))
+            .collect();
+        for ip in p.cluster_ip.iter().chain(&p.external_ips) {
+            let service = SocketAddrV4::new(*ip, p.port);
+            let endpoints = match dns {
+                Some((dns_ip, server)) if service == SocketAddrV4::new(dns_ip, 53) => {
+                    vec![server]
+                }
+                _ => endpoints.clone(),
+            };
+            out.insert(Stale::NotFrom { service, endpoints });
+        }
+        if let Some(port) = p.node_port {
+            out.insert(Stale::NodePortNotFrom {
+                port,
+                endpoints: endpoints.clone(),
+            });
+        }
+    }
+    out.into_iter().collect()
+}

@@ -472,10 +472,18 @@ fn a_change_forgets_the_udp_flows_it_leaves_stale() {
     let web = slice("web", &[("10.42.0.5", "n1", true)], 5353);
     let mut p = Proxy::new(Recorder::default(), ctx());
 
-    // The first sync knows nothing of what the flows were made with.
+    // The first sync knows nothing of what the flows were made with: what its
+    // endpoints do not answer goes.
     p.sync(&[udp(None), tcp.clone()], &[one.clone(), web.clone()])
         .expect("sync");
-    assert!(p.netlink().forgotten.is_empty());
+    assert_eq!(
+        p.netlink().forgotten,
+        vec![vec![Stale::NotFrom {
+            service: "10.43.0.53:53".parse().unwrap(),
+            endpoints: vec!["10.42.0.5:5353".parse().unwrap()],
+        }]]
+    );
+    p.netlink().forgotten.clear();
     // The endpoint moves: the flows DNATed to the old one go. The TCP Service on the
     // same address and port does not count.
     p.sync(&[udp(None), tcp.clone()], &[other.clone(), web.clone()])
@@ -497,6 +505,48 @@ fn a_change_forgets_the_udp_flows_it_leaves_stale() {
                 Stale::ToService("10.43.0.53:53".parse().unwrap()),
                 Stale::ToNodePort(30053),
             ],
+        ]
+    );
+}
+
+#[test]
+fn a_start_sweeps_what_no_endpoint_answers_and_the_cluster_dns_is_the_nodes() {
+    use crate::network::nft::conntrack::Stale;
+    let server: SocketAddrV4 = "10.42.0.1:53".parse().unwrap();
+    let ctx = NodeContext {
+        dns: Some((ip("10.43.0.10"), server)),
+        ..ctx()
+    };
+    let dns = service(Svc {
+        protocol: "UDP",
+        ..Svc::cluster("kube-dns", "10.43.0.10", 53)
+    });
+    let syslog = service(Svc {
+        protocol: "UDP",
+        node_port: Some(30514),
+        ..Svc::cluster("syslog", "10.43.0.20", 514)
+    });
+    let ports = service_ports(
+        &ctx,
+        &[dns, syslog],
+        &[slice("syslog", &[("10.42.0.7", "n1", true)], 5514)],
+    );
+    let endpoint: SocketAddrV4 = "10.42.0.7:5514".parse().unwrap();
+    assert_eq!(
+        stale_udp_at_start(ctx.dns, &ports),
+        vec![
+            Stale::NotFrom {
+                service: "10.43.0.10:53".parse().unwrap(),
+                endpoints: vec![server],
+            },
+            Stale::NotFrom {
+                service: "10.43.0.20:514".parse().unwrap(),
+                endpoints: vec![endpoint],
+            },
+            Stale::NodePortNotFrom {
+                port: 30514,
+                endpoints: vec![endpoint],
+            },
         ]
     );
 }
