@@ -7,7 +7,7 @@
 use super::{ms, Stats};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use skiff_agent::network::nft::NftSocket;
+use skiff_agent::network::nft::{Netlink, NftSocket};
 use skiff_agent::network::proxy::{NodeContext, Proxy, TABLE};
 use std::process::Command;
 use std::sync::Arc;

@@ -528,6 +528,7 @@ impl Network {
             .await
             .map_err(|e| nft::Error::Open(std::io::Error::other(e.to_string())))??;
         let proxy = Arc::new(std::sync::Mutex::new(proxy::Proxy::new(socket, ctx)));
+        let checked = proxy.clone();
 
         let changed = Arc::new(tokio::sync::Notify::new());
         let (services, w) = kube::runtime::reflector::store::<Service>();
@@ -552,7 +553,7 @@ impl Network {
         };
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = ready => resync(&changed, &cancel, "service rules", move || {
+            () = ready => resync(&changed, &cancel, "service rules", TABLE_CHECK, (move || {
                 let (svcs, eps) = (services.state(), slices.state());
                 dns.update(&svcs, &eps);
                 let started = std::time::Instant::now();
@@ -567,7 +568,13 @@ impl Network {
                     );
                 }
                 Ok(())
-            })
+            }, move || {
+                checked
+                    .lock()
+                    .map_err(|_| "the proxy's lock is poisoned".to_string())?
+                    .lost()
+                    .map_err(|e| crate::kubelet::worker::chain(&e))
+            }))
             .await,
         }
         svc_feed.abort();
@@ -596,6 +603,7 @@ impl Network {
             .await
             .map_err(|e| nft::Error::Open(std::io::Error::other(e.to_string())))??;
         let enforcer = Arc::new(std::sync::Mutex::new(policy::Policy::new(socket, scope)));
+        let checked = enforcer.clone();
         let changed = Arc::new(tokio::sync::Notify::new());
         let watch = watcher::Config::default;
         let (pods, w) = kube::runtime::reflector::store::<Pod>();
@@ -620,7 +628,7 @@ impl Network {
         };
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = ready => resync(&changed, &cancel, "network policy rules", move || {
+            () = ready => resync(&changed, &cancel, "network policy rules", TABLE_CHECK, (move || {
                 let (p, n, np) = (pods.state(), namespaces.state(), policies.state());
                 enforcer
                     .lock()
@@ -628,7 +636,13 @@ impl Network {
                     .sync(&p, &n, &np)
                     .map(drop)
                     .map_err(|e| crate::kubelet::worker::chain(&e))
-            })
+            }, move || {
+                checked
+                    .lock()
+                    .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
+                    .lost()
+                    .map_err(|e| crate::kubelet::worker::chain(&e))
+            }))
             .await,
         }
         f1.abort();
@@ -638,18 +652,26 @@ impl Network {
     }
 }
 
+/// How often the rule loops look for their table, which `nft flush ruleset` or a
+/// firewall's reload may have removed behind skiff's back.
+const TABLE_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs `sync` (blocking: netlink) on a blocking thread now and after every change
 /// `changed` reports, until `cancel` fires; a failed sync is tried again a second later
-/// even without a change.
-async fn resync<F>(
+/// even without a change. Every `check_every` ([`TABLE_CHECK`]), `lost` says whether
+/// the table was removed from outside, and if so `sync` builds it again.
+async fn resync<F, L>(
     changed: &Arc<tokio::sync::Notify>,
     cancel: &CancellationToken,
     what: &'static str,
-    sync: F,
+    check_every: std::time::Duration,
+    (sync, lost): (F, L),
 ) where
     F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    L: Fn() -> Result<bool, String> + Send + Sync + 'static,
 {
     let sync = Arc::new(sync);
+    let lost = Arc::new(lost);
     loop {
         let s = sync.clone();
         let synced = tokio::task::spawn_blocking(move || s())
@@ -664,9 +686,26 @@ async fn resync<F>(
                 again.notify_one();
             });
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = changed.notified() => {}
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = changed.notified() => break,
+                () = tokio::time::sleep(check_every) => {
+                    let l = lost.clone();
+                    let gone = tokio::task::spawn_blocking(move || l())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r);
+                    match gone {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            tracing::warn!("the {what} were removed from outside skiff; programming them again");
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "looking for the {what}"),
+                    }
+                }
+            }
         }
     }
 }
@@ -751,6 +790,47 @@ pub async fn remove() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_lost_table_is_synced_again_without_a_change() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let (syncs, checks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (s, c) = (syncs.clone(), checks.clone());
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let run = {
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                let sync = move || {
+                    s.fetch_add(1, SeqCst);
+                    Ok(())
+                };
+                // The second check finds the table gone; the others find it there.
+                let lost = move || Ok(c.fetch_add(1, SeqCst) == 1);
+                resync(
+                    &changed,
+                    &cancel,
+                    "test rules",
+                    std::time::Duration::from_millis(5),
+                    (sync, lost),
+                )
+                .await
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while checks.load(SeqCst) < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the table was never checked"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The first sync, and one more for the lost table: nothing else changed.
+        assert_eq!(syncs.load(SeqCst), 2);
+        stop.cancel();
+        run.await.expect("the loop ends when cancelled");
+    }
 
     #[test]
     fn pods_get_full_frames_on_the_node_and_the_overlays_mtu_beyond() {

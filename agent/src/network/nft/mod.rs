@@ -514,6 +514,9 @@ pub trait Netlink {
 
     /// Deletes the tracked UDP flows any of `stale` matches; answers how many.
     fn forget_udp(&mut self, stale: &[conntrack::Stale]) -> Result<usize>;
+
+    /// Whether the `ip` table `table` exists.
+    fn table_exists(&mut self, table: &str) -> Result<bool>;
 }
 
 /// A [`Netlink`] that records the batches it is given, for tests.
@@ -525,6 +528,8 @@ pub struct Recorder {
     pub fail_next: Option<String>,
     /// Every `forget_udp` call's flows, in order.
     pub forgotten: Vec<Vec<conntrack::Stale>>,
+    /// Tables removed behind the recorder's back: `table_exists` says no for these.
+    pub removed: Vec<String>,
 }
 
 impl Netlink for Recorder {
@@ -540,6 +545,10 @@ impl Netlink for Recorder {
         self.forgotten.push(stale.to_vec());
         Ok(0)
     }
+
+    fn table_exists(&mut self, table: &str) -> Result<bool> {
+        Ok(!self.removed.iter().any(|t| t == table))
+    }
 }
 
 impl<T: Netlink + ?Sized> Netlink for &mut T {
@@ -549,6 +558,10 @@ impl<T: Netlink + ?Sized> Netlink for &mut T {
 
     fn forget_udp(&mut self, stale: &[conntrack::Stale]) -> Result<usize> {
         (**self).forget_udp(stale)
+    }
+
+    fn table_exists(&mut self, table: &str) -> Result<bool> {
+        (**self).table_exists(table)
     }
 }
 

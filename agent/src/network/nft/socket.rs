@@ -88,41 +88,6 @@ impl NftSocket {
         s
     }
 
-    /// Whether the `ip` table `table` exists.
-    pub fn table_exists(&mut self, table: &str) -> Result<bool> {
-        let seq = self.next_seq(1);
-        let mut w = Writer { buf: Vec::new() };
-        let s = w.begin(
-            nft_type(NFT_MSG_GETTABLE),
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
-            NFPROTO_IPV4,
-            0,
-        );
-        w_str(&mut w, NFTA_TABLE_NAME, table);
-        w.end(s);
-        let what = format!("getting table {table}");
-        self.send(&w.buf, &what)?;
-        let mut found = false;
-        loop {
-            let buf = self.recv(&what)?;
-            for (ty, _, payload) in parse_messages(&buf)? {
-                if ty == nft_type(NFT_MSG_NEWTABLE) {
-                    found = true;
-                } else if ty == NLMSG_ERROR {
-                    return match error_code(payload)? {
-                        0 => Ok(found),
-                        e if e == -nix::libc::ENOENT => Ok(false),
-                        e => Err(Error::Rejected {
-                            what,
-                            source: io::Error::from_raw_os_error(-e),
-                        }),
-                    };
-                }
-            }
-        }
-    }
-
     /// The names of the chains of the `ip` table `table`.
     pub fn chains(&mut self, table: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -346,6 +311,40 @@ fn string_attrs(buf: &[u8]) -> Result<HashMap<u16, String>> {
 }
 
 impl Netlink for NftSocket {
+    fn table_exists(&mut self, table: &str) -> Result<bool> {
+        let seq = self.next_seq(1);
+        let mut w = Writer { buf: Vec::new() };
+        let s = w.begin(
+            nft_type(NFT_MSG_GETTABLE),
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NFPROTO_IPV4,
+            0,
+        );
+        w_str(&mut w, NFTA_TABLE_NAME, table);
+        w.end(s);
+        let what = format!("getting table {table}");
+        self.send(&w.buf, &what)?;
+        let mut found = false;
+        loop {
+            let buf = self.recv(&what)?;
+            for (ty, _, payload) in parse_messages(&buf)? {
+                if ty == nft_type(NFT_MSG_NEWTABLE) {
+                    found = true;
+                } else if ty == NLMSG_ERROR {
+                    return match error_code(payload)? {
+                        0 => Ok(found),
+                        e if e == -nix::libc::ENOENT => Ok(false),
+                        e => Err(Error::Rejected {
+                            what,
+                            source: io::Error::from_raw_os_error(-e),
+                        }),
+                    };
+                }
+            }
+        }
+    }
+
     fn forget_udp(&mut self, stale: &[Stale]) -> Result<usize> {
         if stale.is_empty() {
             return Ok(0);

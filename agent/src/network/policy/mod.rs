@@ -49,6 +49,9 @@ pub enum Error {
     /// Removing the policy table failed.
     #[error("removing the nftables table {TABLE}")]
     Remove(#[source] nft::Error),
+    /// Asking whether the table is still there failed.
+    #[error("looking for the nftables table {TABLE}")]
+    Check(#[source] nft::Error),
 }
 
 /// `Result` with this module's [`Error`].
@@ -135,6 +138,12 @@ impl<N: Netlink> Policy<N> {
             "network policy rules synced"
         );
         Ok(stats)
+    }
+
+    /// Whether the policy table was removed from outside since the last sync; if so,
+    /// the next sync builds it whole again.
+    pub fn lost(&mut self) -> Result<bool> {
+        self.table.lost().map_err(Error::Check)
     }
 
     /// Deletes the policy table, lifting all isolation; no error if it is absent.

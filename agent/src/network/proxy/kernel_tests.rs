@@ -397,6 +397,38 @@ fn a_start_forgets_udp_flows_to_an_endpoint_gone_while_the_node_was_down() {
 }
 
 #[test]
+fn a_flushed_ruleset_is_noticed_and_built_again() {
+    let ns = netns("flush");
+    ns.run(|| {
+        let backends = Backends::new(&["10.99.0.5"], 8080);
+        let svc = service(Svc::cluster("web", "10.43.0.20", 80));
+        let eps = slice("web", &[("10.99.0.5", "n1", true)], 8080);
+        let mut proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        proxy
+            .sync(std::slice::from_ref(&svc), std::slice::from_ref(&eps))
+            .expect("sync");
+        assert!(!proxy.lost().expect("check"));
+        // As `nft flush ruleset` or a firewall's reload would.
+        let mut b = Batch::new();
+        b.push(Message::DeleteTable {
+            table: TABLE.into(),
+        });
+        NftSocket::open()
+            .expect("socket")
+            .apply(&b)
+            .expect("deleting");
+        assert!(proxy.lost().expect("check"));
+        let stats = proxy
+            .sync(std::slice::from_ref(&svc), std::slice::from_ref(&eps))
+            .expect("sync again");
+        assert!(stats.full);
+        let to: SocketAddr = "10.43.0.20:80".parse().expect("addr");
+        assert_eq!(backends.reached(to), ip4("10.99.0.5"));
+        assert!(!proxy.lost().expect("check"));
+    });
+}
+
+#[test]
 fn conntrack_flows_are_made_listed_and_deleted() {
     use crate::network::nft::conntrack::{Flow, Stale, Tuple};
     let ns = netns("ct");

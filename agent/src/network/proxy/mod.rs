@@ -43,6 +43,9 @@ pub enum Error {
     /// Removing skiff's table failed.
     #[error("removing the nftables table {TABLE}")]
     Remove(#[source] nft::Error),
+    /// Asking whether the table is still there failed.
+    #[error("looking for the nftables table {TABLE}")]
+    Check(#[source] nft::Error),
 }
 
 /// `Result` with this module's [`Error`].
@@ -148,6 +151,12 @@ impl<N: Netlink> Proxy<N> {
         }
         self.ports = Some(ports);
         Ok(stats)
+    }
+
+    /// Whether skiff's table was removed from outside since the last sync; if so, the
+    /// next sync builds it whole again.
+    pub fn lost(&mut self) -> Result<bool> {
+        self.table.lost().map_err(Error::Check)
     }
 
     /// Deletes skiff's table (clean shutdown, uninstall); no error if it is absent.

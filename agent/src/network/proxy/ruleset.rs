@@ -522,6 +522,16 @@ impl<N: Netlink> ProgrammedTable<N> {
         Ok(batch.len())
     }
 
+    /// Whether the table, once applied, has been removed from outside (`nft flush
+    /// ruleset`, a firewall's reload). If so, the next apply builds it whole again.
+    pub fn lost(&mut self) -> Result<bool, crate::network::nft::Error> {
+        if self.programmed.is_none() || self.netlink.table_exists(self.table)? {
+            return Ok(false);
+        }
+        self.programmed = None;
+        Ok(true)
+    }
+
     /// Deletes the table; gone already is fine.
     pub fn remove(&mut self) -> Result<(), crate::network::nft::Error> {
         let mut b = Batch::new();

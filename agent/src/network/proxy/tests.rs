@@ -550,3 +550,22 @@ fn a_start_sweeps_what_no_endpoint_answers_and_the_cluster_dns_is_the_nodes() {
         ]
     );
 }
+
+#[test]
+fn a_table_removed_from_outside_is_built_whole_again() {
+    let svc = service(Svc::cluster("web", "10.43.0.20", 80));
+    let eps = slice("web", &[("10.42.0.5", "n1", true)], 8080);
+    let mut p = Proxy::new(Recorder::default(), ctx());
+    // Nothing programmed yet: nothing to lose.
+    assert!(!p.lost().expect("check"));
+    p.sync(std::slice::from_ref(&svc), std::slice::from_ref(&eps))
+        .expect("sync");
+    assert!(!p.lost().expect("check"));
+    p.netlink().removed.push(TABLE.to_string());
+    assert!(p.lost().expect("check"));
+    p.netlink().removed.clear();
+    let stats = p
+        .sync(std::slice::from_ref(&svc), std::slice::from_ref(&eps))
+        .expect("sync");
+    assert!(stats.full, "{stats:?}");
+}
