@@ -296,11 +296,21 @@ fn received(backends: &[(Ipv4Addr, std::net::UdpSocket)]) -> Ipv4Addr {
     }
 }
 
-#[test]
-fn a_udp_flow_follows_its_service_when_the_endpoint_moves() {
-    let ns = netns("udp");
-    ns.run(|| {
-        let backends: Vec<(Ipv4Addr, std::net::UdpSocket)> = ["10.99.0.5", "10.99.0.6"]
+/// One UDP flow through a Service: backends on both endpoints' addresses, the UDP
+/// Service `dns` (10.43.0.20:80), a proxy synced with its endpoint at 10.99.0.5, and
+/// a client socket whose first datagram reached it. (One client socket, one flow: its
+/// datagrams keep one conntrack entry.)
+struct UdpFlow {
+    backends: Vec<(Ipv4Addr, std::net::UdpSocket)>,
+    svc: Arc<Service>,
+    proxy: Proxy<NftSocket>,
+    client: std::net::UdpSocket,
+}
+
+impl UdpFlow {
+    /// Run inside the test's namespace.
+    fn new() -> UdpFlow {
+        let backends = ["10.99.0.5", "10.99.0.6"]
             .iter()
             .map(|ip| {
                 let s = std::net::UdpSocket::bind((ip4(ip), 8080)).expect("binding a backend");
@@ -316,40 +326,53 @@ fn a_udp_flow_follows_its_service_when_the_endpoint_moves() {
         proxy
             .sync(
                 std::slice::from_ref(&svc),
-                &[slice("dns", &[("10.99.0.5", "n1", true)], 8080)],
+                &[UdpFlow::endpoint("10.99.0.5")],
             )
             .expect("first sync");
-        // One client socket, one flow: its datagrams keep one conntrack entry.
         let client = std::net::UdpSocket::bind("10.0.0.2:0").expect("client");
         client.connect("10.43.0.20:80").expect("connect");
-        client.send(b"a").expect("send");
-        assert_eq!(received(&backends), ip4("10.99.0.5"));
+        let flow = UdpFlow {
+            backends,
+            svc,
+            proxy,
+            client,
+        };
+        assert_eq!(flow.send(b"a"), ip4("10.99.0.5"));
+        flow
+    }
+
+    fn endpoint(ip: &str) -> Arc<EndpointSlice> {
+        slice("dns", &[(ip, "n1", true)], 8080)
+    }
+
+    /// Sends `datagram` and answers which backend received it.
+    fn send(&self, datagram: &[u8]) -> Ipv4Addr {
+        self.client.send(datagram).expect("send");
+        received(&self.backends)
+    }
+}
+
+#[test]
+fn a_udp_flow_follows_its_service_when_the_endpoint_moves() {
+    let ns = netns("udp");
+    ns.run(|| {
+        let mut flow = UdpFlow::new();
         let mut sock = NftSocket::open().expect("socket");
+        let old: SocketAddrV4 = "10.99.0.5:8080".parse().unwrap();
         let flows = sock.udp_flows().expect("flows");
-        assert!(
-            flows
-                .iter()
-                .any(|f| f.reply.src == "10.99.0.5:8080".parse().unwrap()),
-            "{flows:?}"
-        );
+        assert!(flows.iter().any(|f| f.reply.src == old), "{flows:?}");
 
         // The endpoint moves: the flow's entry goes, so its next datagram takes the
         // new rules instead of the old DNAT.
-        proxy
+        flow.proxy
             .sync(
-                std::slice::from_ref(&svc),
-                &[slice("dns", &[("10.99.0.6", "n1", true)], 8080)],
+                std::slice::from_ref(&flow.svc),
+                &[UdpFlow::endpoint("10.99.0.6")],
             )
             .expect("second sync");
-        client.send(b"b").expect("send");
-        assert_eq!(received(&backends), ip4("10.99.0.6"));
+        assert_eq!(flow.send(b"b"), ip4("10.99.0.6"));
         let flows = sock.udp_flows().expect("flows");
-        assert!(
-            !flows
-                .iter()
-                .any(|f| f.reply.src == "10.99.0.5:8080".parse().unwrap()),
-            "{flows:?}"
-        );
+        assert!(!flows.iter().any(|f| f.reply.src == old), "{flows:?}");
     });
 }
 
@@ -357,42 +380,19 @@ fn a_udp_flow_follows_its_service_when_the_endpoint_moves() {
 fn a_start_forgets_udp_flows_to_an_endpoint_gone_while_the_node_was_down() {
     let ns = netns("udp-start");
     ns.run(|| {
-        let backends: Vec<(Ipv4Addr, std::net::UdpSocket)> = ["10.99.0.5", "10.99.0.6"]
-            .iter()
-            .map(|ip| {
-                let s = std::net::UdpSocket::bind((ip4(ip), 8080)).expect("binding a backend");
-                s.set_nonblocking(true).expect("nonblocking");
-                (ip4(ip), s)
-            })
-            .collect();
-        let svc = service(Svc {
-            protocol: "UDP",
-            ..Svc::cluster("dns", "10.43.0.20", 80)
-        });
-        let mut before = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
-        before
-            .sync(
-                std::slice::from_ref(&svc),
-                &[slice("dns", &[("10.99.0.5", "n1", true)], 8080)],
-            )
-            .expect("sync before");
-        let client = std::net::UdpSocket::bind("10.0.0.2:0").expect("client");
-        client.connect("10.43.0.20:80").expect("connect");
-        client.send(b"a").expect("send");
-        assert_eq!(received(&backends), ip4("10.99.0.5"));
+        let mut flow = UdpFlow::new();
         // The node goes down with its table in place (kill -9); meanwhile the endpoint
         // moves. A new proxy's first sync replaces the table and sweeps the flow.
-        drop(before);
-        let mut after = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
-        let stats = after
+        flow.proxy = Proxy::new(NftSocket::open().expect("socket"), ctx(vec![]));
+        let stats = flow
+            .proxy
             .sync(
-                std::slice::from_ref(&svc),
-                &[slice("dns", &[("10.99.0.6", "n1", true)], 8080)],
+                std::slice::from_ref(&flow.svc),
+                &[UdpFlow::endpoint("10.99.0.6")],
             )
             .expect("first sync after the start");
         assert!(stats.full);
-        client.send(b"b").expect("send");
-        assert_eq!(received(&backends), ip4("10.99.0.6"));
+        assert_eq!(flow.send(b"b"), ip4("10.99.0.6"));
     });
 }
 
