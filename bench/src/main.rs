@@ -125,6 +125,10 @@ struct Args {
     /// standard input before measuring, for experiments by hand on a live lab.
     #[arg(long)]
     net_hold: bool,
+    /// Net suite: the cluster's pod network backend (vxlan or host-gw; the hosts share
+    /// one L2, so host-gw works).
+    #[arg(long, default_value = "vxlan")]
+    net_backend: String,
 }
 
 struct Server {
@@ -614,6 +618,7 @@ async fn main() -> Result<()> {
                 dns_clients: args.clients,
                 changes: args.net_changes,
                 hold: args.net_hold,
+                backend: &args.net_backend,
                 pairs: args.net_pairs.clone(),
             })
             .await;

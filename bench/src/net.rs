@@ -59,6 +59,8 @@ pub struct Plan<'a> {
     pub pairs: Vec<String>,
     /// Wait for a line on standard input once the paths answer.
     pub hold: bool,
+    /// The cluster's `--network-backend` (`vxlan`, `host-gw`).
+    pub backend: &'a str,
 }
 
 /// The hosts' network: `10.219.0.0/24`, the bridge holding `.1`, host `i` `.10+i`.
@@ -936,7 +938,13 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
     lab.start(
         0,
         &layer,
-        &["server", "--write-kubeconfig", &kubeconfig_arg],
+        &[
+            "server",
+            "--write-kubeconfig",
+            &kubeconfig_arg,
+            "--network-backend",
+            plan.backend,
+        ],
     )?;
     // The server writes its kubeconfig once it serves; it names loopback, which is the
     // host's own: the bench reaches the host at its address.
@@ -1170,7 +1178,7 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
         },
         Pair {
             key: "across",
-            what: "across nodes, VXLAN",
+            what: "across nodes, over the cluster's backend",
             goal: "goal >= 80%",
             ours: 4,
             base: 3,
@@ -1243,8 +1251,8 @@ pub async fn run(plan: Plan<'_>) -> Result<()> {
         }
     }
     println!(
-        "net: {} rounds; in each, for each pair, both paths back to back (alternating which goes first), {} s per test",
-        plan.rounds, plan.seconds
+        "net: backend {}, {} rounds; in each, for each pair, both paths back to back (alternating which goes first), {} s per test",
+        plan.backend, plan.rounds, plan.seconds
     );
     for pair in pairs.iter().filter(|p| chosen(p)) {
         print_pair(pair, &paths);
