@@ -96,6 +96,13 @@ fn ip(args: &[&str]) -> Result<()> {
     iproute2("ip", args)
 }
 
+/// Runs iproute2's `tool -n netns <line's words>`, failing with its stderr.
+fn ip_in(tool: &str, netns: &str, line: &str) -> Result<()> {
+    let mut args = vec!["-n", netns];
+    args.extend(line.split_whitespace());
+    iproute2(tool, &args)
+}
+
 /// Runs iproute2's `tool args`, failing with its stderr.
 fn iproute2(tool: &str, args: &[&str]) -> Result<()> {
     let out = Command::new(tool)
@@ -216,28 +223,10 @@ impl Lab {
         };
         let (e, f) = self.two_on_a_bridge(["y", "e", "f"], DNAT_NET)?;
         let y = format!("{}-y", self.prefix);
-        ip(&[
-            "-n",
-            &y,
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "nf_call_iptables",
-            "1",
-        ])?;
+        ip_in("ip", &y, "link set br0 type bridge nf_call_iptables 1")?;
         let gw = format!("{}.{}.{}.254", DNAT_NET[0], DNAT_NET[1], DNAT_NET[2]);
         let e_name = format!("{}-e", self.prefix);
-        ip(&[
-            "-n",
-            &e_name,
-            "route",
-            "add",
-            &format!("{DNAT_VIP}/32"),
-            "via",
-            &gw,
-        ])?;
+        ip_in("ip", &e_name, &format!("route add {DNAT_VIP}/32 via {gw}"))?;
         let to = Ipv4Addr::new(DNAT_NET[0], DNAT_NET[1], DNAT_NET[2], 2);
         in_netns(&Lab::netns_path(&y), move || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("forwarding")?;
@@ -323,49 +312,37 @@ impl Lab {
     fn bare_vxlan(&mut self) -> Result<[(PathBuf, Ipv4Addr, PathBuf, Ipv4Addr); 2]> {
         let host = |i: u8| Ipv4Addr::new(HOST_NET[0], HOST_NET[1], HOST_NET[2], 20 + i);
         let mac = |i: u8| format!("02:5b:00:00:00:0{i}");
+        let [v0, v1] = VXLAN_NET;
         let mut made = Vec::new();
         for i in 0..2u8 {
             let hpath = self.on_hosts_bridge(&format!("g{i}"), host(i))?;
             let h = format!("{}-g{i}", self.prefix);
             let pod = format!("{}-q{i}", self.prefix);
             let ppath = self.add_netns(&pod)?;
-            let n = |last: u8| format!("{}.{}.{i}.{last}", VXLAN_NET[0], VXLAN_NET[1]);
-            let local = host(i).to_string();
-            let cmds: Vec<Vec<String>> = vec![
-                vec![
-                    "link add vx0 address".into(),
+            let n = |last: u8| format!("{v0}.{v1}.{i}.{last}");
+            for line in [
+                format!(
+                    "link add vx0 address {} type vxlan id 1 dstport 8472 nolearning local {} dev eth0",
                     mac(i),
-                    "type vxlan id 1 dstport 8472 nolearning local".into(),
-                    local,
-                    "dev eth0".into(),
-                ],
-                vec!["link set vx0 mtu 1450 up".into()],
-                vec!["addr add".into(), format!("{}/32", n(0)), "dev vx0".into()],
-                vec!["link add br0 type bridge".into()],
-                vec!["addr add".into(), format!("{}/24", n(1)), "dev br0".into()],
-                vec!["link set br0 up".into()],
-                vec![
-                    "link add port0 type veth peer name eth0 netns".into(),
-                    pod.clone(),
-                ],
-                vec!["link set port0 master br0 up".into()],
-            ];
-            for c in cmds {
-                let line = c.join(" ");
-                let mut args = vec!["-n", &h];
-                args.extend(line.split(' '));
-                ip(&args)?;
+                    host(i)
+                ),
+                "link set vx0 mtu 1450 up".into(),
+                format!("addr add {}/32 dev vx0", n(0)),
+                "link add br0 type bridge".into(),
+                format!("addr add {}/24 dev br0", n(1)),
+                "link set br0 up".into(),
+                format!("link add port0 type veth peer name eth0 netns {pod}"),
+                "link set port0 master br0 up".into(),
+            ] {
+                ip_in("ip", &h, &line)?;
             }
-            let route = format!("{}.{}.0.0/16", VXLAN_NET[0], VXLAN_NET[1]);
             for line in [
                 format!("addr add {}/24 dev eth0", n(2)),
                 "link set eth0 up".to_string(),
-                format!("route add {route} via {} mtu 1450", n(1)),
+                format!("route add {v0}.{v1}.0.0/16 via {} mtu 1450", n(1)),
                 format!("route add default via {}", n(1)),
             ] {
-                let mut args = vec!["-n", &pod];
-                args.extend(line.split(' '));
-                ip(&args)?;
+                ip_in("ip", &pod, &line)?;
             }
             in_netns(&hpath, || {
                 std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
@@ -376,23 +353,22 @@ impl Lab {
         // Each host reaches the other's pods through the other's VTEP.
         for i in 0..2u8 {
             let (h, o) = (format!("{}-g{i}", self.prefix), 1 - i);
-            let peer0 = format!("{}.{}.{o}.0", VXLAN_NET[0], VXLAN_NET[1]);
-            for line in [
-                format!("neigh add {peer0} lladdr {} dev vx0", mac(o)),
-                format!("fdb append {} dev vx0 dst {}", mac(o), host(o)),
-                format!(
-                    "route add {}.{}.{o}.0/24 via {peer0} dev vx0 onlink",
-                    VXLAN_NET[0], VXLAN_NET[1]
-                ),
-            ] {
-                let mut args = vec!["-n", &h];
-                args.extend(line.split(' '));
-                if line.starts_with("fdb") {
-                    iproute2("bridge", &args)?;
-                } else {
-                    ip(&args)?;
-                }
-            }
+            let peer0 = format!("{v0}.{v1}.{o}.0");
+            ip_in(
+                "ip",
+                &h,
+                &format!("neigh add {peer0} lladdr {} dev vx0", mac(o)),
+            )?;
+            ip_in(
+                "bridge",
+                &h,
+                &format!("fdb append {} dev vx0 dst {}", mac(o), host(o)),
+            )?;
+            ip_in(
+                "ip",
+                &h,
+                &format!("route add {v0}.{v1}.{o}.0/24 via {peer0} dev vx0 onlink"),
+            )?;
         }
         let second = made.pop().context("two hosts")?;
         let first = made.pop().context("two hosts")?;
