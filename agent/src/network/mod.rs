@@ -553,7 +553,7 @@ impl Network {
         };
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = ready => resync(&changed, &cancel, "service rules", TABLE_CHECK, (move || {
+            () = ready => resync(&changed, &cancel, "service rules", TABLE_CHECK, move || {
                 let (svcs, eps) = (services.state(), slices.state());
                 dns.update(&svcs, &eps);
                 let started = std::time::Instant::now();
@@ -574,7 +574,7 @@ impl Network {
                     .map_err(|_| "the proxy's lock is poisoned".to_string())?
                     .lost()
                     .map_err(|e| crate::kubelet::worker::chain(&e))
-            }))
+            })
             .await,
         }
         svc_feed.abort();
@@ -628,7 +628,7 @@ impl Network {
         };
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = ready => resync(&changed, &cancel, "network policy rules", TABLE_CHECK, (move || {
+            () = ready => resync(&changed, &cancel, "network policy rules", TABLE_CHECK, move || {
                 let (p, n, np) = (pods.state(), namespaces.state(), policies.state());
                 enforcer
                     .lock()
@@ -642,7 +642,7 @@ impl Network {
                     .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
                     .lost()
                     .map_err(|e| crate::kubelet::worker::chain(&e))
-            }))
+            })
             .await,
         }
         f1.abort();
@@ -665,7 +665,8 @@ async fn resync<F, L>(
     cancel: &CancellationToken,
     what: &'static str,
     check_every: std::time::Duration,
-    (sync, lost): (F, L),
+    sync: F,
+    lost: L,
 ) where
     F: Fn() -> Result<(), String> + Send + Sync + 'static,
     L: Fn() -> Result<bool, String> + Send + Sync + 'static,
@@ -813,7 +814,8 @@ mod tests {
                     &cancel,
                     "test rules",
                     std::time::Duration::from_millis(5),
-                    (sync, lost),
+                    sync,
+                    lost,
                 )
                 .await
             })
