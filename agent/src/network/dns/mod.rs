@@ -99,27 +99,41 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    /// Binds UDP on `addr`, then TCP on the same address and port (with port 0, the
-    /// port the kernel gave UDP).
+    /// Binds UDP on `addr`, then TCP on the same address and port. With port 0 the
+    /// port is the one the kernel gave UDP; when TCP finds that port taken, another
+    /// is tried, a few times.
     pub async fn bind(addr: SocketAddr) -> Result<Sockets> {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })?;
-        let bound = udp.local_addr().map_err(|source| Error::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })?;
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|source| Error::Bind {
-                proto: "tcp",
-                addr: bound,
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 1;
+        loop {
+            let udp = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
+                proto: "udp",
+                addr,
                 source,
             })?;
-        Ok(Sockets { udp, tcp })
+            let bound = udp.local_addr().map_err(|source| Error::Bind {
+                proto: "udp",
+                addr,
+                source,
+            })?;
+            match TcpListener::bind(bound).await {
+                Ok(tcp) => return Ok(Sockets { udp, tcp }),
+                Err(e)
+                    if addr.port() == 0
+                        && e.kind() == io::ErrorKind::AddrInUse
+                        && attempt < ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(Error::Bind {
+                        proto: "tcp",
+                        addr: bound,
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// The address served.

@@ -245,9 +245,8 @@ fn upstream_answer(raw: &[u8], truncate: bool) -> Vec<u8> {
 }
 
 async fn upstream(truncate_udp: bool) -> Upstream {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let Sockets { udp, tcp } = Sockets::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
     let udp_queries = Arc::new(AtomicUsize::new(0));
     let count = udp_queries.clone();
     let u = tokio::spawn(async move {
