@@ -7,9 +7,13 @@ use std::process::Command;
 fn python_client_create_list_watch_delete() {
     let python = harness::python();
     let s = Server::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/python_client.py");
+    // Written out from the test binary itself: a binary built in another checkout
+    // sharing the target directory must not point at that checkout's path.
+    let script = s.dir().join("python_client.py");
+    std::fs::write(&script, include_str!("python_client.py"))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", script.display()));
     let out = Command::new(&python)
-        .arg(script)
+        .arg(&script)
         .arg(s.kubeconfig())
         .arg("from-python")
         .env("HOME", s.dir())
