@@ -20,7 +20,7 @@ mod kernel_tests;
 mod tests;
 
 use crate::network::nft::{self, Netlink};
-use crate::network::proxy::{ProgrammedTable, Ruleset};
+use crate::network::proxy::{Parts, ProgrammedTable, Ruleset};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use std::net::Ipv4Addr;
@@ -120,10 +120,13 @@ impl<N: Netlink> Policy<N> {
         let (ingress_isolated, egress_isolated) =
             (count(rules::INGRESS_PODS), count(rules::EGRESS_PODS));
         let full = !self.table.is_programmed();
-        let messages = self.table.apply(want).map_err(|r| Error::Apply {
-            messages: r.messages,
-            source: r.source,
-        })?;
+        let messages = self
+            .table
+            .apply(Parts::single(want))
+            .map_err(|r| Error::Apply {
+                messages: r.messages,
+                source: r.source,
+            })?;
         let stats = SyncStats {
             ingress_isolated,
             egress_isolated,

@@ -3,9 +3,11 @@
 //! cluster DNS address, and the masquerading the pod network needs.
 //!
 //! [`Proxy::sync`] takes the Services and EndpointSlices as the reflector stores hold
-//! them, computes the wanted rules ([`ruleset::desired`], pure), diffs them against
-//! what it programmed last ([`ruleset::plan`], pure) and applies the difference in one
-//! atomic batch. Start reading at [`ruleset`] for the table's layout.
+//! them, computes the wanted rules ([`ruleset::desired_reusing`], pure: a Service
+//! port unchanged since the last sync keeps its part of the table as it was), diffs
+//! them against what it programmed last ([`ruleset::plan`], pure: kept parts are
+//! passed over) and applies the difference in one atomic batch. Start reading at
+//! [`ruleset`] for the table's layout.
 
 pub mod ruleset;
 pub mod services;
@@ -22,7 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-pub use ruleset::{desired, plan, ProgrammedTable, Ruleset};
+pub use ruleset::{desired, desired_reusing, plan, Parts, ProgrammedTable, Ruleset};
 pub use services::{service_ports, stale_udp, stale_udp_at_start, Endpoint, ServicePort};
 
 /// The name of skiff's nftables table (family `ip`).
@@ -119,7 +121,9 @@ impl<N: Netlink> Proxy<N> {
         slices: &[Arc<EndpointSlice>],
     ) -> Result<SyncStats> {
         let ports = service_ports(&self.ctx, services, slices);
-        let want = desired(&self.ctx, &ports);
+        // A Service port unchanged since the last sync keeps its part as it was.
+        let last = self.ports.as_deref().zip(self.table.programmed());
+        let want = desired_reusing(&self.ctx, &ports, last);
         let full = !self.table.is_programmed();
         let messages = self.table.apply(want).map_err(|r| Error::Apply {
             messages: r.messages,

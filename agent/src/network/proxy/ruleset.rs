@@ -1,5 +1,6 @@
-//! The rules skiff wants in its table ([`Ruleset`], from [`desired`]) and the batch
-//! that turns what is programmed into what is wanted ([`plan`]). Both pure.
+//! The rules skiff wants in its table ([`Parts`] of [`Ruleset`]s, from [`desired`])
+//! and the batch that turns what is programmed into what is wanted ([`plan`]). Both
+//! pure.
 //!
 //! Layout of table `ip skiff`:
 //!
@@ -32,8 +33,9 @@ use crate::network::nft::{
     SetSpec, Verdict, REG32_00, REG_1, REG_VERDICT,
 };
 use ipnet::Ipv4Net;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The mark bit that asks `nat-postrouting` to masquerade a connection.
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -68,6 +70,11 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.sets.is_empty() && self.elements.is_empty()
+    }
+
     fn chain(&mut self, name: impl Into<String>, hook: Option<Hook>, rules: Vec<Vec<Expr>>) {
         self.chains.insert(name.into(), ChainSpec { hook, rules });
     }
@@ -334,18 +341,20 @@ fn pick_rules(sp: &ServicePort, eps: &[&Endpoint], map: &str, rs: &mut Ruleset) 
     rules
 }
 
-/// The chains, sets and elements of one Service port.
-fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
-    let reject = Some(Verdict::Goto(REJECT_CHAIN.to_string()));
+fn svc_chain(sp: &ServicePort) -> String {
+    format!("svc-{}", sp.id)
+}
+
+fn ext_chain(sp: &ServicePort) -> String {
+    format!("ext-{}", sp.id)
+}
+
+/// One Service port's entries in the maps every Service shares: its addresses and
+/// NodePort to its chains, or to the reject chain when it has no ready endpoints.
+fn service_lookups(sp: &ServicePort, rs: &mut Ruleset) {
     if sp.endpoints.is_empty() {
-        if let Some(ip) = sp.cluster_ip {
-            rs.element(
-                NO_ENDPOINT_SERVICES,
-                expr::service_key(ip, sp.proto, sp.port),
-                reject.clone(),
-            );
-        }
-        for ip in &sp.external_ips {
+        let reject = Some(Verdict::Goto(REJECT_CHAIN.to_string()));
+        for ip in sp.cluster_ip.iter().chain(&sp.external_ips) {
             rs.element(
                 NO_ENDPOINT_SERVICES,
                 expr::service_key(*ip, sp.proto, sp.port),
@@ -357,9 +366,38 @@ fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
         }
         return;
     }
+    if let Some(ip) = sp.cluster_ip {
+        rs.element(
+            SERVICE_IPS,
+            expr::service_key(ip, sp.proto, sp.port),
+            Some(Verdict::Goto(svc_chain(sp))),
+        );
+    }
+    if sp.has_external() {
+        let ext = Verdict::Goto(ext_chain(sp));
+        for ip in &sp.external_ips {
+            rs.element(
+                SERVICE_IPS,
+                expr::service_key(*ip, sp.proto, sp.port),
+                Some(ext.clone()),
+            );
+        }
+        if let Some(np) = sp.node_port {
+            rs.element(SERVICE_NODEPORTS, expr::port_key(sp.proto, np), Some(ext));
+        }
+    }
+}
 
-    let svc_chain = format!("svc-{}", sp.id);
-    let ext_chain = format!("ext-{}", sp.id);
+/// The chains, sets and elements of one Service port that no other has: its own
+/// chains and the maps and sets they pick endpoints and keep affinity with. Nothing
+/// for a Service port without ready endpoints.
+fn service_part(ctx: &NodeContext, sp: &ServicePort) -> Ruleset {
+    let mut rs = Ruleset::default();
+    if sp.endpoints.is_empty() {
+        return rs;
+    }
+    let svc_chain = svc_chain(sp);
+    let ext_chain = ext_chain(sp);
     let local: Vec<&Endpoint> = sp.endpoints.iter().filter(|e| e.local).collect();
     let all: Vec<&Endpoint> = sp.endpoints.iter().collect();
     let cluster_eps = if sp.internal_local { &local } else { &all };
@@ -375,16 +413,9 @@ fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
         sp,
         cluster_eps,
         &format!("{svc_chain}-pick"),
-        rs,
+        &mut rs,
     ));
     rs.chain(svc_chain.clone(), None, svc_rules);
-    if let Some(ip) = sp.cluster_ip {
-        rs.element(
-            SERVICE_IPS,
-            expr::service_key(ip, sp.proto, sp.port),
-            Some(Verdict::Goto(svc_chain.clone())),
-        );
-    }
 
     // NodePorts and external addresses.
     if sp.has_external() {
@@ -395,7 +426,12 @@ fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
                 expr::saddr_in(ctx.cluster_cidr, true),
                 verdict(Verdict::Goto(svc_chain.clone())),
             ])];
-            r.extend(pick_rules(sp, &local, &format!("{ext_chain}-pick"), rs));
+            r.extend(pick_rules(
+                sp,
+                &local,
+                &format!("{ext_chain}-pick"),
+                &mut rs,
+            ));
             r
         } else {
             vec![
@@ -403,21 +439,7 @@ fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
                 verdict(Verdict::Goto(svc_chain.clone())),
             ]
         };
-        rs.chain(ext_chain.clone(), None, ext_rules);
-        for ip in &sp.external_ips {
-            rs.element(
-                SERVICE_IPS,
-                expr::service_key(*ip, sp.proto, sp.port),
-                Some(Verdict::Goto(ext_chain.clone())),
-            );
-        }
-        if let Some(np) = sp.node_port {
-            rs.element(
-                SERVICE_NODEPORTS,
-                expr::port_key(sp.proto, np),
-                Some(Verdict::Goto(ext_chain.clone())),
-            );
-        }
+        rs.chain(ext_chain, None, ext_rules);
     }
 
     // Endpoints.
@@ -450,27 +472,88 @@ fn service(ctx: &NodeContext, sp: &ServicePort, rs: &mut Ruleset) {
         rules.push(expr::dnat(ep.ip, ep.port));
         rs.chain(format!("ep-{n}"), None, rules);
     }
+    rs
 }
 
+/// The part that holds what every Service shares: the base chains, the maps from
+/// addresses and ports to Service chains, and the cluster DNS address.
+const SHARED: &str = "";
+
 /// What skiff's table should hold for these Service ports on this node.
-pub fn desired(ctx: &NodeContext, ports: &[ServicePort]) -> Ruleset {
-    let mut rs = Ruleset::default();
-    base(ctx, &mut rs);
+pub fn desired(ctx: &NodeContext, ports: &[ServicePort]) -> Parts {
+    desired_reusing(ctx, ports, None)
+}
+
+/// As [`desired`], but a Service port equal to one of `last` (the ports and the parts
+/// of an earlier call) keeps that call's part, the same `Arc`, so that [`plan`] passes
+/// over it unread. Only the shared part is built whole each time.
+pub fn desired_reusing(
+    ctx: &NodeContext,
+    ports: &[ServicePort],
+    last: Option<(&[ServicePort], &Parts)>,
+) -> Parts {
+    let before: HashMap<&str, &ServicePort> = last
+        .map(|(ports, _)| ports.iter().map(|sp| (sp.id.as_str(), sp)).collect())
+        .unwrap_or_default();
+    let mut shared = Ruleset::default();
+    base(ctx, &mut shared);
+    let mut parts = BTreeMap::new();
     for sp in ports {
-        service(ctx, sp, &mut rs);
+        service_lookups(sp, &mut shared);
+        let kept = match (last, before.get(sp.id.as_str())) {
+            (Some((_, parts)), Some(old)) if *old == sp => parts.0.get(&sp.id).cloned(),
+            _ => None,
+        };
+        let part = kept.unwrap_or_else(|| Arc::new(service_part(ctx, sp)));
+        if !part.is_empty() {
+            parts.insert(sp.id.clone(), part);
+        }
     }
     // The cluster DNS address goes to this node's DNS server, whatever Service holds
     // it.
     if let Some((dns_ip, _)) = ctx.dns {
         for proto in [UDP, TCP] {
             let key = expr::service_key(dns_ip, proto, 53);
-            if let Some(m) = rs.elements.get_mut(NO_ENDPOINT_SERVICES) {
+            if let Some(m) = shared.elements.get_mut(NO_ENDPOINT_SERVICES) {
                 m.remove(&key);
             }
-            rs.element(SERVICE_IPS, key, Some(Verdict::Goto(DNS_CHAIN.to_string())));
+            shared.element(SERVICE_IPS, key, Some(Verdict::Goto(DNS_CHAIN.to_string())));
         }
     }
-    rs
+    parts.insert(SHARED.to_string(), Arc::new(shared));
+    Parts(parts)
+}
+
+/// A whole table as parts by owner, each a [`Ruleset`] of what that owner alone
+/// names (the proxy: one part per Service port, one shared); a set's elements may
+/// come from several parts. Kept between syncs, an unchanged part is the same `Arc`,
+/// and [`plan`] costs what changed rather than the whole table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parts(pub BTreeMap<String, Arc<Ruleset>>);
+
+impl Parts {
+    /// A table of one part.
+    pub fn single(rs: Ruleset) -> Parts {
+        Parts(BTreeMap::from([(String::new(), Arc::new(rs))]))
+    }
+
+    /// All the parts as one ruleset, as the kernel's table holds them.
+    pub fn merged(&self) -> Ruleset {
+        let mut all = Ruleset::default();
+        for part in self.0.values() {
+            all.chains
+                .extend(part.chains.iter().map(|(k, v)| (k.clone(), v.clone())));
+            all.sets
+                .extend(part.sets.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (set, elems) in &part.elements {
+                all.elements
+                    .entry(set.clone())
+                    .or_default()
+                    .extend(elems.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        all
+    }
 }
 
 /// One of skiff's tables as the kernel holds it: a wanted [`Ruleset`] is applied as
@@ -482,7 +565,7 @@ pub struct ProgrammedTable<N: Netlink> {
     pub netlink: N,
     table: &'static str,
     /// What the kernel holds, as of the last successful batch; `None` before the first.
-    programmed: Option<Ruleset>,
+    programmed: Option<Parts>,
 }
 
 /// A batch the kernel refused; nothing of it was applied.
@@ -509,8 +592,13 @@ impl<N: Netlink> ProgrammedTable<N> {
         self.programmed.is_some()
     }
 
+    /// What the kernel holds, as of the last successful apply.
+    pub fn programmed(&self) -> Option<&Parts> {
+        self.programmed.as_ref()
+    }
+
     /// Makes the table hold `want`; answers how many messages that took.
-    pub fn apply(&mut self, want: Ruleset) -> Result<usize, Refused> {
+    pub fn apply(&mut self, want: Parts) -> Result<usize, Refused> {
         let batch = plan(self.table, self.programmed.as_ref(), &want);
         if !batch.is_empty() {
             self.netlink.apply(&batch).map_err(|source| Refused {
@@ -550,116 +638,141 @@ impl<N: Netlink> ProgrammedTable<N> {
 
 /// The batch that turns `old` (what is programmed; `None`: unknown, as at start) into
 /// `new` in table `table`. With `old` unknown the table is replaced whole: created
-/// (so that the deletion cannot fail), deleted and built again, in one batch.
+/// (so that the deletion cannot fail), deleted and built again, in one batch. A part
+/// that is the same `Arc` in both is passed over; the others are compared inside.
 ///
 /// Order matters within the batch: sets and chains are created before rules and
 /// elements refer to them; references (elements, rules) are removed before the chains
-/// and sets they name.
-pub fn plan(table: &str, old: Option<&Ruleset>, new: &Ruleset) -> Batch {
-    let empty = Ruleset::default();
+/// and sets they name. So each part's difference is split into [`Steps`], and the
+/// batch is every part's first step, then every part's second, and so on.
+pub fn plan(table: &str, old: Option<&Parts>, new: &Parts) -> Batch {
+    let none = Parts::default();
     let mut b = Batch::new();
-    let t = || table.to_string();
     let old = match old {
         Some(o) => o,
         None => {
+            let t = || table.to_string();
             b.push(Message::AddTable { table: t() });
             b.push(Message::DeleteTable { table: t() });
             b.push(Message::AddTable { table: t() });
-            &empty
+            &none
         }
     };
+    let empty = Ruleset::default();
+    let mut steps = Steps::default();
+    for (owner, part) in &new.0 {
+        match old.0.get(owner) {
+            Some(had) if Arc::ptr_eq(had, part) => {}
+            had => steps.difference(table, had.map_or(&empty, |h| h), part),
+        }
+    }
+    for (owner, had) in &old.0 {
+        if !new.0.contains_key(owner) {
+            steps.difference(table, had, &empty);
+        }
+    }
+    for m in steps.0.into_iter().flatten() {
+        b.push(m);
+    }
+    b
+}
 
-    // 1-2. New sets and chains.
-    for (name, spec) in &new.sets {
-        if !old.sets.contains_key(name) {
-            b.push(Message::AddSet {
-                table: t(),
-                set: name.clone(),
-                spec: spec.clone(),
-            });
+/// A batch's messages by step, in the order the kernel needs them:
+/// 1. new sets, 2. new chains, 3. elements gone or changed (all of a set that goes),
+/// 4. changed and gone chains flushed, 5. the rules of new and changed chains,
+/// 6. elements new or changed, 7. chains that go, 8. sets that go.
+#[derive(Default)]
+struct Steps([Vec<Message>; 8]);
+
+impl Steps {
+    /// Adds what turns `old` into `new`, two versions of one part.
+    fn difference(&mut self, table: &str, old: &Ruleset, new: &Ruleset) {
+        let t = || table.to_string();
+        let [new_sets, new_chains, gone_elements, flushed, rules, new_elements, gone_chains, gone_sets] =
+            &mut self.0;
+        for (name, spec) in &new.sets {
+            if !old.sets.contains_key(name) {
+                new_sets.push(Message::AddSet {
+                    table: t(),
+                    set: name.clone(),
+                    spec: spec.clone(),
+                });
+            }
         }
-    }
-    for (name, c) in &new.chains {
-        if !old.chains.contains_key(name) {
-            b.push(Message::AddChain {
-                table: t(),
-                chain: name.clone(),
-                hook: c.hook,
-            });
+        for (name, c) in &new.chains {
+            if !old.chains.contains_key(name) {
+                new_chains.push(Message::AddChain {
+                    table: t(),
+                    chain: name.clone(),
+                    hook: c.hook,
+                });
+            }
         }
-    }
-    // 3. Elements gone or changed (all of a set that goes).
-    let none = BTreeMap::new();
-    for (set, elems) in &old.elements {
-        let want = new.elements.get(set).unwrap_or(&none);
-        let keys: Vec<Vec<u8>> = elems
-            .iter()
-            .filter(|(k, v)| want.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if !keys.is_empty() {
-            b.push(Message::DeleteElements {
-                table: t(),
-                set: set.clone(),
-                keys,
-            });
+        let none = BTreeMap::new();
+        for (set, elems) in &old.elements {
+            let want = new.elements.get(set).unwrap_or(&none);
+            let keys: Vec<Vec<u8>> = elems
+                .iter()
+                .filter(|(k, v)| want.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !keys.is_empty() {
+                gone_elements.push(Message::DeleteElements {
+                    table: t(),
+                    set: set.clone(),
+                    keys,
+                });
+            }
         }
-    }
-    // 4. Chains whose rules change or that go are flushed.
-    for (name, c) in &old.chains {
-        let changed = new.chains.get(name).is_none_or(|n| n.rules != c.rules);
-        if changed && !c.rules.is_empty() {
-            b.push(Message::FlushChain {
-                table: t(),
-                chain: name.clone(),
-            });
+        for (name, c) in &old.chains {
+            let changed = new.chains.get(name).is_none_or(|n| n.rules != c.rules);
+            if changed && !c.rules.is_empty() {
+                flushed.push(Message::FlushChain {
+                    table: t(),
+                    chain: name.clone(),
+                });
+            }
         }
-    }
-    // 5. Rules of new and changed chains.
-    for (name, c) in &new.chains {
-        let refill = old.chains.get(name).is_none_or(|o| o.rules != c.rules);
-        if refill {
-            for r in &c.rules {
-                b.push(Message::AddRule {
+        for (name, c) in &new.chains {
+            let refill = old.chains.get(name).is_none_or(|o| o.rules != c.rules);
+            if refill {
+                rules.extend(c.rules.iter().map(|r| Message::AddRule {
                     table: t(),
                     chain: name.clone(),
                     exprs: r.clone(),
+                }));
+            }
+        }
+        for (set, elems) in &new.elements {
+            let had = old.elements.get(set).unwrap_or(&none);
+            let add: Vec<(Vec<u8>, Option<Verdict>)> = elems
+                .iter()
+                .filter(|(k, v)| had.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !add.is_empty() {
+                new_elements.push(Message::AddElements {
+                    table: t(),
+                    set: set.clone(),
+                    elements: add,
+                });
+            }
+        }
+        for name in old.chains.keys() {
+            if !new.chains.contains_key(name) {
+                gone_chains.push(Message::DeleteChain {
+                    table: t(),
+                    chain: name.clone(),
+                });
+            }
+        }
+        for name in old.sets.keys() {
+            if !new.sets.contains_key(name) {
+                gone_sets.push(Message::DeleteSet {
+                    table: t(),
+                    set: name.clone(),
                 });
             }
         }
     }
-    // 6. Elements new or changed.
-    for (set, elems) in &new.elements {
-        let had = old.elements.get(set).unwrap_or(&none);
-        let add: Vec<(Vec<u8>, Option<Verdict>)> = elems
-            .iter()
-            .filter(|(k, v)| had.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if !add.is_empty() {
-            b.push(Message::AddElements {
-                table: t(),
-                set: set.clone(),
-                elements: add,
-            });
-        }
-    }
-    // 7-8. Chains and sets that go, now unreferenced.
-    for name in old.chains.keys() {
-        if !new.chains.contains_key(name) {
-            b.push(Message::DeleteChain {
-                table: t(),
-                chain: name.clone(),
-            });
-        }
-    }
-    for name in old.sets.keys() {
-        if !new.sets.contains_key(name) {
-            b.push(Message::DeleteSet {
-                table: t(),
-                set: name.clone(),
-            });
-        }
-    }
-    b
 }

@@ -314,6 +314,82 @@ fn a_deleted_service_loses_references_before_its_chains_and_sets() {
 }
 
 #[test]
+fn unchanged_service_ports_keep_their_parts_and_the_table_is_the_same_as_built_whole() {
+    let svcs = |names: &[&'static str]| -> Vec<Arc<Service>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                service(Svc {
+                    affinity: (i % 2 == 0).then_some(30),
+                    ..Svc::cluster(
+                        n,
+                        ["10.43.0.20", "10.43.0.21", "10.43.0.22", "10.43.0.23"][i],
+                        80,
+                    )
+                })
+            })
+            .collect()
+    };
+    let before = service_ports(
+        &ctx(),
+        &svcs(&["a", "b", "c"]),
+        &[
+            slice("a", &[("10.42.0.5", "n1", true)], 8080),
+            slice("b", &[("10.42.0.6", "n1", true)], 8080),
+            slice("c", &[("10.42.0.7", "n2", true)], 8080),
+        ],
+    );
+    // b gains an endpoint, c loses its last, d is new; a is as it was.
+    let after = service_ports(
+        &ctx(),
+        &svcs(&["a", "b", "c", "d"]),
+        &[
+            slice("a", &[("10.42.0.5", "n1", true)], 8080),
+            slice(
+                "b",
+                &[("10.42.0.6", "n1", true), ("10.42.1.6", "n2", true)],
+                8080,
+            ),
+            slice("d", &[("10.42.0.8", "n1", true)], 8080),
+        ],
+    );
+    let first = desired(&ctx(), &before);
+    let kept = desired_reusing(&ctx(), &after, Some((&before, &first)));
+    let whole = desired(&ctx(), &after);
+    assert_eq!(kept, whole, "the same table, part for part");
+    let part = |p: &Parts, id: &str| p.0.get(id).cloned();
+    let same = |id: &str| match (part(&first, id), part(&kept, id)) {
+        (Some(x), Some(y)) => Arc::ptr_eq(&x, &y),
+        _ => false,
+    };
+    assert!(same("default/a/tcp/http"));
+    assert!(!same("default/b/tcp/http"));
+    assert!(
+        part(&kept, "default/c/tcp/http").is_none(),
+        "no chains without endpoints"
+    );
+
+    // The batch from the kept parts is the batch from the whole tables compared as one.
+    let by_parts = plan(TABLE, Some(&first), &kept);
+    let as_one = plan(
+        TABLE,
+        Some(&Parts::single(first.merged())),
+        &Parts::single(whole.merged()),
+    );
+    let sorted = |b: &nft::Batch| {
+        let mut m: Vec<String> = b.messages.iter().map(|m| format!("{m:?}")).collect();
+        m.sort();
+        m
+    };
+    assert_eq!(sorted(&by_parts), sorted(&as_one));
+    assert!(!by_parts.is_empty());
+    for m in &by_parts.messages {
+        assert!(!target(m).contains("default/a/"), "nothing of a: {m}");
+    }
+}
+
+#[test]
 fn a_service_without_ready_endpoints_is_rejected_not_balanced() {
     let a = service(Svc {
         node_port: Some(30000),
@@ -321,7 +397,7 @@ fn a_service_without_ready_endpoints_is_rejected_not_balanced() {
     });
     let sa = slice("a", &[("10.42.0.5", "n1", false)], 8080);
     let ports = service_ports(&ctx(), &[a], &[sa]);
-    let rs = desired(&ctx(), &ports);
+    let rs = desired(&ctx(), &ports).merged();
     let reject = Some(Verdict::Goto("reject-chain".into()));
     assert_eq!(
         rs.elements["no-endpoint-services"].get(&nft::expr::service_key(ip("10.43.0.20"), 6, 80)),
@@ -349,7 +425,8 @@ fn local_traffic_policies_use_only_this_nodes_endpoints() {
     let rs = desired(
         &ctx(),
         &service_ports(&ctx(), std::slice::from_ref(&a), &[sa]),
-    );
+    )
+    .merged();
     let ext = &rs.chains["ext-default/a/tcp/http"].rules;
     assert_eq!(ext.last(), Some(&vec![Expr::Verdict(Verdict::Drop)]));
     assert!(!ext
@@ -368,7 +445,7 @@ fn local_traffic_policies_use_only_this_nodes_endpoints() {
         &[("10.42.1.5", "n2", true), ("10.42.0.5", "n1", true)],
         8080,
     );
-    let rs = desired(&ctx(), &service_ports(&ctx(), &[a], &[sa]));
+    let rs = desired(&ctx(), &service_ports(&ctx(), &[a], &[sa])).merged();
     for map in ["svc-default/a/tcp/http-pick", "ext-default/a/tcp/http-pick"] {
         assert_eq!(rs.elements[map].len(), 1, "{map}");
     }
@@ -383,7 +460,7 @@ fn the_cluster_dns_address_goes_to_this_nodes_dns_server() {
     let mut c = ctx();
     c.dns = Some((ip("10.43.0.10"), "10.42.0.1:53".parse().expect("addr")));
     // Without endpoints the Service would be rejected; the DNS override wins.
-    let rs = desired(&c, &service_ports(&c, &[dns], &[]));
+    let rs = desired(&c, &service_ports(&c, &[dns], &[])).merged();
     for proto in [6, 17] {
         let key = nft::expr::service_key(ip("10.43.0.10"), proto, 53);
         assert_eq!(
@@ -402,7 +479,7 @@ fn the_cluster_dns_address_goes_to_this_nodes_dns_server() {
 fn masquerade_marks_outside_traffic_and_hairpins() {
     let a = service(Svc::cluster("a", "10.43.0.20", 80));
     let sa = slice("a", &[("10.42.0.5", "n1", true)], 8080);
-    let rs = desired(&ctx(), &service_ports(&ctx(), &[a], &[sa]));
+    let rs = desired(&ctx(), &service_ports(&ctx(), &[a], &[sa])).merged();
     let jump_mark = Expr::Verdict(Verdict::Jump("mark-for-masquerade".into()));
     let svc = &rs.chains["svc-default/a/tcp/http"].rules;
     assert!(svc[0].ends_with(std::slice::from_ref(&jump_mark)));
