@@ -56,7 +56,8 @@ pub enum Stale {
     ToEndpoint(SocketAddrV4),
     /// Those sent to this Service address and port, which had no endpoint.
     ToService(SocketAddrV4),
-    /// Those sent to this NodePort, which had no endpoint.
+    /// Those sent to this NodePort on any address, which had no endpoint: for a node
+    /// whose addresses are not known (else [`Stale::ToService`] with each of them).
     ToNodePort(u16),
     /// Those sent to this Service address and port whose replies come from none of
     /// `endpoints`: what a start sweeps, since flows made before it may be DNATed to an
@@ -67,7 +68,8 @@ pub enum Stale {
         /// Its endpoints now.
         endpoints: Vec<SocketAddrV4>,
     },
-    /// The same for a NodePort.
+    /// The same for a NodePort on any address (a node whose addresses are not known;
+    /// else [`Stale::NotFrom`] with each of them).
     NodePortNotFrom {
         /// The NodePort.
         port: u16,

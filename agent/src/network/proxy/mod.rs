@@ -144,8 +144,8 @@ impl<N: Netlink> Proxy<N> {
         // flow to a Service that its endpoints do not answer goes. From then on, each
         // change's stale UDP flows go.
         let stale = match &self.ports {
-            Some(old) => stale_udp(old, &ports),
-            None => stale_udp_at_start(self.ctx.dns, &ports),
+            Some(old) => stale_udp(&self.ctx, old, &ports),
+            None => stale_udp_at_start(&self.ctx, &ports),
         };
         if !stale.is_empty() {
             match self.table.netlink.forget_udp(&stale) {

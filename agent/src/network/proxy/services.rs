@@ -219,8 +219,9 @@ pub fn service_ports(
 /// The UDP flows conntrack holds that `new` leaves stale after `old` (UDP flows do not
 /// end, so they would keep their old DNAT): those DNATed to an endpoint no UDP Service
 /// port has any more, and those sent to a Service port that had no endpoint and now
-/// has (they went unanswered, without a DNAT).
-pub fn stale_udp(old: &[ServicePort], new: &[ServicePort]) -> Vec<Stale> {
+/// has (they went unanswered, without a DNAT). A NodePort's flows are those to the
+/// node's addresses, or to the port on any address when the node's are not known.
+pub fn stale_udp(ctx: &NodeContext, old: &[ServicePort], new: &[ServicePort]) -> Vec<Stale> {
     let udp = |p: &&ServicePort| p.proto == UDP;
     let now: BTreeSet<SocketAddrV4> = new
         .iter()
@@ -250,7 +251,12 @@ pub fn stale_udp(old: &[ServicePort], new: &[ServicePort]) -> Vec<Stale> {
             out.insert(Stale::ToService(SocketAddrV4::new(*ip, p.port)));
         }
         if let Some(np) = p.node_port {
-            out.insert(Stale::ToNodePort(np));
+            if ctx.node_ips.is_empty() {
+                out.insert(Stale::ToNodePort(np));
+            }
+            for ip in &ctx.node_ips {
+                out.insert(Stale::ToService(SocketAddrV4::new(*ip, np)));
+            }
         }
     }
     out.into_iter().collect()
@@ -259,11 +265,8 @@ pub fn stale_udp(old: &[ServicePort], new: &[ServicePort]) -> Vec<Stale> {
 /// The UDP flows to forget at a start, when nothing is known of what the flows were
 /// made with: those sent to a UDP Service port (its addresses, its NodePort) whose
 /// replies come from none of its endpoints now. The cluster DNS address's one
-/// endpoint is this node's DNS server.
-pub fn stale_udp_at_start(
-    dns: Option<(Ipv4Addr, SocketAddrV4)>,
-    ports: &[ServicePort],
-) -> Vec<Stale> {
+/// endpoint is this node's DNS server. A NodePort is taken as in [`stale_udp`].
+pub fn stale_udp_at_start(ctx: &NodeContext, ports: &[ServicePort]) -> Vec<Stale> {
     let mut out = BTreeSet::new();
     for p in ports.iter().filter(|p| p.proto == UDP) {
         let endpoints: Vec<SocketAddrV4> = p
@@ -273,7 +276,7 @@ pub fn stale_udp_at_start(
             .collect();
         for ip in p.cluster_ip.iter().chain(&p.external_ips) {
             let service = SocketAddrV4::new(*ip, p.port);
-            let endpoints = match dns {
+            let endpoints = match ctx.dns {
                 Some((dns_ip, server)) if service == SocketAddrV4::new(dns_ip, 53) => {
                     vec![server]
                 }
@@ -282,10 +285,18 @@ pub fn stale_udp_at_start(
             out.insert(Stale::NotFrom { service, endpoints });
         }
         if let Some(port) = p.node_port {
-            out.insert(Stale::NodePortNotFrom {
-                port,
-                endpoints: endpoints.clone(),
-            });
+            if ctx.node_ips.is_empty() {
+                out.insert(Stale::NodePortNotFrom {
+                    port,
+                    endpoints: endpoints.clone(),
+                });
+            }
+            for ip in &ctx.node_ips {
+                out.insert(Stale::NotFrom {
+                    service: SocketAddrV4::new(*ip, port),
+                    endpoints: endpoints.clone(),
+                });
+            }
         }
     }
     out.into_iter().collect()

@@ -587,8 +587,35 @@ fn a_change_forgets_the_udp_flows_it_leaves_stale() {
 }
 
 #[test]
-fn a_start_sweeps_what_no_endpoint_answers_and_the_cluster_dns_is_the_nodes() {
+fn a_nodeport_that_gains_endpoints_forgets_flows_to_the_nodes_addresses_only() {
     use crate::network::nft::conntrack::Stale;
+    let known = NodeContext {
+        node_ips: vec![ip("192.168.1.10")],
+        ..ctx()
+    };
+    let syslog = service(Svc {
+        protocol: "UDP",
+        node_port: Some(30514),
+        ..Svc::cluster("syslog", "10.43.0.20", 514)
+    });
+    let none = service_ports(&known, std::slice::from_ref(&syslog), &[]);
+    let one = service_ports(
+        &known,
+        &[syslog],
+        &[slice("syslog", &[("10.42.0.7", "n1", true)], 5514)],
+    );
+    assert_eq!(
+        stale_udp(&known, &none, &one),
+        vec![
+            Stale::ToService("10.43.0.20:514".parse().unwrap()),
+            Stale::ToService("192.168.1.10:30514".parse().unwrap()),
+        ]
+    );
+}
+
+#[test]
+fn a_start_sweeps_what_no_endpoint_answers_and_the_cluster_dns_is_the_nodes() {
+    use crate::network::nft::conntrack::{self, Stale};
     let server: SocketAddrV4 = "10.42.0.1:53".parse().unwrap();
     let ctx = NodeContext {
         dns: Some((ip("10.43.0.10"), server)),
@@ -610,7 +637,7 @@ fn a_start_sweeps_what_no_endpoint_answers_and_the_cluster_dns_is_the_nodes() {
     );
     let endpoint: SocketAddrV4 = "10.42.0.7:5514".parse().unwrap();
     assert_eq!(
-        stale_udp_at_start(ctx.dns, &ports),
+        stale_udp_at_start(&ctx, &ports),
         vec![
             Stale::NotFrom {
                 service: "10.43.0.10:53".parse().unwrap(),
@@ -626,6 +653,35 @@ fn a_start_sweeps_what_no_endpoint_answers_and_the_cluster_dns_is_the_nodes() {
             },
         ]
     );
+    // A node that knows its addresses sweeps the NodePort on those alone: a pod's
+    // flow to port 30514 elsewhere is not the NodePort's.
+    let known = NodeContext {
+        node_ips: vec![ip("192.168.1.10"), ip("203.0.113.7")],
+        ..ctx.clone()
+    };
+    let swept = stale_udp_at_start(&known, &ports);
+    assert!(!swept
+        .iter()
+        .any(|s| matches!(s, Stale::NodePortNotFrom { .. })));
+    for node in ["192.168.1.10:30514", "203.0.113.7:30514"] {
+        assert!(swept.contains(&Stale::NotFrom {
+            service: node.parse().unwrap(),
+            endpoints: vec![endpoint],
+        }));
+    }
+    // Masqueraded on its way out, so its replies come to the node.
+    let out = conntrack::Flow {
+        orig: conntrack::Tuple {
+            src: "10.42.0.9:4000".parse().unwrap(),
+            dst: "198.51.100.1:30514".parse().unwrap(),
+        },
+        reply: conntrack::Tuple {
+            src: "198.51.100.1:30514".parse().unwrap(),
+            dst: "192.168.1.10:4000".parse().unwrap(),
+        },
+    };
+    let elsewhere = swept.iter().any(|s| s.matches(&out));
+    assert!(!elsewhere, "a flow to another host's port 30514 stays");
 }
 
 #[test]
