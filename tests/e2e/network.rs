@@ -741,6 +741,61 @@ fn services_and_cluster_dns_across_nodes() {
         }
         Ok(())
     });
+
+    // A Service's last pod, being deleted, still serves through the ClusterIP while
+    // it terminates: no endpoint is ready, so the one still serving takes the traffic
+    // (it ignores SIGTERM, so it serves until its grace period ends).
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "last", "labels": {"app": "last"}},
+        "spec": {"nodeName": "host2", "terminationGracePeriodSeconds": 60,
+                 "containers": [{"name": "web", "image": "docker.io/library/busybox:latest",
+                                 "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", "trap '' TERM; mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www & wait"],
+                                 "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}}),
+    );
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "last"},
+        "spec": {"selector": {"app": "last"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
+    wait_pods(&c, "last", 1);
+    let last_ip = c
+        .kubectl(KUBECTL)
+        .run(&["get", "svc", "last", "-o", "jsonpath={.spec.clusterIP}"])
+        .ok()
+        .to_string();
+    let got = wait_until(SOON, "the last pod answers through its Service", || {
+        fetch(&c, "client", &last_ip, 80)
+    });
+    assert_eq!(got, "last");
+    c.kubectl(KUBECTL)
+        .run(&["delete", "pod", "last", "--wait=false"])
+        .ok();
+    wait_until(SOON, "the last pod's endpoint is terminating", || {
+        let out = c.kubectl(KUBECTL).run(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=last",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].conditions}",
+        ]);
+        let conditions = out.ok();
+        if conditions.contains(r#""terminating":true"#) && conditions.contains(r#""serving":true"#)
+        {
+            Ok(())
+        } else {
+            Err(conditions.to_string())
+        }
+    });
+    for _ in 0..3 {
+        assert_eq!(
+            fetch(&c, "client", &last_ip, 80).as_deref(),
+            Ok("last"),
+            "a terminating pod that still serves is used while no other is ready"
+        );
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@
 //!   an endpoint across the overlay is rerouted into the overlay's smaller MTU, and
 //!   both ends learn that from the SYNs instead of from dropped segments.
 
-use super::services::{Endpoint, ServicePort};
+use super::services::{usable, Endpoint, ServicePort};
 use super::NodeContext;
 use crate::network::nft::expr::{self, TCP, UDP};
 use crate::network::nft::{
@@ -350,7 +350,7 @@ fn ext_chain(sp: &ServicePort) -> String {
 }
 
 /// One Service port's entries in the maps every Service shares: its addresses and
-/// NodePort to its chains, or to the reject chain when it has no ready endpoints.
+/// NodePort to its chains, or to the reject chain when no endpoint takes traffic.
 fn service_lookups(sp: &ServicePort, rs: &mut Ruleset) {
     if sp.endpoints.is_empty() {
         let reject = Some(Verdict::Goto(REJECT_CHAIN.to_string()));
@@ -390,7 +390,7 @@ fn service_lookups(sp: &ServicePort, rs: &mut Ruleset) {
 
 /// The chains, sets and elements of one Service port that no other has: its own
 /// chains and the maps and sets they pick endpoints and keep affinity with. Nothing
-/// for a Service port without ready endpoints.
+/// for a Service port that no endpoint takes traffic for.
 fn service_part(ctx: &NodeContext, sp: &ServicePort) -> Ruleset {
     let mut rs = Ruleset::default();
     if sp.endpoints.is_empty() {
@@ -398,8 +398,8 @@ fn service_part(ctx: &NodeContext, sp: &ServicePort) -> Ruleset {
     }
     let svc_chain = svc_chain(sp);
     let ext_chain = ext_chain(sp);
-    let local: Vec<&Endpoint> = sp.endpoints.iter().filter(|e| e.local).collect();
-    let all: Vec<&Endpoint> = sp.endpoints.iter().collect();
+    let local = usable(sp.endpoints.iter().filter(|e| e.local));
+    let all = usable(sp.endpoints.iter());
     let cluster_eps = if sp.internal_local { &local } else { &all };
 
     let mut used: BTreeSet<&Endpoint> = cluster_eps.iter().copied().collect();

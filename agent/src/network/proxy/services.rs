@@ -1,12 +1,12 @@
 //! From Services and EndpointSlices to what the rules need: one [`ServicePort`] per port
-//! of each Service that gets rules, with its ready endpoints.
+//! of each Service that gets rules, with its endpoints that take traffic.
 
 use super::NodeContext;
 use crate::network::nft::conntrack::Stale;
 use crate::network::nft::expr::UDP;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
     /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`.
     pub external_ips: Vec<Ipv4Addr>,
-    /// Ready endpoints, sorted, without duplicates.
+    /// Ready and serving-terminating endpoints, sorted, one per address and port.
     pub endpoints: Vec<Endpoint>,
     /// sessionAffinity ClientIP's timeout in seconds.
     pub affinity: Option<u32>,
@@ -40,7 +40,8 @@ pub struct ServicePort {
     pub internal_local: bool,
 }
 
-/// A ready endpoint of a [`ServicePort`].
+/// An endpoint of a [`ServicePort`] that can take traffic: ready, or serving while it
+/// terminates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
     /// Its address.
@@ -49,6 +50,21 @@ pub struct Endpoint {
     pub port: u16,
     /// On this node.
     pub local: bool,
+    /// Ready; if not, it is terminating and still serving, and takes traffic only
+    /// while none of the endpoints it is chosen among is ready ([`usable`]).
+    pub ready: bool,
+}
+
+/// The endpoints among `eps` that traffic goes to: the ready ones or, while none is,
+/// those still serving as they terminate, so that connections keep working through a
+/// rolling update's last pod or a Local policy's last pod on a node.
+pub fn usable<'a>(eps: impl Iterator<Item = &'a Endpoint>) -> Vec<&'a Endpoint> {
+    let (ready, terminating): (Vec<&Endpoint>, Vec<&Endpoint>) = eps.partition(|e| e.ready);
+    if ready.is_empty() {
+        terminating
+    } else {
+        ready
+    }
 }
 
 impl ServicePort {
@@ -164,7 +180,8 @@ pub fn service_ports(
             } else {
                 None
             };
-            let mut endpoints = BTreeSet::new();
+            // By address and port: whether on this node, whether ready.
+            let mut endpoints: BTreeMap<(Ipv4Addr, u16), (bool, bool)> = BTreeMap::new();
             for slice in svc_slices.into_iter().flatten() {
                 let Some(target) = slice.ports.iter().flatten().find_map(|sp| {
                     (sp.name.as_deref().unwrap_or("") == port_name
@@ -176,18 +193,20 @@ pub fn service_ports(
                     continue;
                 };
                 for ep in slice.endpoints.iter().flatten() {
-                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    if !ready {
+                    // Unset, ready and serving count as true, terminating as false.
+                    let c = ep.conditions.as_ref();
+                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                    let serving = c.and_then(|c| c.serving).unwrap_or(true);
+                    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                    let takes_traffic = ready || (serving && terminating);
+                    if !takes_traffic {
                         continue;
                     }
                     let local = ep.node_name.as_deref() == Some(ctx.node_name.as_str());
                     for a in &ep.addresses {
                         if let Ok(ip) = a.parse::<Ipv4Addr>() {
-                            endpoints.insert(Endpoint {
-                                ip,
-                                port: target,
-                                local,
-                            });
+                            let e = endpoints.entry((ip, target)).or_insert((local, ready));
+                            *e = (e.0 || local, e.1 || ready);
                         }
                     }
                 }
@@ -204,7 +223,15 @@ pub fn service_ports(
                 port,
                 node_port,
                 external_ips: external_ips.clone(),
-                endpoints: endpoints.into_iter().collect(),
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|((ip, port), (local, ready))| Endpoint {
+                        ip,
+                        port,
+                        local,
+                        ready,
+                    })
+                    .collect(),
                 affinity,
                 external_local,
                 internal_local,

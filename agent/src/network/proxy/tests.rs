@@ -183,14 +183,120 @@ fn service_ports_take_ready_endpoints_by_port_name_and_skip_what_gets_no_rules()
             Endpoint {
                 ip: ip("10.42.0.5"),
                 port: 8080,
-                local: true
+                local: true,
+                ready: true,
             },
             Endpoint {
                 ip: ip("10.42.2.5"),
                 port: 8080,
-                local: false
+                local: false,
+                ready: true,
             },
         ]
+    );
+}
+
+/// Service `svc`'s slice on port 8080 whose endpoints (address, node) carry the given
+/// conditions.
+fn slice_with(svc: &str, eps: &[(&str, &str, serde_json::Value)]) -> Arc<EndpointSlice> {
+    let mut s = (*slice(svc, &[], 8080)).clone();
+    s.endpoints = Some(
+        eps.iter()
+            .map(|(ip, node, conditions)| {
+                serde_json::from_value(
+                    json!({"addresses": [ip], "nodeName": node, "conditions": conditions}),
+                )
+                .expect("endpoint")
+            })
+            .collect(),
+    );
+    Arc::new(s)
+}
+
+fn terminating() -> serde_json::Value {
+    json!({"ready": false, "serving": true, "terminating": true})
+}
+
+#[test]
+fn terminating_endpoints_still_serving_take_traffic_only_while_none_is_ready() {
+    let web = service(Svc {
+        node_port: Some(30080),
+        external_local: true,
+        ..Svc::cluster("web", "10.43.0.20", 80)
+    });
+    let ready = json!({"ready": true, "serving": true, "terminating": false});
+    let gone = json!({"ready": false, "serving": false, "terminating": true});
+    let ports = service_ports(
+        &ctx(),
+        std::slice::from_ref(&web),
+        &[slice_with(
+            "web",
+            &[
+                ("10.42.1.5", "n2", ready.clone()),
+                ("10.42.0.6", "n1", terminating()),
+                ("10.42.0.7", "n1", gone),
+            ],
+        )],
+    );
+    let eps: Vec<(String, bool)> = ports[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.ip.to_string(), e.ready))
+        .collect();
+    assert_eq!(
+        eps,
+        [
+            ("10.42.0.6".to_string(), false),
+            ("10.42.1.5".to_string(), true)
+        ],
+        "the one no longer serving is left out"
+    );
+    // The cluster path picks the ready endpoint alone; the Local external path has
+    // no ready endpoint on this node and falls back to the terminating one here.
+    let rs = desired(&ctx(), &ports).merged();
+    let picks = |map: &str| picks_of(&rs, map);
+    let goto = |ep: &str| Some(Verdict::Goto(format!("ep-default/web/tcp/http/{ep}:8080")));
+    assert_eq!(picks("svc-default/web/tcp/http-pick"), [goto("10.42.1.5")]);
+    assert_eq!(picks("ext-default/web/tcp/http-pick"), [goto("10.42.0.6")]);
+
+    // Only terminating endpoints: they take the traffic, and nothing is rejected.
+    let ports = service_ports(
+        &ctx(),
+        &[web],
+        &[slice_with("web", &[("10.42.1.8", "n2", terminating())])],
+    );
+    let rs = desired(&ctx(), &ports).merged();
+    assert_eq!(
+        picks_of(&rs, "svc-default/web/tcp/http-pick"),
+        [goto("10.42.1.8")]
+    );
+    assert!(rs.elements["no-endpoint-services"].is_empty());
+    assert!(rs.elements["no-endpoint-nodeports"].is_empty());
+}
+
+fn picks_of(rs: &Ruleset, map: &str) -> Vec<Option<Verdict>> {
+    rs.elements[map].values().cloned().collect()
+}
+
+#[test]
+fn an_address_in_two_slices_is_one_endpoint_ready_if_either_says_so() {
+    let web = service(Svc::cluster("web", "10.43.0.20", 80));
+    let ports = service_ports(
+        &ctx(),
+        &[web],
+        &[
+            slice_with("web", &[("10.42.0.6", "n1", terminating())]),
+            slice("web", &[("10.42.0.6", "n1", true)], 8080),
+        ],
+    );
+    assert_eq!(
+        ports[0].endpoints,
+        [Endpoint {
+            ip: ip("10.42.0.6"),
+            port: 8080,
+            local: true,
+            ready: true,
+        }]
     );
 }
 
