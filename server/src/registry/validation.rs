@@ -1324,6 +1324,21 @@ fn service(spec: &Obj, old_spec: Option<&Obj>, errs: &mut Errs) {
     if is_set(spec, "internalTrafficPolicy") {
         errs.one_of(spec, "internalTrafficPolicy", "spec", &["Cluster", "Local"]);
     }
+    // A load balancer's source ranges: CIDRs, which may be space-padded (as the old
+    // annotation's were).
+    let ranges = array(spec, "loadBalancerSourceRanges");
+    if !ranges.is_empty() && ty != "LoadBalancer" {
+        let detail = "may only be used when `type` is 'LoadBalancer'";
+        errs.forbidden("spec.loadBalancerSourceRanges", detail);
+    }
+    for (i, range) in ranges.iter().enumerate() {
+        let value = range.as_str().unwrap_or_default();
+        if value.trim().parse::<ipnet::IpNet>().is_err() {
+            let detail = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+            let path = format!("spec.loadBalancerSourceRanges[{i}]");
+            errs.invalid(&path, &quote(value), detail);
+        }
+    }
     if let Some(old_spec) = old_spec {
         cluster_ip_update(spec, old_spec, errs);
     }
@@ -1837,6 +1852,26 @@ mod tests {
         assert_eq!(
             check("", "Service", unset, Some(with_ip("10.43.0.10"))),
             vec![]
+        );
+
+        let ranged = |ty: &str, ranges: Value| {
+            svc(json!({"type": ty, "ports": [{"port": 80}], "loadBalancerSourceRanges": ranges}))
+        };
+        let ok = json!([" 192.0.2.0/24", "2001:db8::/64"]);
+        assert_eq!(
+            check("", "Service", ranged("LoadBalancer", ok), None),
+            vec![]
+        );
+        assert_eq!(
+            lines(&check("", "Service", ranged("LoadBalancer", json!(["192.0.2.1", "x"])), None)),
+            vec![
+                "spec.loadBalancerSourceRanges[0]: Invalid value: \"192.0.2.1\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                "spec.loadBalancerSourceRanges[1]: Invalid value: \"x\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            ]
+        );
+        assert_eq!(
+            lines(&check("", "Service", ranged("NodePort", json!(["192.0.2.0/24"])), None)),
+            vec!["spec.loadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"]
         );
     }
 
