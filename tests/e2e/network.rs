@@ -619,6 +619,51 @@ fn services_and_cluster_dns_across_nodes() {
         assert!(pods.contains_key(&got), "{got}");
     }
 
+    // Source ranges: only host 1 reaches the load balancer's addresses; its NodePort
+    // stays open to all. Without them, host 0 reaches it again.
+    let lb_ip = c.host(2).address().to_string();
+    let patch = |ranges: Value| {
+        c.kubectl(KUBECTL)
+            .run(&[
+                "patch",
+                "svc",
+                "web-lb",
+                "--type=merge",
+                "-p",
+                &json!({"spec": {"loadBalancerSourceRanges": ranges}}).to_string(),
+            ])
+            .ok();
+    };
+    patch(json!([format!("{}/32", c.host(1).address())]));
+    wait_until(
+        SOON,
+        "host 0 kept from the load balancer",
+        || match host_fetch(&c, 0, &lb_ip, 8088) {
+            Ok(got) => Err(format!("host 0 got {got}")),
+            Err(_) => Ok(()),
+        },
+    );
+    let got = host_fetch(&c, 1, &lb_ip, 8088).expect("host 1 is in the source ranges");
+    assert!(pods.contains_key(&got), "{got}");
+    let lb_node_port = c
+        .kubectl(KUBECTL)
+        .run(&[
+            "get",
+            "svc",
+            "web-lb",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .ok()
+        .parse::<u16>()
+        .expect("web-lb's NodePort");
+    let got = host_fetch(&c, 0, &lb_ip, lb_node_port).expect("the NodePort is not limited");
+    assert!(pods.contains_key(&got), "{got}");
+    patch(Value::Null);
+    wait_until(SOON, "host 0 reaches the load balancer again", || {
+        host_fetch(&c, 0, &lb_ip, 8088)
+    });
+
     // A name outside the cluster, through the host's resolver; the host's search
     // domain follows the cluster's in the pod's search list.
     assert_eq!(

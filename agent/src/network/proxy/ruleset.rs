@@ -12,7 +12,9 @@
 //!   when from outside the cluster CIDR, session affinity, then a random pick through
 //!   the map `svc-<id>-pick`), `ext-<id>` for NodePorts and external addresses
 //!   (masquerade and `svc-<id>`, or for policy Local only this node's endpoints through
-//!   `ext-<id>-pick`), and per endpoint `ep-<id>/<ip>:<port>` (hairpin masquerade,
+//!   `ext-<id>-pick`), `fw-<id>` in front of `ext-<id>` for a load balancer's
+//!   addresses when `loadBalancerSourceRanges` limits them (the allowed sources go on,
+//!   the rest are dropped), and per endpoint `ep-<id>/<ip>:<port>` (hairpin masquerade,
 //!   affinity update, DNAT).
 //! - `filter-input`, `filter-forward`, `filter-output`: for a connection's first packet,
 //!   `jump endpoints-check`, which rejects connections to Services without ready
@@ -349,6 +351,10 @@ fn ext_chain(sp: &ServicePort) -> String {
     format!("ext-{}", sp.id)
 }
 
+fn fw_chain(sp: &ServicePort) -> String {
+    format!("fw-{}", sp.id)
+}
+
 /// One Service port's entries in the maps every Service shares: its addresses and
 /// NodePort to its chains, or to the reject chain when no endpoint takes traffic.
 fn service_lookups(sp: &ServicePort, rs: &mut Ruleset) {
@@ -375,11 +381,17 @@ fn service_lookups(sp: &ServicePort, rs: &mut Ruleset) {
     }
     if sp.has_external() {
         let ext = Verdict::Goto(ext_chain(sp));
+        let fw = Verdict::Goto(fw_chain(sp));
         for ip in &sp.external_ips {
+            let to = if sp.firewalled_ips.contains(ip) {
+                &fw
+            } else {
+                &ext
+            };
             rs.element(
                 SERVICE_IPS,
                 expr::service_key(*ip, sp.proto, sp.port),
-                Some(ext.clone()),
+                Some(to.clone()),
             );
         }
         if let Some(np) = sp.node_port {
@@ -439,6 +451,21 @@ fn service_part(ctx: &NodeContext, sp: &ServicePort) -> Ruleset {
                 verdict(Verdict::Goto(svc_chain.clone())),
             ]
         };
+        // The load balancer's addresses, for the allowed sources only.
+        if !sp.firewalled_ips.is_empty() {
+            let mut fw_rules: Vec<Vec<Expr>> = sp
+                .allowed_sources
+                .iter()
+                .map(|net| {
+                    rule([
+                        expr::saddr_in(*net, true),
+                        verdict(Verdict::Goto(ext_chain.clone())),
+                    ])
+                })
+                .collect();
+            fw_rules.push(verdict(Verdict::Drop));
+            rs.chain(fw_chain(sp), None, fw_rules);
+        }
         rs.chain(ext_chain, None, ext_rules);
     }
 

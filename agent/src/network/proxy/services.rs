@@ -4,6 +4,7 @@
 use super::NodeContext;
 use crate::network::nft::conntrack::Stale;
 use crate::network::nft::expr::UDP;
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -12,6 +13,8 @@ use std::sync::Arc;
 
 /// The label an EndpointSlice names its Service with.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The annotation that gave a LoadBalancer's source ranges before the field did.
+const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 /// sessionAffinity ClientIP's default timeout (3 hours), as upstream.
 const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
 
@@ -30,6 +33,13 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
     /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`.
     pub external_ips: Vec<Ipv4Addr>,
+    /// The load balancer's addresses among `external_ips` when the Service limits who
+    /// reaches them (`spec.loadBalancerSourceRanges`); empty when it does not.
+    pub firewalled_ips: Vec<Ipv4Addr>,
+    /// The sources allowed to reach `firewalled_ips`: the source ranges and, when a
+    /// range holds one of this node's addresses, the load balancer's addresses, which
+    /// are the source of the node's own connections to them.
+    pub allowed_sources: Vec<Ipv4Net>,
     /// Ready and serving-terminating endpoints, sorted, one per address and port.
     pub endpoints: Vec<Endpoint>,
     /// sessionAffinity ClientIP's timeout in seconds.
@@ -84,6 +94,44 @@ fn proto_number(p: Option<&str>) -> Option<u8> {
     }
 }
 
+/// The IPv4 ranges a LoadBalancer Service takes traffic from: `spec.loadBalancerSourceRanges`,
+/// else the older annotation, comma-separated; either may be space-padded. Entries that
+/// are not IPv4 CIDRs are
+/// passed over with a debug log (IPv6 ranges among them: the proxy is IPv4 only).
+fn source_ranges(svc: &Service) -> Vec<Ipv4Net> {
+    let from_spec: Vec<String> = svc
+        .spec
+        .iter()
+        .flat_map(|s| s.load_balancer_source_ranges.iter().flatten())
+        .cloned()
+        .collect();
+    let listed = if from_spec.is_empty() {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default()
+    } else {
+        from_spec
+    };
+    let mut ranges: Vec<Ipv4Net> = listed
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .filter_map(|r| match r.parse::<Ipv4Net>() {
+            Ok(net) => Some(net.trunc()),
+            Err(_) => {
+                tracing::debug!(range = %r, "not an IPv4 source range; passed over");
+                None
+            }
+        })
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    ranges
+}
+
 /// The ports of every Service that gets rules: not headless, not ExternalName, with an
 /// IPv4 cluster address or external addresses. Malformed values (addresses, ports)
 /// are skipped with a debug log: they come from the API.
@@ -136,8 +184,9 @@ pub fn service_ports(
             .flatten()
             .filter_map(|ip| ip.parse().ok())
             .collect();
+        let mut lb_ips: Vec<Ipv4Addr> = Vec::new();
         if kind == "LoadBalancer" {
-            external_ips.extend(
+            lb_ips.extend(
                 svc.status
                     .iter()
                     .filter_map(|s| s.load_balancer.as_ref())
@@ -145,9 +194,25 @@ pub fn service_ports(
                     .filter_map(|i| i.ip.as_deref())
                     .filter_map(|ip| ip.parse::<Ipv4Addr>().ok()),
             );
+            lb_ips.sort();
+            lb_ips.dedup();
         }
+        external_ips.extend(&lb_ips);
         external_ips.sort();
         external_ips.dedup();
+        let ranges = source_ranges(svc);
+        let (firewalled_ips, allowed_sources) = if ranges.is_empty() || lb_ips.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let mut allowed = ranges.clone();
+            if ranges
+                .iter()
+                .any(|r| ctx.node_ips.iter().any(|ip| r.contains(ip)))
+            {
+                allowed.extend(lb_ips.iter().map(|ip| Ipv4Net::from(*ip)));
+            }
+            (lb_ips, allowed)
+        };
         let headless = spec.cluster_ip.as_deref() == Some("None");
         if headless || (cluster_ip.is_none() && external_ips.is_empty()) {
             continue;
@@ -223,6 +288,8 @@ pub fn service_ports(
                 port,
                 node_port,
                 external_ips: external_ips.clone(),
+                firewalled_ips: firewalled_ips.clone(),
+                allowed_sources: allowed_sources.clone(),
                 endpoints: endpoints
                     .into_iter()
                     .map(|((ip, port), (local, ready))| Endpoint {

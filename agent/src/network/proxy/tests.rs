@@ -301,6 +301,111 @@ fn an_address_in_two_slices_is_one_endpoint_ready_if_either_says_so() {
 }
 
 #[test]
+fn source_ranges_let_only_their_sources_reach_the_load_balancers_addresses() {
+    let lb = |ranges: Option<&[&str]>, annotation: Option<&str>| {
+        let mut svc = (*service(Svc {
+            node_port: Some(30080),
+            lb_ip: Some("192.168.1.10"),
+            external_ip: Some("198.51.100.9"),
+            ..Svc::cluster("web", "10.43.0.20", 80)
+        }))
+        .clone();
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.load_balancer_source_ranges =
+                ranges.map(|r| r.iter().map(|s| s.to_string()).collect());
+        }
+        if let Some(a) = annotation {
+            svc.metadata.annotations = Some(
+                [(
+                    "service.beta.kubernetes.io/load-balancer-source-ranges".to_string(),
+                    a.to_string(),
+                )]
+                .into(),
+            );
+        }
+        Arc::new(svc)
+    };
+    let eps = slice("web", &[("10.42.0.5", "n1", true)], 8080);
+    let node = NodeContext {
+        node_ips: vec![ip("192.168.1.10")],
+        ..ctx()
+    };
+    let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+    let fw = Some(Verdict::Goto("fw-default/web/tcp/http".into()));
+    let ext = Some(Verdict::Goto("ext-default/web/tcp/http".into()));
+    let key = |a: &str| nft::expr::service_key(ip(a), 6, 80);
+
+    // The load balancer's address goes through the firewall chain; the Service's
+    // external address and NodePort do not. Entries that are not IPv4 ranges are
+    // passed over, and a host bit is masked off.
+    let ports = service_ports(
+        &node,
+        &[lb(
+            Some(&[" 203.0.113.7/24 ", "2001:db8::/32", "bogus"]),
+            None,
+        )],
+        std::slice::from_ref(&eps),
+    );
+    assert_eq!(ports[0].firewalled_ips, [ip("192.168.1.10")]);
+    assert_eq!(ports[0].allowed_sources, [net("203.0.113.0/24")]);
+    let rs = desired(&node, &ports).merged();
+    assert_eq!(
+        rs.elements["service-ips"].get(&key("192.168.1.10")),
+        Some(&fw)
+    );
+    assert_eq!(
+        rs.elements["service-ips"].get(&key("198.51.100.9")),
+        Some(&ext)
+    );
+    assert_eq!(
+        rs.elements["service-nodeports"].get(&nft::expr::port_key(6, 30080)),
+        Some(&ext)
+    );
+    assert_eq!(
+        rs.chains["fw-default/web/tcp/http"].rules,
+        [
+            rule([
+                nft::expr::saddr_in(net("203.0.113.0/24"), true),
+                vec![Expr::Verdict(Verdict::Goto(
+                    "ext-default/web/tcp/http".into()
+                ))],
+            ]),
+            vec![Expr::Verdict(Verdict::Drop)],
+        ]
+    );
+
+    // The annotation when the field is empty; a range holding the node's address
+    // lets the node's own connections in, whose source is the load balancer's address.
+    let ports = service_ports(
+        &node,
+        &[lb(None, Some("192.168.0.0/16, 10.0.0.0/8"))],
+        std::slice::from_ref(&eps),
+    );
+    assert_eq!(
+        ports[0].allowed_sources,
+        [
+            net("10.0.0.0/8"),
+            net("192.168.0.0/16"),
+            net("192.168.1.10/32")
+        ]
+    );
+
+    // No ranges: no firewall.
+    let ports = service_ports(&node, &[lb(None, None)], &[eps]);
+    assert!(ports[0].firewalled_ips.is_empty());
+    let rs = desired(&node, &ports).merged();
+    assert_eq!(
+        rs.elements["service-ips"].get(&key("192.168.1.10")),
+        Some(&ext)
+    );
+    assert!(!rs.chains.contains_key("fw-default/web/tcp/http"));
+}
+
+fn rule(parts: impl IntoIterator<Item = Vec<Expr>>) -> Vec<Expr> {
+    parts.into_iter().flatten().collect()
+}
+
+#[test]
 fn load_balancer_ingress_and_external_ips_are_external_addresses() {
     let lb = service(Svc {
         node_port: Some(30080),
