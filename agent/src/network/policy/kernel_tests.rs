@@ -79,7 +79,7 @@ fn policies_block_what_they_deny_allow_what_they_allow_and_removal_restores() {
             json!({"app": "front"}),
             "10.42.0.3",
             "n1",
-            &[],
+            &[("http", 9090)],
         ),
         pod(
             "default",
@@ -153,6 +153,34 @@ fn policies_block_what_they_deny_allow_what_they_allow_and_removal_restores() {
         .expect("sync");
     assert!(connects(&front, to), "front is inside the block");
     assert!(!connects(&other, to), "other is the block's exception");
+
+    // An egress named port is each destination's own number: other may reach web's
+    // http (8080) and front's (9090), but not web on front's number.
+    let web_9090 = web.run(|| TcpListener::bind("10.42.0.2:9090").expect("listening in web"));
+    let front_9090 = front.run(|| TcpListener::bind("10.42.0.3:9090").expect("listening in front"));
+    let other_to_http = policy(
+        "default",
+        "other-to-http",
+        json!({
+            "podSelector": {"matchLabels": {"app": "other"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchExpressions": [
+                            {"key": "app", "operator": "In", "values": ["web", "front"]}]}}],
+                        "ports": [{"port": "http"}]}],
+        }),
+    );
+    node.run(|| enforcer.sync(&pods, &nss, std::slice::from_ref(&other_to_http)))
+        .expect("sync");
+    assert!(connects(&other, to), "web's own http");
+    assert!(
+        connects(&other, "10.42.0.3:9090".parse().expect("addr")),
+        "front's own http"
+    );
+    assert!(
+        !connects(&other, "10.42.0.2:9090".parse().expect("addr")),
+        "front's number on web"
+    );
+    drop((web_9090, front_9090));
 
     node.run(|| enforcer.remove()).expect("remove");
     assert!(connects(&other, to), "removal restores connectivity");

@@ -16,6 +16,9 @@
 //!   pod and namespace selectors pick, cluster-wide.
 //! - Chains `in/<ns>/<policy>/<rule>/block<n>`: an ipBlock's `except` ranges
 //!   (`return`), then `accept`.
+//! - Sets `out/<ns>/<policy>/<rule>/named`: an egress rule's named ports, as
+//!   `address . protocol . port` of each pod the rule reaches, since each destination
+//!   gives the name its own number.
 //!
 //! CIDRs are matched with one rule each (mask and compare), port ranges with one
 //! rule per aligned block of ports, as skiff's nftables layer has no interval sets.
@@ -23,12 +26,14 @@
 use super::NodeScope;
 use crate::network::nft::expr::{self, SCTP, TCP, UDP};
 use crate::network::nft::{
-    ChainKind, Expr, Hook, HookPoint, SetKey, SetSpec, Verdict, REG_1, REG_VERDICT,
+    ChainKind, Expr, Hook, HookPoint, SetKey, SetSpec, Verdict, REG32_00, REG_1, REG_VERDICT,
 };
 use crate::network::proxy::ruleset::{ChainSpec, Ruleset};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{Selector, SelectorExt};
@@ -466,31 +471,13 @@ fn allow_rules(
     };
     for (i, (peers, ports)) in policy_rules.into_iter().enumerate() {
         let rule_id = format!("{}/{ns}/{name}/{i}", dir.tag());
-        // A named port is the destination pod's: the target for ingress;
-        // for egress any pod the rule's selectors reach (all pods when
-        // it has none), as the destination is not known in advance.
+        // A named port is the destination pod's. For ingress that is the target; for
+        // egress each destination pod has its own, so named ports are matched below
+        // as pairs of a peer pod's address and its number, not here.
         let named = |port: &str, proto: &str| -> BTreeSet<u16> {
             match dir {
                 Dir::Ingress => container_ports(target.pod, port, proto),
-                Dir::Egress => {
-                    let selector_peers: Vec<&NetworkPolicyPeer> = peers
-                        .into_iter()
-                        .flatten()
-                        .filter(|p| p.ip_block.is_none())
-                        .collect();
-                    let candidates: Vec<&PodView<'_>> = if selector_peers.is_empty() {
-                        inputs.pods.iter().collect()
-                    } else {
-                        selector_peers
-                            .iter()
-                            .flat_map(|p| inputs.peer_pods(ns, p))
-                            .collect()
-                    };
-                    candidates
-                        .iter()
-                        .flat_map(|p| container_ports(p.pod, port, proto))
-                        .collect()
-                }
+                Dir::Egress => BTreeSet::new(),
             }
         };
         let port_alts = port_matches(ports, &named);
@@ -503,8 +490,103 @@ fn allow_rules(
                 out.push(r);
             }
         }
+        if dir == Dir::Egress {
+            out.extend(egress_named_ports(&rule_id, ns, peers, ports, inputs, rs));
+        }
     }
     out
+}
+
+/// An egress rule's named ports: the rule that accepts `ip daddr . meta l4proto . th
+/// dport` in a set of each peer pod's address with the number its containers give the
+/// name. Peer pods are those the rule's selectors pick or whose address is in one of
+/// its ipBlocks (all pods when it names no peer). Nothing when no port is named.
+fn egress_named_ports(
+    rule_id: &str,
+    ns: &str,
+    peers: Option<&[NetworkPolicyPeer]>,
+    ports: Option<&[NetworkPolicyPort]>,
+    inputs: &Inputs<'_>,
+    rs: &mut Ruleset,
+) -> Option<Vec<Expr>> {
+    let named: Vec<(&str, &str, u8)> = ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| match &p.port {
+            Some(IntOrString::String(name)) => {
+                let proto = p.protocol.as_deref().unwrap_or("TCP");
+                Some((name.as_str(), proto, protocol_number(Some(proto))?))
+            }
+            _ => None,
+        })
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    let candidates: Vec<&PodView<'_>> = match peers {
+        None | Some([]) => inputs.pods.iter().collect(),
+        Some(peers) => {
+            let picked: BTreeSet<Ipv4Addr> = peers
+                .iter()
+                .filter(|p| p.ip_block.is_none())
+                .flat_map(|p| inputs.peer_pods(ns, p))
+                .map(|p| p.ip)
+                .collect();
+            let blocks: Vec<&IPBlock> = peers.iter().filter_map(|p| p.ip_block.as_ref()).collect();
+            inputs
+                .pods
+                .iter()
+                .filter(|pod| {
+                    picked.contains(&pod.ip) || blocks.iter().any(|b| in_block(pod.ip, b))
+                })
+                .collect()
+        }
+    };
+    let mut elements = BTreeMap::new();
+    for pod in candidates {
+        for (name, proto, number) in &named {
+            for port in container_ports(pod.pod, name, proto) {
+                elements.insert(expr::service_key(pod.ip, *number, port), None);
+            }
+        }
+    }
+    let set = nft_name(format!("{rule_id}/named"));
+    rs.sets.insert(
+        set.clone(),
+        SetSpec {
+            key: SetKey::Ipv4ProtoPort,
+            verdict_map: false,
+            timeout: false,
+        },
+    );
+    rs.elements.insert(set.clone(), elements);
+    let mut rule = expr::service_key_load();
+    rule.push(Expr::Lookup {
+        set,
+        sreg: REG32_00,
+        dreg: None,
+        invert: false,
+    });
+    rule.push(Expr::Verdict(Verdict::Accept));
+    Some(rule)
+}
+
+/// Whether `ip` is in `block` and in none of its exceptions (an unreadable block or
+/// exception holds nothing, as [`peer_matches`] passes such a block over).
+fn in_block(ip: Ipv4Addr, block: &IPBlock) -> bool {
+    let Ok(cidr) = block.cidr.parse::<Ipv4Net>() else {
+        return false;
+    };
+    let excepts: Result<Vec<Ipv4Net>, _> = block
+        .except
+        .iter()
+        .flatten()
+        .map(|e| e.parse::<Ipv4Net>())
+        .collect();
+    match excepts {
+        Ok(excepts) => cidr.contains(&ip) && !excepts.iter().any(|e| e.contains(&ip)),
+        Err(_) => false,
+    }
 }
 
 /// The table's contents for this node: pods are enforced when they run here

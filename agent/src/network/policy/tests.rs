@@ -2,7 +2,7 @@
 
 use super::rules::{EGRESS_PODS, INGRESS_PODS};
 use super::*;
-use crate::network::nft::{Expr, Message, Recorder, Verdict};
+use crate::network::nft::{expr, Expr, Message, Recorder, Verdict};
 use serde_json::{json, Value};
 
 pub(super) fn node() -> NodeScope {
@@ -297,6 +297,106 @@ fn a_named_port_is_the_destination_pods_container_port() {
     assert!(compares(web, &[expr_tcp()]));
     // A pod without a port of that name allows nothing.
     assert_eq!(chain(&rs, "in/default/front"), &vec![drop_rule()]);
+}
+
+#[test]
+fn an_egress_named_port_is_each_destination_pods_own_number() {
+    let pods = vec![
+        pod(
+            "default",
+            "client",
+            json!({"app": "client"}),
+            "10.42.0.10",
+            "n1",
+            &[],
+        ),
+        pod(
+            "default",
+            "a",
+            json!({"app": "web"}),
+            "10.42.0.11",
+            "n1",
+            &[("http", 80)],
+        ),
+        pod(
+            "default",
+            "b",
+            json!({"app": "web"}),
+            "10.42.1.12",
+            "n2",
+            &[("http", 8080)],
+        ),
+        pod(
+            "default",
+            "db",
+            json!({"app": "db"}),
+            "10.42.0.13",
+            "n1",
+            &[("http", 9090)],
+        ),
+        pod(
+            "default",
+            "far",
+            json!({"app": "far"}),
+            "10.42.5.14",
+            "n2",
+            &[("http", 7070)],
+        ),
+        pod(
+            "default",
+            "kept",
+            json!({"app": "far"}),
+            "10.42.5.15",
+            "n2",
+            &[("http", 7171)],
+        ),
+    ];
+    let nss = vec![namespace("default", json!({}))];
+    let p = policy(
+        "default",
+        "to-web",
+        json!({
+            "podSelector": {"matchLabels": {"app": "client"}},
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [
+                    {"podSelector": {"matchLabels": {"app": "web"}}},
+                    {"ipBlock": {"cidr": "10.42.5.0/24", "except": ["10.42.5.15/32"]}},
+                ],
+                "ports": [{"port": "http"}],
+            }],
+        }),
+    );
+    let rs = desired(&node(), &pods, &nss, &[p]);
+    let pairs: Vec<Vec<u8>> = rs.elements["out/default/to-web/0/named"]
+        .keys()
+        .cloned()
+        .collect();
+    let pair = |ip: &str, port: u16| expr::service_key(ip.parse().unwrap(), expr::TCP, port);
+    // a on 80 and b on 8080, not a on 8080 nor b on 80; the ipBlock's pod on its own
+    // number; no pod the rule does not reach, nor one its block excepts.
+    assert_eq!(
+        pairs,
+        [
+            pair("10.42.0.11", 80),
+            pair("10.42.1.12", 8080),
+            pair("10.42.5.14", 7070),
+        ]
+    );
+    // No rule allows those numbers to every peer.
+    let client = chain(&rs, "out/default/client");
+    for port in [80u16, 8080, 7070] {
+        assert!(
+            !compares(client, &port.to_be_bytes()),
+            "{port} is open to every peer"
+        );
+    }
+    assert!(client.iter().any(|r| r.contains(&Expr::Lookup {
+        set: "out/default/to-web/0/named".into(),
+        sreg: crate::network::nft::REG32_00,
+        dreg: None,
+        invert: false,
+    })));
 }
 
 fn expr_tcp() -> u8 {
