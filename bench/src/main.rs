@@ -10,10 +10,11 @@
 //! agent` from start to a Ready node; with `--suite proxy`, [`proxy`]: Services
 //! programmed as nftables rules (1,000 Services, 5,000 endpoints) and the time of one
 //! Service's endpoint change (root, in a network namespace of its own); with `--suite
-//! dns`, [`dns`]: the node's cluster DNS answering cluster names (in-process, over
-//! loopback UDP); with `--suite net`, [`net`]: the pod network's data path (pod to pod,
-//! across nodes, through a ClusterIP, cluster DNS from a pod) beside bare namespaces
-//! (root).
+//! policy`, [`policy`]: NetworkPolicies programmed the same way and the time of one
+//! pod's label change (root); with `--suite dns`, [`dns`]: the node's cluster DNS
+//! answering cluster names (in-process, over loopback UDP); with `--suite net`,
+//! [`net`]: the pod network's data path (pod to pod, across nodes, through a ClusterIP,
+//! cluster DNS from a pod) beside bare namespaces (root).
 
 mod crun;
 mod dns;
@@ -21,6 +22,7 @@ mod image;
 mod join;
 mod net;
 mod node;
+mod policy;
 mod proxy;
 mod rbac;
 mod scale;
@@ -58,7 +60,8 @@ struct Args {
     /// Which suite: `control-plane` (the API and datastore), `scale` (simulated
     /// nodes, scheduling, a large Deployment, a steady cluster), `node` (real
     /// containers: pod start latency beside crun, the node's memory), `rbac` (the
-    /// cost of authorization), `join`, `proxy` (Services as nftables rules; root), `dns`
+    /// cost of authorization), `join`, `proxy` (Services as nftables rules; root),
+    /// `policy` (NetworkPolicies as nftables rules; root), `dns`
     /// (cluster DNS answering cluster names) or `net` (the pod network's data path beside
     /// bare namespaces; root).
     #[arg(long, default_value = "control-plane")]
@@ -104,6 +107,15 @@ struct Args {
     /// Proxy suite: one-Service endpoint changes timed.
     #[arg(long, default_value_t = 50)]
     proxy_changes: usize,
+    /// Policy suite: pods in the cluster (a tenth on the measured node).
+    #[arg(long, default_value_t = 2000)]
+    policy_pods: usize,
+    /// Policy suite: namespaces, with four policies each.
+    #[arg(long, default_value_t = 25)]
+    policy_namespaces: usize,
+    /// Policy suite: one-pod label changes timed.
+    #[arg(long, default_value_t = 50)]
+    policy_changes: usize,
     /// DNS suite: Services in the cluster zone.
     #[arg(long, default_value_t = 1000)]
     dns_services: usize,
@@ -602,6 +614,13 @@ async fn main() -> Result<()> {
                 changes: args.proxy_changes,
             });
         }
+        "policy" => {
+            return policy::run(policy::Plan {
+                pods: args.policy_pods,
+                namespaces: args.policy_namespaces,
+                changes: args.policy_changes,
+            });
+        }
         "dns" => {
             return dns::run(dns::Plan {
                 services: args.dns_services,
@@ -625,7 +644,7 @@ async fn main() -> Result<()> {
         }
         other => {
             bail!(
-                "--suite: unknown suite {other:?} (control-plane, scale, node, rbac, join, proxy, dns or net)"
+                "--suite: unknown suite {other:?} (control-plane, scale, node, rbac, join, proxy, policy, dns or net)"
             )
         }
     }
