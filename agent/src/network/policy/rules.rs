@@ -293,16 +293,19 @@ fn peer_matches(
         peers.iter().filter(|p| p.ip_block.is_none()).collect();
     if !selector_peers.is_empty() {
         let set = nft_name(rule_id.to_string());
-        let addrs: BTreeSet<Ipv4Addr> = selector_peers
-            .iter()
-            .flat_map(|p| inputs.peer_pods(ns, p))
-            .map(|p| p.ip)
-            .collect();
-        rs.sets.insert(set.clone(), addr_set());
-        rs.elements.insert(
-            set.clone(),
-            addrs.iter().map(|a| (a.octets().to_vec(), None)).collect(),
-        );
+        // The same for every pod the policy selects: made for the first.
+        if !rs.sets.contains_key(&set) {
+            let addrs: BTreeSet<Ipv4Addr> = selector_peers
+                .iter()
+                .flat_map(|p| inputs.peer_pods(ns, p))
+                .map(|p| p.ip)
+                .collect();
+            rs.sets.insert(set.clone(), addr_set());
+            rs.elements.insert(
+                set.clone(),
+                addrs.iter().map(|a| (a.octets().to_vec(), None)).collect(),
+            );
+        }
         out.push((
             vec![
                 load(REG_1),
@@ -523,6 +526,19 @@ fn egress_named_ports(
     if named.is_empty() {
         return None;
     }
+    let set = nft_name(format!("{rule_id}/named"));
+    let mut rule = expr::service_key_load();
+    rule.push(Expr::Lookup {
+        set: set.clone(),
+        sreg: REG32_00,
+        dreg: None,
+        invert: false,
+    });
+    rule.push(Expr::Verdict(Verdict::Accept));
+    // The same for every pod the policy selects: made for the first.
+    if rs.sets.contains_key(&set) {
+        return Some(rule);
+    }
     let candidates: Vec<&PodView<'_>> = match peers {
         None | Some([]) => inputs.pods.iter().collect(),
         Some(peers) => {
@@ -550,7 +566,6 @@ fn egress_named_ports(
             }
         }
     }
-    let set = nft_name(format!("{rule_id}/named"));
     rs.sets.insert(
         set.clone(),
         SetSpec {
@@ -559,15 +574,7 @@ fn egress_named_ports(
             timeout: false,
         },
     );
-    rs.elements.insert(set.clone(), elements);
-    let mut rule = expr::service_key_load();
-    rule.push(Expr::Lookup {
-        set,
-        sreg: REG32_00,
-        dreg: None,
-        invert: false,
-    });
-    rule.push(Expr::Verdict(Verdict::Accept));
+    rs.elements.insert(set, elements);
     Some(rule)
 }
 
