@@ -738,6 +738,11 @@ impl Steps {
         let none = BTreeMap::new();
         for (set, elems) in &old.elements {
             let want = new.elements.get(set).unwrap_or(&none);
+            // Most sets are unchanged: one pass over both says so, where looking each
+            // key up would cost a search per element.
+            if want == elems {
+                continue;
+            }
             let keys: Vec<Vec<u8>> = elems
                 .iter()
                 .filter(|(k, v)| want.get(*k) != Some(*v))
@@ -772,6 +777,9 @@ impl Steps {
         }
         for (set, elems) in &new.elements {
             let had = old.elements.get(set).unwrap_or(&none);
+            if had == elems {
+                continue;
+            }
             let add: Vec<(Vec<u8>, Option<Verdict>)> = elems
                 .iter()
                 .filter(|(k, v)| had.get(*k) != Some(*v))
