@@ -21,6 +21,7 @@ mod dns;
 mod image;
 mod join;
 mod net;
+mod netns;
 mod node;
 mod policy;
 mod proxy;

@@ -6,13 +6,12 @@
 //! atomic apply) is timed.
 
 use super::{ms, Stats};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 use skiff_agent::network::nft::{Netlink, NftSocket};
 use skiff_agent::network::policy::{NodeScope, Policy, TABLE};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,15 +23,6 @@ pub struct Plan {
     pub namespaces: usize,
     /// One-pod label changes timed.
     pub changes: usize,
-}
-
-/// The bench's network namespace, deleted on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// Nodes the pods are spread over; this node is `n0`.
@@ -108,30 +98,7 @@ fn policies(n: usize) -> Result<Vec<Arc<NetworkPolicy>>> {
 
 /// Runs the suite.
 pub fn run(plan: Plan) -> Result<()> {
-    let name = format!("skiff-bench-policy-{}", std::process::id());
-    let out = Command::new("ip")
-        .args(["netns", "add", &name])
-        .output()
-        .context("running ip netns add (the policy suite needs root and iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let ns = Netns(name);
-    let path = format!("/run/netns/{}", ns.0);
-    // On a thread inside the namespace: its netlink socket programs that namespace.
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<()> {
-            let f = std::fs::File::open(&path).context("opening the namespace")?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the namespace")?;
-            measure(&plan)
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    super::netns::run_inside("policy", || measure(&plan))
 }
 
 fn measure(plan: &Plan) -> Result<()> {

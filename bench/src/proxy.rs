@@ -5,11 +5,10 @@
 //! goal is at most 100 ms per change.
 
 use super::{ms, Stats};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 use skiff_agent::network::nft::{Netlink, NftSocket};
 use skiff_agent::network::proxy::{NodeContext, Proxy, TABLE};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,15 +20,6 @@ pub struct Plan {
     pub endpoints: usize,
     /// One-Service changes timed.
     pub changes: usize,
-}
-
-/// The bench's network namespace, deleted on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 type Service = k8s_openapi::api::core::v1::Service;
@@ -73,31 +63,7 @@ fn slice(i: usize, endpoints: usize, generation: usize) -> Result<Arc<Slice>> {
 
 /// Runs the suite.
 pub fn run(plan: Plan) -> Result<()> {
-    let name = format!("skiff-bench-proxy-{}", std::process::id());
-    let out = Command::new("ip")
-        .args(["netns", "add", &name])
-        .output()
-        .context("running ip netns add (the proxy suite needs root and iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let ns = Netns(name);
-    let path = format!("/run/netns/{}", ns.0);
-    // Everything runs on a thread inside the namespace: its netlink socket programs
-    // that namespace's nftables, not the host's.
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<()> {
-            let f = std::fs::File::open(&path).context("opening the namespace")?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the namespace")?;
-            measure(&plan)
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    super::netns::run_inside("proxy", || measure(&plan))
 }
 
 fn measure(plan: &Plan) -> Result<()> {
