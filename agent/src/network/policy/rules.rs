@@ -321,30 +321,18 @@ fn peer_matches(
     }
 
     for (n, block) in peers.iter().filter_map(|p| p.ip_block.as_ref()).enumerate() {
-        let Ok(cidr) = block.cidr.parse::<Ipv4Net>() else {
-            tracing::debug!(cidr = %block.cidr, "skipping an ipBlock that is not IPv4");
-            continue;
-        };
-        let excepts: Result<Vec<Ipv4Net>, _> = block
-            .except
-            .iter()
-            .flatten()
-            .map(|e| e.parse::<Ipv4Net>())
-            .collect();
-        // An except that cannot be read would let too much in: drop the whole block.
-        let Ok(excepts) = excepts else {
-            tracing::warn!(cidr = %block.cidr, "skipping an ipBlock with an unreadable except");
+        let Some((cidr, excepts)) = block_nets(block) else {
             continue;
         };
         if excepts.is_empty() {
-            out.push((addr_in(cidr.trunc(), true), Verdict::Accept));
+            out.push((addr_in(cidr, true), Verdict::Accept));
             continue;
         }
         let chain = nft_name(format!("{rule_id}/block{n}"));
         let mut rules: Vec<Vec<Expr>> = excepts
             .iter()
             .map(|e| {
-                let mut r = addr_in(e.trunc(), true);
+                let mut r = addr_in(*e, true);
                 r.push(Expr::Verdict(Verdict::Return));
                 r
             })
@@ -352,9 +340,32 @@ fn peer_matches(
         rules.push(vec![Expr::Verdict(Verdict::Accept)]);
         rs.chains
             .insert(chain.clone(), ChainSpec { hook: None, rules });
-        out.push((addr_in(cidr.trunc(), true), Verdict::Jump(chain)));
+        out.push((addr_in(cidr, true), Verdict::Jump(chain)));
     }
     out
+}
+
+/// An ipBlock's range and exceptions, masked to their networks; `None` (with a log)
+/// when the range is not IPv4 or an exception cannot be read, since an exception that
+/// cannot be read would let too much in: the whole block is passed over.
+fn block_nets(block: &IPBlock) -> Option<(Ipv4Net, Vec<Ipv4Net>)> {
+    let Ok(cidr) = block.cidr.parse::<Ipv4Net>() else {
+        tracing::debug!(cidr = %block.cidr, "skipping an ipBlock that is not IPv4");
+        return None;
+    };
+    let excepts: Result<Vec<Ipv4Net>, _> = block
+        .except
+        .iter()
+        .flatten()
+        .map(|e| e.parse::<Ipv4Net>().map(|n| n.trunc()))
+        .collect();
+    match excepts {
+        Ok(excepts) => Some((cidr.trunc(), excepts)),
+        Err(_) => {
+            tracing::warn!(cidr = %block.cidr, "skipping an ipBlock with an unreadable except");
+            None
+        }
+    }
 }
 
 fn addr_set() -> SetSpec {
@@ -548,7 +559,11 @@ fn egress_named_ports(
                 .flat_map(|p| inputs.peer_pods(ns, p))
                 .map(|p| p.ip)
                 .collect();
-            let blocks: Vec<&IPBlock> = peers.iter().filter_map(|p| p.ip_block.as_ref()).collect();
+            let blocks: Vec<(Ipv4Net, Vec<Ipv4Net>)> = peers
+                .iter()
+                .filter_map(|p| p.ip_block.as_ref())
+                .filter_map(block_nets)
+                .collect();
             inputs
                 .pods
                 .iter()
@@ -578,22 +593,9 @@ fn egress_named_ports(
     Some(rule)
 }
 
-/// Whether `ip` is in `block` and in none of its exceptions (an unreadable block or
-/// exception holds nothing, as [`peer_matches`] passes such a block over).
-fn in_block(ip: Ipv4Addr, block: &IPBlock) -> bool {
-    let Ok(cidr) = block.cidr.parse::<Ipv4Net>() else {
-        return false;
-    };
-    let excepts: Result<Vec<Ipv4Net>, _> = block
-        .except
-        .iter()
-        .flatten()
-        .map(|e| e.parse::<Ipv4Net>())
-        .collect();
-    match excepts {
-        Ok(excepts) => cidr.contains(&ip) && !excepts.iter().any(|e| e.contains(&ip)),
-        Err(_) => false,
-    }
+/// Whether `ip` is in a block's range and in none of its exceptions.
+fn in_block(ip: Ipv4Addr, (cidr, excepts): &(Ipv4Net, Vec<Ipv4Net>)) -> bool {
+    cidr.contains(&ip) && !excepts.iter().any(|e| e.contains(&ip))
 }
 
 /// The table's contents for this node: pods are enforced when they run here
