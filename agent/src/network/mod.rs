@@ -673,6 +673,11 @@ async fn resync<F, L>(
 {
     let sync = Arc::new(sync);
     let lost = Arc::new(lost);
+    // On a clock of its own: changes coming faster than `check_every` (a failing sync
+    // retries every second) must not put the check off for ever.
+    let mut check =
+        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let s = sync.clone();
         let synced = tokio::task::spawn_blocking(move || s())
@@ -691,7 +696,7 @@ async fn resync<F, L>(
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = changed.notified() => break,
-                () = tokio::time::sleep(check_every) => {
+                _ = check.tick() => {
                     let l = lost.clone();
                     let gone = tokio::task::spawn_blocking(move || l())
                         .await
@@ -830,6 +835,48 @@ mod tests {
         }
         // The first sync, and one more for the lost table: nothing else changed.
         assert_eq!(syncs.load(SeqCst), 2);
+        stop.cancel();
+        run.await.expect("the loop ends when cancelled");
+    }
+
+    #[tokio::test]
+    async fn the_table_is_checked_even_while_changes_come_faster() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let checks = Arc::new(AtomicUsize::new(0));
+        let c = checks.clone();
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let run = {
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                // The table is always there: only the checks are counted.
+                let lost = move || {
+                    c.fetch_add(1, SeqCst);
+                    Ok(false)
+                };
+                let check_every = std::time::Duration::from_millis(50);
+                resync(
+                    &changed,
+                    &cancel,
+                    "test rules",
+                    check_every,
+                    || Ok(()),
+                    lost,
+                )
+                .await
+            })
+        };
+        // A change every 5 ms, as a failing sync's retries or a busy cluster bring.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while checks.load(SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "changes put the check off"
+            );
+            changed.notify_one();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         stop.cancel();
         run.await.expect("the loop ends when cancelled");
     }
