@@ -557,8 +557,7 @@ impl Network {
                 let (svcs, eps) = (services.state(), slices.state());
                 dns.update(&svcs, &eps);
                 let started = std::time::Instant::now();
-                let mut p = proxy.lock().map_err(|_| "the proxy's lock is poisoned".to_string())?;
-                let stats = p.sync(&svcs, &eps).map_err(|e| crate::kubelet::worker::chain(&e))?;
+                let stats = locked(&proxy, "proxy", |p| p.sync(&svcs, &eps))?;
                 if stats.messages > 0 {
                     tracing::debug!(
                         service_ports = stats.service_ports,
@@ -568,13 +567,7 @@ impl Network {
                     );
                 }
                 Ok(())
-            }, move || {
-                checked
-                    .lock()
-                    .map_err(|_| "the proxy's lock is poisoned".to_string())?
-                    .lost()
-                    .map_err(|e| crate::kubelet::worker::chain(&e))
-            })
+            }, move || locked(&checked, "proxy", |p| p.lost()))
             .await,
         }
         svc_feed.abort();
@@ -630,19 +623,8 @@ impl Network {
             () = cancel.cancelled() => {}
             () = ready => resync(&changed, &cancel, "network policy rules", TABLE_CHECK, move || {
                 let (p, n, np) = (pods.state(), namespaces.state(), policies.state());
-                enforcer
-                    .lock()
-                    .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
-                    .sync(&p, &n, &np)
-                    .map(drop)
-                    .map_err(|e| crate::kubelet::worker::chain(&e))
-            }, move || {
-                checked
-                    .lock()
-                    .map_err(|_| "the policy enforcer's lock is poisoned".to_string())?
-                    .lost()
-                    .map_err(|e| crate::kubelet::worker::chain(&e))
-            })
+                locked(&enforcer, "policy enforcer", |e| e.sync(&p, &n, &np)).map(drop)
+            }, move || locked(&checked, "policy enforcer", |e| e.lost()))
             .await,
         }
         f1.abort();
@@ -650,6 +632,19 @@ impl Network {
         f3.abort();
         Ok(())
     }
+}
+
+/// Runs `f` on what `m` guards, for the rule loops' closures: a poisoned lock and an
+/// error come back as their messages.
+fn locked<T, R, E: std::error::Error>(
+    m: &std::sync::Mutex<T>,
+    what: &str,
+    f: impl FnOnce(&mut T) -> Result<R, E>,
+) -> Result<R, String> {
+    let mut guard = m
+        .lock()
+        .map_err(|_| format!("the {what}'s lock is poisoned"))?;
+    f(&mut guard).map_err(|e| crate::kubelet::worker::chain(&e))
 }
 
 /// How often the rule loops look for their table, which `nft flush ruleset` or a
