@@ -120,6 +120,17 @@ impl NftSocket {
         Ok(out)
     }
 
+    /// A request of type `get` (with `flags` besides `NLM_F_REQUEST`) naming `table` in
+    /// attribute `table_attr`.
+    fn table_request(&mut self, get: u8, flags: u16, table_attr: u16, table: &str) -> Vec<u8> {
+        let seq = self.next_seq(1);
+        let mut w = Writer { buf: Vec::new() };
+        let s = w.begin(nft_type(get), NLM_F_REQUEST | flags, seq, NFPROTO_IPV4, 0);
+        w_str(&mut w, table_attr, table);
+        w.end(s);
+        w.buf
+    }
+
     /// Dumps objects of type `get` filtered by table; calls `each` with every answer's
     /// type and its string attributes.
     fn dump(
@@ -129,19 +140,9 @@ impl NftSocket {
         table: &str,
         mut each: impl FnMut(u16, &HashMap<u16, String>),
     ) -> Result<()> {
-        let seq = self.next_seq(1);
-        let mut w = Writer { buf: Vec::new() };
-        let s = w.begin(
-            nft_type(get),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            NFPROTO_IPV4,
-            0,
-        );
-        w_str(&mut w, table_attr, table);
-        w.end(s);
+        let request = self.table_request(get, NLM_F_DUMP, table_attr, table);
         let what = format!("listing table {table}");
-        self.send(&w.buf, &what)?;
+        self.send(&request, &what)?;
         loop {
             let buf = self.recv(&what)?;
             for (ty, _, payload) in parse_messages(&buf)? {
@@ -312,19 +313,9 @@ fn string_attrs(buf: &[u8]) -> Result<HashMap<u16, String>> {
 
 impl Netlink for NftSocket {
     fn table_exists(&mut self, table: &str) -> Result<bool> {
-        let seq = self.next_seq(1);
-        let mut w = Writer { buf: Vec::new() };
-        let s = w.begin(
-            nft_type(NFT_MSG_GETTABLE),
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
-            NFPROTO_IPV4,
-            0,
-        );
-        w_str(&mut w, NFTA_TABLE_NAME, table);
-        w.end(s);
+        let request = self.table_request(NFT_MSG_GETTABLE, NLM_F_ACK, NFTA_TABLE_NAME, table);
         let what = format!("getting table {table}");
-        self.send(&w.buf, &what)?;
+        self.send(&request, &what)?;
         let mut found = false;
         loop {
             let buf = self.recv(&what)?;
