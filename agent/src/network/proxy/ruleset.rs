@@ -564,7 +564,9 @@ impl Parts {
         Parts(BTreeMap::from([(String::new(), Arc::new(rs))]))
     }
 
-    /// All the parts as one ruleset, as the kernel's table holds them.
+    /// All the parts as one ruleset, as the kernel's table holds them (what tests
+    /// read).
+    #[cfg(test)]
     pub fn merged(&self) -> Ruleset {
         let mut all = Ruleset::default();
         for part in self.0.values() {

@@ -94,10 +94,10 @@ fn proto_number(p: Option<&str>) -> Option<u8> {
     }
 }
 
-/// The IPv4 ranges a LoadBalancer Service takes traffic from: `spec.loadBalancerSourceRanges`,
-/// else the older annotation, comma-separated; either may be space-padded. Entries that
-/// are not IPv4 CIDRs are
-/// passed over with a debug log (IPv6 ranges among them: the proxy is IPv4 only).
+/// The IPv4 ranges a LoadBalancer Service takes traffic from:
+/// `spec.loadBalancerSourceRanges`, else the older annotation, comma-separated; either
+/// may be space-padded. Entries that are not IPv4 CIDRs are passed over with a debug
+/// log (IPv6 ranges among them: the proxy is IPv4 only).
 fn source_ranges(svc: &Service) -> Vec<Ipv4Net> {
     let from_spec: Vec<String> = svc
         .spec
