@@ -182,6 +182,20 @@ fn bad_input_through_kubectl(k: Kubectl) {
         assert_still_serves(&s, k);
     });
 
+    cases.case("a source range that is not a CIDR", || {
+        s.write_file(
+            "badrange.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n  loadBalancerSourceRanges: [\"192.0.2.1\"]\n",
+        );
+        let out = run(&["create", "-f", "badrange.yaml"]);
+        assert_stderr_contains(
+            &out,
+            r#"The Service "lb" is invalid: spec.loadBalancerSourceRanges[0]: Invalid value: "192.0.2.1": must be a valid CIDR value"#,
+        );
+        let out = run(&["get", "service", "lb"]);
+        assert_stderr_line(&out, r#"Error from server (NotFound): services "lb" not found"#);
+    });
+
     cases.case("body over the limit", || {
         s.write_file("huge.json", oversized_configmap());
         let out = run(&["create", "-f", "huge.json"]);
